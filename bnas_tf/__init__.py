@@ -1,0 +1,38 @@
+"""bnas-tf: binarized neural architecture search on TensorFlow, Keras 2 and Larq.
+
+Larq is built on Keras 2, so the package selects TensorFlow's legacy Keras
+(``tf_keras``) before TensorFlow is imported for the first time::
+
+    import bnas_tf            # sets TF_USE_LEGACY_KERAS=1, then imports TensorFlow
+    import tensorflow as tf   # tf.keras is now Keras 2 (tf_keras)
+
+If TensorFlow was imported earlier with Keras 3, importing ``bnas_tf`` fails with
+an :class:`ImportError` that says how to fix it.
+"""
+
+import os
+import sys
+
+__version__ = "0.1.0"
+
+
+def _select_legacy_keras() -> None:
+    """Make ``tf.keras`` resolve to Keras 2 (``tf_keras``), which larq requires."""
+    if "tensorflow" not in sys.modules:
+        os.environ["TF_USE_LEGACY_KERAS"] = "1"
+        return
+    import tensorflow as tf  # already imported: only inspect it
+
+    version = getattr(tf.keras, "__version__", "")
+    if not version.startswith("2."):
+        raise ImportError(
+            "bnas_tf needs Keras 2 (tf_keras), but TensorFlow was already imported with "
+            f"Keras {version or '3'}. Set the environment variable TF_USE_LEGACY_KERAS=1 "
+            "before TensorFlow is imported (e.g. `export TF_USE_LEGACY_KERAS=1`), or "
+            "import bnas_tf before tensorflow."
+        )
+
+
+_select_legacy_keras()
+
+__all__ = ["__version__"]
