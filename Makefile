@@ -1,0 +1,57 @@
+# bnas-tf developer tasks. `make test` installs into $(VENV), fetches Fashion-MNIST, runs pytest.
+
+VENV ?= .venv
+PY = $(VENV)/bin/python
+PIP = $(PY) -m pip
+PYTEST_ARGS ?=
+FASHION_MNIST = /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+
+.PHONY: install data demo test bench clean
+
+install: $(VENV)/.installed
+
+# larq-zoo and zookeeper pin protobuf<3.21, which TensorFlow 2.21 cannot satisfy: install them
+# without their dependencies (--no-deps), then the dependencies they really use (click, typeguard).
+$(VENV)/.installed: setup.cfg
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PIP) install -e '.[test]'
+	$(PIP) install --no-deps larq-zoo==2.4.0 zookeeper==1.4.0
+	$(PIP) install click typeguard
+	touch $@
+
+# Fashion-MNIST IDX files from the Debian package dataset-fashion-mnist.
+data:
+	@if [ -f $(FASHION_MNIST) ]; then \
+		echo "Fashion-MNIST found in $(dir $(FASHION_MNIST))"; \
+	else \
+		if [ "$$(id -u)" = 0 ]; then SUDO=; \
+		elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then SUDO=sudo; \
+		else SUDO=none; fi; \
+		if [ "$$SUDO" != none ] && command -v apt-get >/dev/null 2>&1; then \
+			$$SUDO apt-get install -y dataset-fashion-mnist \
+			|| { $$SUDO apt-get update && $$SUDO apt-get install -y dataset-fashion-mnist; }; \
+		else \
+			echo "Fashion-MNIST is missing from $(dir $(FASHION_MNIST)) and apt-get is not usable:"; \
+			echo "install it with 'sudo apt-get install -y dataset-fashion-mnist', or pass"; \
+			echo "--data_dir=DIR holding the four IDX files; tests that need it are skipped."; \
+		fi; \
+	fi
+
+demo: $(VENV)/.installed data
+	$(PY) -m bnas_tf.search --flagfile=flags/demo_search.cfg --output_dir=runs/demo/search --overwrite
+	$(PY) -m bnas_tf.train --flagfile=flags/demo_train.cfg --genotype=runs/demo/search/genotype.json --output_dir=runs/demo/train --overwrite
+	$(PY) -m bnas_tf.evaluate --model_dir=runs/demo/train --output_dir=runs/demo/evaluate --overwrite
+
+test: $(VENV)/.installed data
+	$(PY) -m pytest -q tests $(PYTEST_ARGS)
+
+bench: $(VENV)/.installed
+	@set -e; for script in benchmarks/*.py; do \
+		[ -f "$$script" ] || continue; \
+		echo "== $$script"; \
+		$(PY) "$$script"; \
+	done
+
+clean:
+	rm -rf build dist *.egg-info .pytest_cache runs/demo
+	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
