@@ -1,0 +1,417 @@
+"""The supernet: a subclassed Keras model whose ``train_step`` alternates alpha and weights.
+
+Each training step takes a pair of batches, one from each half of the training set,
+and does the first-order DARTS update used by both BNAS papers::
+
+    alpha <- alpha - Adam(grad_alpha [L_val(w, alpha) - lambda H(alpha) e^{-t/tau}])
+    w     <- w     - SGD (grad_w     L_train(w, alpha))
+
+Example:
+    >>> net = Supernet(10, layers=2, init_channels=4)
+    >>> net.compile(**default_optimizers(total_steps=100))
+    >>> net.fit(bnas_tf.data.search_splits("fashion_mnist", batch_size=64), epochs=1)
+    >>> net.genotype()
+
+The architecture parameters ``alpha_normal``/``alpha_reduce`` (and the edge
+normalization ``beta_*`` with channel sampling) are kept out of the weight
+optimizer: only ``arch_optimizer`` updates them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from bnas_tf import ops as ops_lib
+from bnas_tf.genotype import Genotype
+from bnas_tf.search.cell import SearchCell, edge_inputs, num_edges
+from bnas_tf.search.regularizers import entropy_coefficient, masked_softmax, mean_edge_entropy
+
+__all__ = ["Supernet", "default_optimizers", "CELL_TYPES"]
+
+CELL_TYPES = ("normal", "reduce")
+
+
+def default_optimizers(
+    total_steps: int,
+    *,
+    learning_rate: float = 0.025,
+    learning_rate_min: float = 0.001,
+    momentum: float = 0.9,
+    arch_learning_rate: float = 3e-4,
+    arch_beta_1: float = 0.5,
+    arch_beta_2: float = 0.999,
+) -> dict[str, tf.keras.optimizers.Optimizer]:
+    """The DARTS / BNAS search optimizers (Liu et al. 2019; Kim et al. 2020).
+
+    Weights: SGD, momentum 0.9, cosine learning rate 0.025 -> 0.001 over
+    ``total_steps``. Architecture: Adam, lr 3e-4, betas (0.5, 0.999). Weight decay
+    (3e-4 and 1e-3) is added to the gradients by :class:`Supernet`, as PyTorch does.
+    """
+    schedule = tf.keras.optimizers.schedules.CosineDecay(
+        learning_rate, max(int(total_steps), 1), alpha=learning_rate_min / learning_rate
+    )
+    return {
+        "optimizer": tf.keras.optimizers.SGD(schedule, momentum=momentum),
+        "arch_optimizer": tf.keras.optimizers.Adam(
+            arch_learning_rate, beta_1=arch_beta_1, beta_2=arch_beta_2
+        ),
+    }
+
+
+class Supernet(tf.keras.Model):
+    """DARTS-style supernet over binarized operations.
+
+    Args:
+        num_classes: classifier outputs.
+        layers: cells; reduction cells sit at ``layers // 3`` and ``2 * layers // 3``.
+        init_channels: ``C`` of the first cells (the stem gives ``3 C``).
+        search_space: ``bnas_kim`` or ``bnas_darts`` (see :mod:`bnas_tf.ops`).
+        binarization: ``sign_scale`` or ``xnor``.
+        partial_channels: ``K`` of channel sampling; 1 is plain DARTS.
+        edge_normalization: learn ``beta`` (default: on when ``K > 1``, as PC-DARTS).
+        inter_cell_skip: Kim et al.'s skip connection between cells.
+        allow_none: let Zeroise win when deriving the genotype (Kim: yes; DARTS: no).
+        entropy_lambda, entropy_tau: the diversity regularizer (0 disables it).
+        weight_decay, arch_weight_decay: L2 added to the weight / alpha gradients.
+        grad_clip: global-norm clip of the weight gradients.
+        arch_warmup_epochs: epochs with weight updates only.
+        active_ops: ``{"normal": [[op, ...] x 14], "reduce": [...]}``, the ops still
+            alive on each edge (operation space reduction); default: the whole space.
+        share_computation: compute what edges leaving one node share only once (exact).
+        seed: seed of the alpha initialisation ``1e-3 * N(0, 1)``.
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        *,
+        layers: int = 8,
+        init_channels: int = 16,
+        search_space: str = "bnas_kim",
+        binarization: str = "sign_scale",
+        partial_channels: int = 1,
+        edge_normalization: bool | None = None,
+        inter_cell_skip: bool = True,
+        allow_none: bool = True,
+        entropy_lambda: float = 0.0,
+        entropy_tau: float = 7.7,
+        weight_decay: float = 3e-4,
+        arch_weight_decay: float = 1e-3,
+        grad_clip: float | None = 5.0,
+        arch_warmup_epochs: int = 0,
+        active_ops: Mapping[str, Sequence[Sequence[str]]] | None = None,
+        steps: int = 4,
+        multiplier: int = 4,
+        stem_multiplier: int = 3,
+        share_computation: bool = True,
+        seed: int | None = None,
+        name: str = "supernet",
+        **kwargs,
+    ):
+        super().__init__(name=name, **kwargs)
+        if num_classes < 2:
+            raise ValueError(f"num_classes must be at least 2, got {num_classes}.")
+        if layers < 1:
+            raise ValueError(f"layers must be at least 1, got {layers}.")
+        if partial_channels < 1 or init_channels % partial_channels:
+            raise ValueError(
+                f"partial_channels K={partial_channels} must be >= 1 and divide init_channels={init_channels}."
+            )
+        if entropy_tau <= 0:
+            raise ValueError(f"entropy_tau must be positive, got {entropy_tau}.")
+        self.num_classes = num_classes
+        self.search_space = search_space
+        self.op_names = ops_lib.search_space(search_space)
+        self.binarization = binarization
+        self.partial_channels = partial_channels
+        self.edge_normalization = partial_channels > 1 if edge_normalization is None else edge_normalization
+        self.allow_none = allow_none
+        self.entropy_lambda = float(entropy_lambda)
+        self.entropy_tau = float(entropy_tau)
+        self.weight_decay = float(weight_decay)
+        self.arch_weight_decay = float(arch_weight_decay)
+        self.grad_clip = grad_clip
+        self.arch_warmup_epochs = int(arch_warmup_epochs)
+        self.steps = steps
+        self.multiplier = multiplier
+        self.layers_count = layers
+        self.init_channels = init_channels
+        self.edges = num_edges(steps)
+        self.active_ops = self._check_active_ops(active_ops)
+        self.masks = {
+            cell: tf.constant(
+                [[1.0 if op in edge_ops else 0.0 for op in self.op_names] for edge_ops in self.active_ops[cell]]
+            )
+            for cell in CELL_TYPES
+        }
+        self._active_index = {
+            cell: [[self.op_names.index(op) for op in edge_ops] for edge_ops in self.active_ops[cell]]
+            for cell in CELL_TYPES
+        }
+
+        init = tf.keras.initializers.RandomNormal(stddev=1e-3, seed=seed)
+        shape = (self.edges, len(self.op_names))
+        self.alpha_normal = self.add_weight(name="alpha_normal", shape=shape, initializer=init)
+        self.alpha_reduce = self.add_weight(name="alpha_reduce", shape=shape, initializer=init)
+        if self.edge_normalization:
+            self.beta_normal = self.add_weight(name="beta_normal", shape=(self.edges,), initializer=init)
+            self.beta_reduce = self.add_weight(name="beta_reduce", shape=(self.edges,), initializer=init)
+        self.epoch = self.add_weight(
+            name="epoch", shape=(), dtype=tf.int64, initializer="zeros", trainable=False
+        )
+
+        stem_channels = stem_multiplier * init_channels
+        self.stem = tf.keras.Sequential(
+            [
+                tf.keras.layers.Conv2D(stem_channels, 3, padding="same", use_bias=False),
+                tf.keras.layers.BatchNormalization(),
+            ],
+            name="stem",
+        )
+        prev_prev, prev, channels = stem_channels, stem_channels, init_channels
+        reduction_prev = False
+        self.cells = []
+        for index in range(layers):
+            reduction = index in (layers // 3, 2 * layers // 3)
+            if reduction:
+                channels *= 2
+            cell_type = "reduce" if reduction else "normal"
+            self.cells.append(
+                SearchCell(
+                    channels,
+                    reduction=reduction,
+                    reduction_prev=reduction_prev,
+                    prev_channels=prev,
+                    edge_ops=self.active_ops[cell_type],
+                    binarization=binarization,
+                    partial_channels=partial_channels,
+                    inter_cell_skip=inter_cell_skip and index > 0,
+                    steps=steps,
+                    multiplier=multiplier,
+                    share_computation=share_computation,
+                    name=f"cell_{index}",
+                )
+            )
+            prev_prev, prev = prev, multiplier * channels
+            reduction_prev = reduction
+        self.global_pool = tf.keras.layers.GlobalAveragePooling2D()
+        self.classifier = tf.keras.layers.Dense(num_classes, name="classifier")
+        self.loss_fn = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        self.arch_optimizer = None
+        self._trackers = {
+            name: tf.keras.metrics.Mean(name=name)
+            for name in ("loss", "arch_loss", "entropy")
+        }
+        self._accuracy = tf.keras.metrics.SparseCategoricalAccuracy(name="accuracy")
+        self._arch_accuracy = tf.keras.metrics.SparseCategoricalAccuracy(name="arch_accuracy")
+
+    # ------------------------------------------------------------------ structure
+    def _check_active_ops(self, active_ops) -> dict[str, list[list[str]]]:
+        if active_ops is None:
+            return {cell: [list(self.op_names) for _ in range(self.edges)] for cell in CELL_TYPES}
+        checked = {}
+        for cell in CELL_TYPES:
+            edges = [list(e) for e in active_ops[cell]]
+            if len(edges) != self.edges:
+                raise ValueError(f"active_ops[{cell!r}] has {len(edges)} edges, expected {self.edges}.")
+            for e, edge_ops in enumerate(edges):
+                unknown = [op for op in edge_ops if op not in self.op_names]
+                if unknown or not edge_ops:
+                    raise ValueError(
+                        f"active_ops[{cell!r}] edge {e}: {edge_ops or 'no ops'} "
+                        f"(ops must be a non-empty subset of {self.search_space}: {self.op_names})."
+                    )
+            checked[cell] = edges
+        return checked
+
+    def alpha(self, cell: str) -> tf.Variable:
+        return {"normal": self.alpha_normal, "reduce": self.alpha_reduce}[cell]
+
+    def beta(self, cell: str) -> tf.Variable | None:
+        if not self.edge_normalization:
+            return None
+        return {"normal": self.beta_normal, "reduce": self.beta_reduce}[cell]
+
+    @property
+    def arch_variables(self) -> list[tf.Variable]:
+        """The architecture parameters: alphas, then betas with edge normalization."""
+        variables = [self.alpha_normal, self.alpha_reduce]
+        if self.edge_normalization:
+            variables += [self.beta_normal, self.beta_reduce]
+        return variables
+
+    @property
+    def weight_variables(self) -> list[tf.Variable]:
+        """Every trainable variable that is not an architecture parameter."""
+        arch = {v.ref() for v in self.arch_variables}
+        return [v for v in self.trainable_variables if v.ref() not in arch]
+
+    def op_probabilities(self, cell: str) -> tf.Tensor:
+        """``softmax(alpha)`` per edge, exactly 0 for ops removed from the edge."""
+        return masked_softmax(self.alpha(cell), self.masks[cell])
+
+    def edge_betas(self, cell: str) -> tf.Tensor | None:
+        """Edge-normalization weights: softmax of ``beta`` over the edges entering each node."""
+        beta = self.beta(cell)
+        if beta is None:
+            return None
+        parts, start = [], 0
+        for node in range(self.steps):
+            parts.append(tf.nn.softmax(beta[start : start + 2 + node]))
+            start += 2 + node
+        return tf.concat(parts, axis=0)
+
+    def mean_entropy(self) -> tf.Tensor:
+        """Mean op-distribution entropy over all normal and reduction edges."""
+        return mean_edge_entropy(
+            [self.alpha_normal, self.alpha_reduce], [self.masks["normal"], self.masks["reduce"]]
+        )
+
+    # ------------------------------------------------------------------ forward
+    def call(self, inputs, training=None):
+        weights, betas = {}, {}
+        for cell in CELL_TYPES:
+            probs = self.op_probabilities(cell)
+            weights[cell] = [tf.gather(probs[e], idx) for e, idx in enumerate(self._active_index[cell])]
+            betas[cell] = self.edge_betas(cell)
+        s0 = s1 = self.stem(inputs, training=training)
+        for cell in self.cells:
+            kind = "reduce" if cell.reduction else "normal"
+            s0, s1 = s1, cell(s0, s1, weights[kind], betas[kind], training=training)
+        return self.classifier(self.global_pool(s1))
+
+    # ------------------------------------------------------------------ training
+    def compile(self, optimizer=None, arch_optimizer=None, **kwargs):
+        """``optimizer`` updates the weights, ``arch_optimizer`` the architecture."""
+        if optimizer is None or arch_optimizer is None:
+            raise ValueError("Supernet.compile needs both `optimizer` and `arch_optimizer`.")
+        super().compile(optimizer=optimizer, **kwargs)
+        self.arch_optimizer = arch_optimizer
+
+    @property
+    def metrics(self):
+        return [*self._trackers.values(), self._accuracy, self._arch_accuracy]
+
+    def _arch_step(self, x, y):
+        with tf.GradientTape() as tape:
+            logits = self(x, training=True)
+            loss = self.loss_fn(y, logits)
+            entropy = self.mean_entropy()
+            objective = loss
+            if self.entropy_lambda:
+                coef = entropy_coefficient(self.entropy_lambda, self.entropy_tau, self.epoch)
+                objective = loss - coef * entropy
+        pairs = _with_gradients(tape.gradient(objective, self.arch_variables), self.arch_variables)
+        self.arch_optimizer.apply_gradients(
+            (g + self.arch_weight_decay * v, v) for g, v in pairs
+        )
+        self._trackers["arch_loss"].update_state(loss)
+        self._arch_accuracy.update_state(y, logits)
+        return tf.constant(True)
+
+    def _weight_step(self, x, y):
+        variables = self.weight_variables
+        with tf.GradientTape() as tape:
+            logits = self(x, training=True)
+            loss = self.loss_fn(y, logits)
+            objective = loss + tf.add_n(self.losses) if self.losses else loss
+        pairs = _with_gradients(tape.gradient(objective, variables), variables)
+        grads = [g for g, _ in pairs]
+        if self.grad_clip:
+            grads, _ = tf.clip_by_global_norm(grads, self.grad_clip)
+        grads = [g + self.weight_decay * v for g, (_, v) in zip(grads, pairs)]
+        self.optimizer.apply_gradients(zip(grads, [v for _, v in pairs]))
+        self._trackers["loss"].update_state(loss)
+        self._accuracy.update_state(y, logits)
+
+    def train_step(self, data):
+        (x_w, y_w), (x_a, y_a) = data
+        if self.arch_warmup_epochs > 0:
+            tf.cond(
+                self.epoch >= self.arch_warmup_epochs,
+                lambda: self._arch_step(x_a, y_a),
+                lambda: tf.constant(False),
+            )
+        else:
+            self._arch_step(x_a, y_a)
+        self._weight_step(x_w, y_w)
+        self._trackers["entropy"].update_state(self.mean_entropy())
+        return {m.name: m.result() for m in self.metrics}
+
+    def test_step(self, data):
+        x, y = data[0], data[1]
+        logits = self(x, training=False)
+        self._trackers["loss"].update_state(self.loss_fn(y, logits))
+        self._accuracy.update_state(y, logits)
+        return {m.name: m.result() for m in (self._trackers["loss"], self._accuracy)}
+
+    def fit(self, *args, callbacks=None, **kwargs):
+        """``tf.keras.Model.fit`` that also keeps :attr:`epoch` (the ``t`` of the entropy term)."""
+        if self.built:
+            # Slots created up front: otherwise the train function is traced twice.
+            self.build_optimizers()
+        callbacks = list(callbacks or []) + [_EpochCounter(self.epoch)]
+        return super().fit(*args, callbacks=callbacks, **kwargs)
+
+    def build_optimizers(self) -> None:
+        """Create the optimizers' slots now (needed before a ``tf.cond`` arch step or a restore)."""
+        self.optimizer.build(self.weight_variables)
+        self.arch_optimizer.build(self.arch_variables)
+
+    # ------------------------------------------------------------------ genotype
+    def genotype(self) -> Genotype:
+        """The discrete cell: per node the 2 strongest incoming edges, each with its best op.
+
+        An edge's strength is its largest op weight (times its normalized beta with
+        edge normalization); ``none`` takes part only when ``allow_none`` (Kim et al.
+        keep Zeroise selectable; DARTS excludes it).
+        """
+        cells = {}
+        for cell in CELL_TYPES:
+            probs = self.op_probabilities(cell).numpy()
+            betas = self.edge_betas(cell)
+            betas = np.ones(self.edges) if betas is None else betas.numpy()
+            candidates = np.array(
+                [[1.0 if op != "none" or self.allow_none else 0.0 for op in self.op_names]]
+            ) * self.masks[cell].numpy()
+            edges = []
+            for node in range(self.steps):
+                rows = [e for e, (n, _) in enumerate(edge_inputs(self.steps)) if n == node]
+                scored = []
+                for e in rows:
+                    allowed = candidates[e] > 0
+                    if not allowed.any():  # only Zeroise left, and it may not win
+                        allowed = self.masks[cell].numpy()[e] > 0
+                    masked = np.where(allowed, probs[e], -np.inf)
+                    best = int(np.argmax(masked))
+                    scored.append((masked[best] * betas[e], e, best))
+                top = sorted(scored, key=lambda s: -s[0])[:2]
+                for _, e, best in sorted(top, key=lambda s: edge_inputs(self.steps)[s[1]][1]):
+                    edges.append((self.op_names[best], edge_inputs(self.steps)[e][1]))
+            cells[cell] = edges
+        concat = tuple(range(2 + self.steps - self.multiplier, 2 + self.steps))
+        return Genotype(
+            normal=tuple(cells["normal"]),
+            normal_concat=concat,
+            reduce=tuple(cells["reduce"]),
+            reduce_concat=concat,
+            search_space=self.search_space,
+        )
+
+
+def _with_gradients(grads, variables) -> list[tuple[tf.Tensor, tf.Variable]]:
+    """Pairs of (gradient, variable), leaving out variables the loss does not reach
+    (e.g. the normal-cell alphas of a supernet made of reduction cells only)."""
+    return [(g, v) for g, v in zip(grads, variables) if g is not None]
+
+
+class _EpochCounter(tf.keras.callbacks.Callback):
+    def __init__(self, variable: tf.Variable):
+        super().__init__()
+        self.variable = variable
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.variable.assign(epoch)
