@@ -23,11 +23,11 @@ def _select_legacy_keras() -> None:
         return
     import tensorflow as tf  # already imported: only inspect it
 
-    version = getattr(tf.keras, "__version__", "")
-    if not version.startswith("2."):
+    if not tf.keras.layers.Layer.__module__.startswith("tf_keras"):
+        version = getattr(sys.modules.get("keras"), "__version__", "3")
         raise ImportError(
             "bnas_tf needs Keras 2 (tf_keras), but TensorFlow was already imported with "
-            f"Keras {version or '3'}. Set the environment variable TF_USE_LEGACY_KERAS=1 "
+            f"Keras {version}. Set the environment variable TF_USE_LEGACY_KERAS=1 "
             "before TensorFlow is imported (e.g. `export TF_USE_LEGACY_KERAS=1`), or "
             "import bnas_tf before tensorflow."
         )

@@ -83,12 +83,13 @@ class SearchCell(tf.keras.layers.Layer):
         self.preprocess0 = _relu_conv_bn(channels, 3 if reduction_prev else 1, 2 if reduction_prev else 1, "preprocess0")
         self.preprocess1 = _relu_conv_bn(channels, 1, 1, "preprocess1")
         # One MixedOp per node, over the edges that leave it (see mixed_op.py).
-        self._edge_node = [node for node, _ in edge_inputs(steps)]
-        self._edges_from = {}
+        self._edge_node = tuple(node for node, _ in edge_inputs(steps))
+        self._edges_from = tuple(
+            tuple(e for e, (_, source) in enumerate(edge_inputs(steps)) if source == j)
+            for j in range(steps + 1)
+        )
         self.mixed_ops = []
-        for j in range(steps + 1):
-            edges = [e for e, (_, source) in enumerate(edge_inputs(steps)) if source == j]
-            self._edges_from[j] = edges
+        for j, edges in enumerate(self._edges_from):
             self.mixed_ops.append(
                 MixedOp(
                     channels,

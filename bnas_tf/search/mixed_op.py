@@ -113,7 +113,7 @@ class MixedOp(tf.keras.layers.Layer):
             )
             return tf.keras.Sequential(layers, name=name)
 
-        # branches[(op, edge)] -> (layer key, channel slice); layers[key] computes it.
+        # _branch["op/edge"] -> (layer key, channel slice); op_layers[key] computes it.
         self.op_layers = {}
         self._branch = {}
         for op in all_ops:
@@ -122,15 +122,15 @@ class MixedOp(tf.keras.layers.Layer):
                 continue
             if share_computation and op in _PARAMETER_FREE:
                 self.op_layers[op] = build(op, c, op)
-                self._branch.update({(op, e): (op, None) for e in edges})
+                self._branch.update({f"{op}/{e}": (op, None) for e in edges})
             elif share_computation and op in _WIDENABLE:
                 self.op_layers[op] = build(op, c * len(edges), op)
-                self._branch.update({(op, e): (op, i) for i, e in enumerate(edges)})
+                self._branch.update({f"{op}/{e}": (op, i) for i, e in enumerate(edges)})
             else:
                 for e in edges:
                     key = f"{op}_edge{e}"
                     self.op_layers[key] = build(op, c, key)
-                    self._branch[(op, e)] = (key, None)
+                    self._branch[f"{op}/{e}"] = (key, None)
         if partial_channels > 1 and stride > 1:
             self.bypass_pool = tf.keras.layers.MaxPool2D(2, strides=2, padding="same")
 
@@ -151,7 +151,7 @@ class MixedOp(tf.keras.layers.Layer):
             for index, op in enumerate(edge_ops):
                 if op == "none":
                     continue
-                key, part = self._branch[(op, e)]
+                key, part = self._branch[f"{op}/{e}"]
                 if key not in computed:
                     shared = binary_input is not None and op in ops_lib.BINARY_CONV_OPS
                     computed[key] = self.op_layers[key](binary_input if shared else x, training=training)

@@ -1,0 +1,115 @@
+"""Shared plumbing of the absl programs: flags from config dataclasses, run start-up.
+
+A program's flags mirror the fields of its config dataclass
+(:class:`~bnas_tf.search.driver.SearchConfig`, :class:`~bnas_tf.training.TrainConfig`),
+so a flagfile line ``--init_channels=16`` sets ``config.init_channels``::
+
+    python -m bnas_tf.search --flagfile=flags/demo_search.cfg --output_dir=runs/s
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from collections.abc import Mapping
+from typing import Any
+
+from absl import app, flags, logging
+
+from bnas_tf.runs import prepare_output_dir
+
+__all__ = ["define_config_flags", "config_from_flags", "define_run_flags", "start_run", "fail"]
+
+_NONE = "none"
+
+
+def _kind(annotation: str) -> tuple[str, bool]:
+    """``"int | None"`` -> ``("int", True)``."""
+    parts = [p.strip() for p in str(annotation).split("|")]
+    optional = "None" in parts
+    base = [p for p in parts if p != "None"][0]
+    return base, optional
+
+
+def _parse_optional(parser, value):
+    return None if value is None or str(value).lower() in (_NONE, "") else parser(value)
+
+
+def define_config_flags(config_cls, help_texts: Mapping[str, str], flag_values=flags.FLAGS) -> None:
+    """One flag per field of ``config_cls``, defaulting to the field's default.
+
+    Optional fields accept ``none``; booleans accept ``--name`` / ``--noname``.
+    """
+    for field in dataclasses.fields(config_cls):
+        base, optional = _kind(field.type)
+        default = field.default
+        text = help_texts.get(field.name, field.name.replace("_", " "))
+        if base == "bool" and not optional:
+            flags.DEFINE_bool(field.name, default, text, flag_values=flag_values)
+        elif optional:
+            flags.DEFINE_string(
+                field.name, _NONE if default is None else str(default),
+                f"{text} ('{_NONE}' for unset)", flag_values=flag_values,
+            )
+        elif base == "int":
+            flags.DEFINE_integer(field.name, default, text, flag_values=flag_values)
+        elif base == "float":
+            flags.DEFINE_float(field.name, default, text, flag_values=flag_values)
+        else:
+            flags.DEFINE_string(field.name, default, text, flag_values=flag_values)
+
+
+def config_from_flags(config_cls, flag_values=flags.FLAGS):
+    """Build ``config_cls`` from parsed flags (optional fields parsed from strings)."""
+    kwargs: dict[str, Any] = {}
+    for field in dataclasses.fields(config_cls):
+        base, optional = _kind(field.type)
+        value = flag_values[field.name].value
+        if optional:
+            parser = {"int": int, "float": float, "bool": _parse_bool, "str": str}[base]
+            try:
+                value = _parse_optional(parser, value)
+            except ValueError:
+                raise app.UsageError(f"--{field.name}: cannot parse {value!r} as {base} or '{_NONE}'.") from None
+        kwargs[field.name] = value
+    return config_cls(**kwargs)
+
+
+def _parse_bool(value: str) -> bool:
+    lowered = str(value).lower()
+    if lowered in ("1", "true", "yes"):
+        return True
+    if lowered in ("0", "false", "no"):
+        return False
+    raise ValueError(value)
+
+
+def define_run_flags(flag_values=flags.FLAGS, *, output_required: bool = True) -> None:
+    """``--output_dir``, ``--overwrite`` and ``--resume``."""
+    flags.DEFINE_string("output_dir", None, "Directory of this run's outputs.", flag_values=flag_values)
+    flags.DEFINE_bool("overwrite", False, "Replace an existing run in --output_dir.", flag_values=flag_values)
+    flags.DEFINE_bool("resume", False, "Continue the run in --output_dir from its last checkpoint.", flag_values=flag_values)
+    if output_required:
+        flags.mark_flag_as_required("output_dir", flag_values=flag_values)
+
+
+def start_run(program: str, flag_values=flags.FLAGS):
+    """Validate the run flags and prepare ``--output_dir``; write the run's flagfile into it."""
+    if flag_values.overwrite and flag_values.resume:
+        raise app.UsageError("--overwrite and --resume exclude each other.")
+    try:
+        output_dir = prepare_output_dir(
+            flag_values.output_dir, overwrite=flag_values.overwrite, resume=flag_values.resume, program=program
+        )
+    except (FileExistsError, PermissionError) as error:
+        raise app.UsageError(str(error)) from None
+    if not flag_values.resume:
+        (output_dir / "flags.cfg").write_text(flag_values.flags_into_string())
+    logging.info("%s: writing to %s", program, output_dir)
+    return output_dir
+
+
+def fail(message: str) -> None:
+    """Print ``error: message`` to stderr and exit with status 1."""
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(1)

@@ -1,0 +1,75 @@
+"""``bnas-search``: binary architecture search; writes ``genotype.json`` to ``--output_dir``.
+
+    python -m bnas_tf.search --flagfile=flags/demo_search.cfg --output_dir=runs/search
+"""
+
+from __future__ import annotations
+
+import bnas_tf  # noqa: F401  (Keras 2 before TensorFlow)
+
+from absl import app, flags
+
+from bnas_tf.apps import common
+
+HELP = {
+    "dataset": "Dataset name (fashion_mnist, mnist, cifar10, cifar100, imagenet2012).",
+    "data_dir": "IDX or TFDS data directory.",
+    "limit": "Use only the first N training examples (tiny runs).",
+    "train_portion": "Share of the training split that trains the weights; the rest trains alpha.",
+    "batch_size": "Batch size of each half.",
+    "epochs": "Search epochs.",
+    "layers": "Cells of the supernet.",
+    "init_channels": "Channels of the first cells.",
+    "search_space": "bnas_kim (Kim et al.) or bnas_darts (Chen et al.).",
+    "binarization": "sign_scale, xnor or pcnn.",
+    "partial_channels": "K of channel sampling (PC-DARTS); 1 = all channels.",
+    "edge_normalization": "Learn edge-normalization weights beta (default: on when K > 1).",
+    "inter_cell_skip": "Kim et al.'s skip connections between cells.",
+    "allow_none": "Let Zeroise (none) win in the derived genotype (Kim: yes, DARTS: no).",
+    "entropy_lambda": "lambda of the entropy regularizer (0 disables it).",
+    "entropy_tau": "tau of the entropy regularizer's decay exp(-t / tau).",
+    "learning_rate": "Initial weight learning rate (cosine schedule).",
+    "learning_rate_min": "Final weight learning rate.",
+    "momentum": "SGD momentum of the weights.",
+    "weight_decay": "L2 weight decay of the weights.",
+    "grad_clip": "Global-norm clip of the weight gradients.",
+    "arch_learning_rate": "Adam learning rate of alpha.",
+    "arch_weight_decay": "L2 weight decay of alpha.",
+    "arch_warmup_epochs": "Epochs of weight-only updates before alpha is trained.",
+    "genotype_selection": "best (epoch with the best validation accuracy) or last.",
+    "seed": "Random seed; with it a CPU run is repeatable.",
+    "verbose": "Keras verbosity: 0 silent, 1 progress bar, 2 one line per epoch.",
+}
+
+
+def define_flags(flag_values=flags.FLAGS) -> None:
+    from bnas_tf.search.driver import SearchConfig
+
+    common.define_config_flags(SearchConfig, HELP, flag_values)
+    common.define_run_flags(flag_values)
+
+
+def main(argv) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+    from bnas_tf.search.driver import SearchConfig, run_search
+
+    config = common.config_from_flags(SearchConfig)
+    try:
+        config.validate()
+    except ValueError as error:
+        raise app.UsageError(str(error)) from None
+    output_dir = common.start_run("bnas-search", flags.FLAGS)
+    result = run_search(config, output_dir, resume=flags.FLAGS.resume)
+    print(f"Genotype (epoch {result.best_epoch}, {result.wall_time:.0f} s):")
+    print(result.genotype)
+    print(f"Saved {output_dir / 'genotype.json'}")
+
+
+def run() -> None:
+    define_flags()
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()

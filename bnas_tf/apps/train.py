@@ -1,0 +1,77 @@
+"""``bnas-train``: train the binary network of a genotype; writes weights and metrics.
+
+    python -m bnas_tf.train --flagfile=flags/demo_train.cfg --genotype=runs/search/genotype.json \
+        --output_dir=runs/train
+"""
+
+from __future__ import annotations
+
+import bnas_tf  # noqa: F401  (Keras 2 before TensorFlow)
+
+from absl import app, flags
+
+from bnas_tf.apps import common
+
+HELP = {
+    "genotype": "A genotype.json path, a JSON string or a published name (bnas_a, latest_cell, bnas_xnor_1).",
+    "dataset": "Dataset name.",
+    "data_dir": "IDX or TFDS data directory.",
+    "limit": "Use only the first N training examples.",
+    "limit_test": "Evaluate on only the first N test examples.",
+    "layers": "Cells of the network.",
+    "init_channels": "Channels of the first cells.",
+    "stem": "cifar or imagenet.",
+    "binarization": "sign_scale, xnor or pcnn.",
+    "inter_cell_skip": "Kim et al.'s skip connections between cells.",
+    "epochs": "Training epochs.",
+    "batch_size": "Batch size.",
+    "optimizer": "sgd or adam.",
+    "learning_rate": "Peak learning rate.",
+    "momentum": "SGD momentum.",
+    "weight_decay": "Decoupled weight decay.",
+    "lr_schedule": "onecycle, cosine or constant.",
+    "label_smoothing": "Label smoothing of the cross-entropy.",
+    "auxiliary_weight": "Weight of the auxiliary head's loss (0: no auxiliary head).",
+    "drop_path_rate": "Final drop-path probability (ramped linearly).",
+    "grad_clip": "Global-norm gradient clip ('none' for no clipping).",
+    "augment": "Random flips and crops of the training images.",
+    "seed": "Random seed; with it a CPU run is repeatable.",
+    "verbose": "Keras verbosity: 0 silent, 1 progress bar, 2 one line per epoch.",
+}
+
+
+def define_flags(flag_values=flags.FLAGS) -> None:
+    from bnas_tf.training import TrainConfig
+
+    common.define_config_flags(TrainConfig, HELP, flag_values)
+    common.define_run_flags(flag_values)
+
+
+def main(argv) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+    from bnas_tf import genotype as genotype_lib
+    from bnas_tf.training import TrainConfig, load_trained, summary_text, train_network
+
+    config = common.config_from_flags(TrainConfig)
+    try:
+        config.validate()
+        genotype_lib.get(config.genotype)
+    except (ValueError, FileNotFoundError) as error:
+        raise app.UsageError(f"--genotype / config: {error}") from None
+    output_dir = common.start_run("bnas-train", flags.FLAGS)
+    metrics = train_network(config, output_dir, resume=flags.FLAGS.resume)
+    model, _ = load_trained(output_dir)
+    print(summary_text(model))
+    test = metrics["test"]
+    print(f"Test top-1: {test['accuracy']:.4f} on {test['examples']} images "
+          f"(trained {metrics['train_time_s']:.0f} s). Weights: {output_dir / 'weights.h5'}")
+
+
+def run() -> None:
+    define_flags()
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()

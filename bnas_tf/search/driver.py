@@ -1,0 +1,256 @@
+"""A complete architecture search: data, supernet, epochs, checkpoints, outputs.
+
+:func:`run_search` is what ``bnas-search`` runs, callable from Python with a
+:class:`SearchConfig`::
+
+    from bnas_tf.search.driver import SearchConfig, run_search
+    result = run_search(SearchConfig(layers=3, init_channels=8, epochs=2, limit=2000), "runs/s1")
+    print(result.genotype)
+
+Each epoch is one ``Supernet.fit`` call over a freshly seeded split pipeline
+(``seed * 1000 + epoch``), and the whole search state is checkpointed after each
+epoch with ``tf.train.CheckpointManager``, so a resumed search replays exactly
+the epochs it lost. The genotype kept is that of the epoch with the best
+validation (architecture-half) accuracy, as in Kim et al.'s reference, or the
+last one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+
+import tensorflow as tf
+
+from bnas_tf import data as data_lib
+from bnas_tf import genotype as genotype_lib
+from bnas_tf.genotype import Genotype
+from bnas_tf.runs import write_json
+from bnas_tf.search.supernet import Supernet, default_optimizers
+
+__all__ = ["SearchConfig", "SearchResult", "build_supernet", "run_search"]
+
+
+@dataclasses.dataclass
+class SearchConfig:
+    """Everything a search depends on. Defaults: Kim et al.'s search on CIFAR-10 sizes
+    (gistvision/bnas; DARTS optimizers), Fashion-MNIST data."""
+
+    dataset: str = "fashion_mnist"
+    data_dir: str | None = None
+    limit: int | None = None
+    train_portion: float = 0.5
+    batch_size: int = 64
+    epochs: int = 50
+    layers: int = 8
+    init_channels: int = 16
+    search_space: str = "bnas_kim"
+    binarization: str = "sign_scale"
+    partial_channels: int = 1
+    edge_normalization: bool | None = None
+    inter_cell_skip: bool = True
+    allow_none: bool = True
+    entropy_lambda: float = 1.0
+    entropy_tau: float = 7.7
+    learning_rate: float = 0.025
+    learning_rate_min: float = 0.001
+    momentum: float = 0.9
+    weight_decay: float = 3e-4
+    grad_clip: float = 5.0
+    arch_learning_rate: float = 3e-4
+    arch_weight_decay: float = 1e-3
+    arch_warmup_epochs: int = 0
+    genotype_selection: str = "best"
+    seed: int = 0
+    verbose: int = 2
+
+    def validate(self) -> "SearchConfig":
+        """Raise ``ValueError`` naming the first bad setting."""
+        positive = {
+            "batch_size": self.batch_size,
+            "epochs": self.epochs,
+            "layers": self.layers,
+            "init_channels": self.init_channels,
+            "partial_channels": self.partial_channels,
+            "learning_rate": self.learning_rate,
+            "arch_learning_rate": self.arch_learning_rate,
+            "entropy_tau": self.entropy_tau,
+        }
+        for name, value in positive.items():
+            if value is None or value <= 0:
+                raise ValueError(f"--{name} must be positive, got {value}.")
+        if self.init_channels % self.partial_channels:
+            raise ValueError(
+                f"--partial_channels K={self.partial_channels} must divide "
+                f"--init_channels={self.init_channels}."
+            )
+        if not 0 <= self.learning_rate_min <= self.learning_rate:
+            raise ValueError(
+                f"--learning_rate_min must be in [0, learning_rate], got {self.learning_rate_min}."
+            )
+        if self.genotype_selection not in ("best", "last"):
+            raise ValueError(f"--genotype_selection must be 'best' or 'last', got {self.genotype_selection!r}.")
+        if self.arch_warmup_epochs < 0:
+            raise ValueError(f"--arch_warmup_epochs must be >= 0, got {self.arch_warmup_epochs}.")
+        data_lib.info(self.dataset)
+        return self
+
+
+@dataclasses.dataclass
+class SearchResult:
+    genotype: Genotype
+    best_epoch: int
+    history: list[dict]
+    wall_time: float
+
+
+def build_supernet(config: SearchConfig, num_classes: int, input_shape, steps_per_epoch: int) -> Supernet:
+    """A compiled, built supernet with its optimizers' slots created."""
+    net = Supernet(
+        num_classes,
+        layers=config.layers,
+        init_channels=config.init_channels,
+        search_space=config.search_space,
+        binarization=config.binarization,
+        partial_channels=config.partial_channels,
+        edge_normalization=config.edge_normalization,
+        inter_cell_skip=config.inter_cell_skip,
+        allow_none=config.allow_none,
+        entropy_lambda=config.entropy_lambda,
+        entropy_tau=config.entropy_tau,
+        weight_decay=config.weight_decay,
+        arch_weight_decay=config.arch_weight_decay,
+        grad_clip=config.grad_clip,
+        arch_warmup_epochs=config.arch_warmup_epochs,
+        seed=config.seed,
+    )
+    net.compile(
+        **default_optimizers(
+            steps_per_epoch * config.epochs,
+            learning_rate=config.learning_rate,
+            learning_rate_min=config.learning_rate_min,
+            momentum=config.momentum,
+            arch_learning_rate=config.arch_learning_rate,
+        )
+    )
+    net(tf.zeros((1, *input_shape)))
+    net.build_optimizers()
+    return net
+
+
+class _EpochLog(tf.keras.callbacks.Callback):
+    """Per epoch: derive the genotype, log it to TensorBoard, keep the history."""
+
+    def __init__(self, net: Supernet, writer, history: list[dict]):
+        super().__init__()
+        self.net, self.writer, self.history = net, writer, history
+
+    def on_epoch_end(self, epoch, logs=None):
+        genotype = self.net.genotype()
+        record = {"epoch": epoch, **{k: float(v) for k, v in (logs or {}).items()}}
+        record["genotype"] = genotype.to_dict()
+        self.history.append(record)
+        with self.writer.as_default(step=epoch):
+            for key, value in record.items():
+                if isinstance(value, float):
+                    tf.summary.scalar(f"search/{key}", value)
+            for op, count in genotype.ops("both").items():
+                tf.summary.scalar(f"genotype_ops/{op}", count)
+            genotype_lib.tensorboard_image(genotype, epoch)
+        self.writer.flush()
+
+
+def _select(history: list[dict], selection: str) -> tuple[int, Genotype]:
+    if selection == "best":
+        record = max(history, key=lambda r: (r.get("arch_accuracy", 0.0), r["epoch"]))
+    else:
+        record = history[-1]
+    return record["epoch"], Genotype.from_dict(record["genotype"])
+
+
+def run_search(
+    config: SearchConfig,
+    output_dir: str | Path,
+    *,
+    resume: bool = False,
+    callbacks: list[tf.keras.callbacks.Callback] | None = None,
+) -> SearchResult:
+    """Search, write ``genotype.json``, ``genotype.png`` and ``metrics.json`` to ``output_dir``."""
+    config.validate()
+    output_dir = Path(output_dir)
+    tf.keras.utils.set_random_seed(config.seed)
+    info = data_lib.info(config.dataset)
+    sizes = data_lib.search_split_sizes(
+        config.dataset,
+        data_dir=config.data_dir,
+        batch_size=config.batch_size,
+        portion=config.train_portion,
+        limit=config.limit,
+    )
+    net = build_supernet(config, info.num_classes, info.input_shape, sizes.steps_per_epoch)
+
+    history: list[dict] = []
+    checkpoint = tf.train.Checkpoint(
+        model=net, optimizer=net.optimizer, arch_optimizer=net.arch_optimizer
+    )
+    manager = tf.train.CheckpointManager(checkpoint, output_dir / "checkpoints", max_to_keep=2)
+    start_epoch = 0
+    if resume and manager.latest_checkpoint:
+        checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+        # The state file is written before the checkpoint: it may hold one epoch more.
+        start_epoch = int(manager.latest_checkpoint.rsplit("-", 1)[-1])
+        history = _read_state(output_dir)["history"][:start_epoch]
+
+    writer = tf.summary.create_file_writer(str(output_dir / "tensorboard"))
+    epoch_log = _EpochLog(net, writer, history)
+    started = time.time()
+    for epoch in range(start_epoch, config.epochs):
+        pairs = data_lib.search_splits(
+            config.dataset,
+            data_dir=config.data_dir,
+            batch_size=config.batch_size,
+            seed=config.seed * 1000 + epoch,
+            portion=config.train_portion,
+            limit=config.limit,
+        )
+        net.fit(
+            pairs,
+            initial_epoch=epoch,
+            epochs=epoch + 1,
+            verbose=config.verbose,
+            callbacks=[epoch_log, *(callbacks or [])],
+        )
+        # State first, then the checkpoint that points at it.
+        write_json(output_dir / "search_state.json", {"history": history})
+        manager.save(checkpoint_number=epoch + 1)
+    wall_time = time.time() - started
+
+    best_epoch, genotype = _select(history, config.genotype_selection)
+    genotype.save(output_dir / "genotype.json")
+    genotype_lib.plot(genotype, output_dir / "genotype.png")
+    write_json(
+        output_dir / "metrics.json",
+        {
+            "config": dataclasses.asdict(config),
+            "best_epoch": best_epoch,
+            "genotype": genotype.to_dict(),
+            "history": history,
+            "wall_time_s": wall_time,
+            "steps_per_epoch": sizes.steps_per_epoch,
+            "alpha_normal": net.op_probabilities("normal").numpy(),
+            "alpha_reduce": net.op_probabilities("reduce").numpy(),
+            "op_names": list(net.op_names),
+        },
+    )
+    return SearchResult(genotype, best_epoch, history, wall_time)
+
+
+def _read_state(output_dir: Path) -> dict:
+    from bnas_tf.runs import read_json
+
+    state = read_json(output_dir / "search_state.json")
+    if not isinstance(state.get("history"), list):
+        raise ValueError(f"{output_dir / 'search_state.json'}: no history list.")
+    return state
+

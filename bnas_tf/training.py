@@ -1,0 +1,307 @@
+"""Training and evaluating a final network built from a genotype.
+
+:func:`train_network` is what ``bnas-train`` runs, :func:`evaluate_trained` what
+``bnas-evaluate`` runs. A trained run directory holds everything needed to
+rebuild the model without executing code from a file::
+
+    network.json   genotype + build_network arguments + dataset
+    weights.h5     the weights (plain HDF5, loaded by layer name)
+    metrics.json   accuracies, timings, history
+
+Example:
+    >>> from bnas_tf.training import TrainConfig, train_network, load_trained
+    >>> train_network(TrainConfig(genotype="bnas_a", layers=3, init_channels=8, epochs=1), "runs/t")
+    >>> model, spec = load_trained("runs/t")
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from pathlib import Path
+
+import larq as lq
+import tensorflow as tf
+
+from bnas_tf import data as data_lib
+from bnas_tf import genotype as genotype_lib
+from bnas_tf.network import build_network, set_drop_path_progress
+from bnas_tf.runs import read_json, write_json
+
+__all__ = [
+    "TrainConfig",
+    "OneCycle",
+    "make_optimizer",
+    "train_network",
+    "load_trained",
+    "evaluate_trained",
+    "NETWORK_FILE",
+    "build_from_spec",
+    "summary_text",
+    "WEIGHTS_FILE",
+]
+
+NETWORK_FILE = "network.json"
+WEIGHTS_FILE = "weights.h5"
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Final training. Defaults: Kim et al.'s CIFAR-10 schedule (gistvision/bnas):
+    20 cells x 36 channels, batch 256, 600 epochs, SGD momentum 0.9, wd 3e-6,
+    one-cycle lr (max 0.05), drop-path 0.2."""
+
+    genotype: str = "bnas_a"
+    dataset: str = "fashion_mnist"
+    data_dir: str | None = None
+    limit: int | None = None
+    limit_test: int | None = None
+    layers: int = 20
+    init_channels: int = 36
+    stem: str = "cifar"
+    binarization: str = "sign_scale"
+    inter_cell_skip: bool = True
+    epochs: int = 600
+    batch_size: int = 256
+    optimizer: str = "sgd"
+    learning_rate: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 3e-6
+    lr_schedule: str = "onecycle"
+    label_smoothing: float = 0.0
+    auxiliary_weight: float = 0.0
+    drop_path_rate: float = 0.2
+    grad_clip: float | None = None
+    augment: bool = True
+    seed: int = 0
+    verbose: int = 2
+
+    def validate(self) -> "TrainConfig":
+        """Raise ``ValueError`` naming the first bad setting."""
+        for name in ("epochs", "batch_size", "layers", "init_channels", "learning_rate"):
+            value = getattr(self, name)
+            if value is None or value <= 0:
+                raise ValueError(f"--{name} must be positive, got {value}.")
+        if self.optimizer not in ("sgd", "adam"):
+            raise ValueError(f"--optimizer must be 'sgd' or 'adam', got {self.optimizer!r}.")
+        if self.lr_schedule not in ("onecycle", "cosine", "constant"):
+            raise ValueError(
+                f"--lr_schedule must be 'onecycle', 'cosine' or 'constant', got {self.lr_schedule!r}."
+            )
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ValueError(f"--label_smoothing must be in [0, 1), got {self.label_smoothing}.")
+        if self.auxiliary_weight < 0 or self.weight_decay < 0:
+            raise ValueError("--auxiliary_weight and --weight_decay must be >= 0.")
+        data_lib.info(self.dataset)
+        return self
+
+
+@tf.keras.utils.register_keras_serializable(package="bnas_tf")
+class OneCycle(tf.keras.optimizers.schedules.LearningRateSchedule):
+    """One-cycle learning rate (Smith & Topin 2018; PyTorch ``OneCycleLR``, cosine).
+
+    Rises from ``max_lr / div_factor`` to ``max_lr`` over the first ``pct_start``
+    of the steps, then falls to ``max_lr / (div_factor * final_div_factor)``,
+    both by cosine annealing.
+    """
+
+    def __init__(self, max_lr, total_steps, pct_start=0.3, div_factor=25.0, final_div_factor=1e4):
+        self.max_lr = float(max_lr)
+        self.total_steps = int(total_steps)
+        self.pct_start = float(pct_start)
+        self.div_factor = float(div_factor)
+        self.final_div_factor = float(final_div_factor)
+
+    def __call__(self, step):
+        step = tf.cast(step, tf.float32)
+        start = self.max_lr / self.div_factor
+        end = start / self.final_div_factor
+        up = max(self.pct_start * self.total_steps, 1.0)
+        down = max(self.total_steps - up, 1.0)
+
+        def anneal(a, b, fraction):
+            fraction = tf.clip_by_value(fraction, 0.0, 1.0)
+            return b + (a - b) * (1.0 + tf.cos(math.pi * fraction)) / 2.0
+
+        return tf.where(step < up, anneal(start, self.max_lr, step / up), anneal(self.max_lr, end, (step - up) / down))
+
+    def get_config(self):
+        return {
+            "max_lr": self.max_lr,
+            "total_steps": self.total_steps,
+            "pct_start": self.pct_start,
+            "div_factor": self.div_factor,
+            "final_div_factor": self.final_div_factor,
+        }
+
+
+def make_optimizer(config: TrainConfig, total_steps: int) -> tf.keras.optimizers.Optimizer:
+    """The optimizer of ``config``; weight decay is decoupled (applied by the optimizer)."""
+    if config.lr_schedule == "onecycle":
+        lr = OneCycle(config.learning_rate, total_steps)
+    elif config.lr_schedule == "cosine":
+        lr = tf.keras.optimizers.schedules.CosineDecay(config.learning_rate, max(total_steps, 1))
+    else:
+        lr = config.learning_rate
+    common = {"weight_decay": config.weight_decay or None, "global_clipnorm": config.grad_clip}
+    if config.optimizer == "adam":
+        return tf.keras.optimizers.Adam(lr, **common)
+    return tf.keras.optimizers.SGD(lr, momentum=config.momentum, **common)
+
+
+def _network_spec(config: TrainConfig, genotype: genotype_lib.Genotype) -> dict:
+    info = data_lib.info(config.dataset)
+    return {
+        "genotype": genotype.to_dict(),
+        "layers": config.layers,
+        "init_channels": config.init_channels,
+        "num_classes": info.num_classes,
+        "input_shape": list(info.input_shape),
+        "stem": config.stem,
+        "binarization": config.binarization,
+        "inter_cell_skip": config.inter_cell_skip,
+        "dataset": config.dataset,
+    }
+
+
+def build_from_spec(spec: dict, **overrides) -> tf.keras.Model:
+    """Rebuild a network from a ``network.json`` spec (no code is read from files)."""
+    kwargs = {
+        "layers": spec["layers"],
+        "init_channels": spec["init_channels"],
+        "num_classes": spec["num_classes"],
+        "input_shape": tuple(spec["input_shape"]),
+        "stem": spec["stem"],
+        "binarization": spec["binarization"],
+        "inter_cell_skip": spec.get("inter_cell_skip", True),
+    }
+    kwargs.update(overrides)
+    return build_network(genotype_lib.Genotype.from_dict(spec["genotype"]), **kwargs)
+
+
+class _DropPathSchedule(tf.keras.callbacks.Callback):
+    def __init__(self, epochs: int):
+        super().__init__()
+        self.epochs = epochs
+
+    def on_epoch_begin(self, epoch, logs=None):
+        set_drop_path_progress(self.model, epoch / self.epochs)
+
+
+def _with_targets(ds: tf.data.Dataset, num_classes: int, auxiliary: bool) -> tf.data.Dataset:
+    def targets(x, y):
+        y = tf.one_hot(y, num_classes)
+        return x, ((y, y) if auxiliary else y)
+
+    return ds.map(targets, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def _compile(model, config, optimizer, auxiliary):
+    loss = tf.keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=config.label_smoothing)
+    model.compile(
+        optimizer=optimizer,
+        loss=[loss, loss] if auxiliary else loss,
+        loss_weights=[1.0, config.auxiliary_weight] if auxiliary else None,
+        metrics=[[tf.keras.metrics.CategoricalAccuracy(name="accuracy")], []] if auxiliary
+        else [tf.keras.metrics.CategoricalAccuracy(name="accuracy")],
+    )
+
+
+def train_network(config: TrainConfig, output_dir: str | Path, *, resume: bool = False) -> dict:
+    """Train the network of ``config.genotype``; write weights, spec and metrics to ``output_dir``."""
+    config.validate()
+    output_dir = Path(output_dir)
+    tf.keras.utils.set_random_seed(config.seed)
+    genotype = genotype_lib.get(config.genotype)
+    spec = _network_spec(config, genotype)
+    auxiliary = config.auxiliary_weight > 0
+    model = build_from_spec(spec, auxiliary=auxiliary, drop_path_rate=config.drop_path_rate)
+    n_train = data_lib.num_examples(config.dataset, "train", data_dir=config.data_dir)
+    n_train = min(n_train, config.limit) if config.limit else n_train
+    steps = max(n_train // config.batch_size, 1)
+    _compile(model, config, make_optimizer(config, steps * config.epochs), auxiliary)
+    write_json(output_dir / NETWORK_FILE, spec)
+
+    checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer)
+    manager = tf.train.CheckpointManager(checkpoint, output_dir / "checkpoints", max_to_keep=2)
+    start_epoch, history = 0, []
+    if resume and manager.latest_checkpoint:
+        checkpoint.restore(manager.latest_checkpoint)
+        start_epoch = int(manager.latest_checkpoint.rsplit("-", 1)[-1])
+        history = read_json(output_dir / "train_state.json")["history"][:start_epoch]
+
+    callbacks = [
+        _DropPathSchedule(config.epochs),
+        tf.keras.callbacks.TensorBoard(str(output_dir / "tensorboard"), profile_batch=0),
+    ]
+    started = time.time()
+    for epoch in range(start_epoch, config.epochs):
+        train = data_lib.load(
+            config.dataset, "train", data_dir=config.data_dir, batch_size=config.batch_size,
+            shuffle=True, seed=config.seed * 1000 + epoch, augment=config.augment,
+            limit=config.limit, drop_remainder=True,
+        )
+        logs = model.fit(
+            _with_targets(train, spec["num_classes"], auxiliary),
+            initial_epoch=epoch, epochs=epoch + 1, verbose=config.verbose, callbacks=callbacks,
+        ).history
+        history.append({"epoch": epoch, **{k: float(v[-1]) for k, v in logs.items()}})
+        write_json(output_dir / "train_state.json", {"history": history})
+        manager.save(checkpoint_number=epoch + 1)
+    train_time = time.time() - started
+
+    model.save_weights(str(output_dir / WEIGHTS_FILE))
+    results = evaluate_trained(output_dir, data_dir=config.data_dir, limit=config.limit_test,
+                               batch_size=config.batch_size)
+    metrics = {
+        "config": dataclasses.asdict(config),
+        "history": history,
+        "train_time_s": train_time,
+        "test": results,
+    }
+    write_json(output_dir / "metrics.json", metrics)
+    return metrics
+
+
+def load_trained(model_dir: str | Path, **overrides) -> tuple[tf.keras.Model, dict]:
+    """Rebuild the network of a run directory and load its weights (by layer name)."""
+    model_dir = Path(model_dir)
+    spec = read_json(model_dir / NETWORK_FILE)
+    model = build_from_spec(spec, **overrides)
+    weights = model_dir / WEIGHTS_FILE
+    if not weights.exists():
+        raise FileNotFoundError(f"{weights}: no weights file; did bnas-train finish?")
+    model.load_weights(str(weights), by_name=True, skip_mismatch=False)
+    return model, spec
+
+
+def evaluate_trained(
+    model_dir: str | Path,
+    *,
+    split: str = "test",
+    data_dir: str | None = None,
+    limit: int | None = None,
+    batch_size: int = 256,
+) -> dict:
+    """Top-1 accuracy and loss of a trained run on ``split`` of its dataset."""
+    model, spec = load_trained(model_dir)
+    ds = data_lib.load(spec["dataset"], split, data_dir=data_dir, batch_size=batch_size, limit=limit)
+    model.compile(
+        loss=tf.keras.losses.CategoricalCrossentropy(from_logits=True),
+        metrics=[tf.keras.metrics.CategoricalAccuracy(name="accuracy")],
+    )
+    start = time.time()
+    loss, accuracy = model.evaluate(_with_targets(ds, spec["num_classes"], False), verbose=0)
+    elapsed = time.time() - start
+    n = data_lib.num_examples(spec["dataset"], split, data_dir=data_dir)
+    n = min(n, limit) if limit else n
+    return {"accuracy": float(accuracy), "loss": float(loss), "examples": n, "split": split,
+            "seconds": elapsed}
+
+
+def summary_text(model: tf.keras.Model) -> str:
+    """``larq.models.summary`` as a string."""
+    lines: list[str] = []
+    lq.models.summary(model, print_fn=lines.append)
+    return "\n".join(lines)
