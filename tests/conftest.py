@@ -54,15 +54,8 @@ def fashion_dir() -> Path:
     return directory
 
 
-@pytest.fixture
-def tiny_idx_dir(tmp_path) -> Path:
-    """A directory with small valid gzipped IDX files: 64 train and 32 test 28x28 images.
-
-    Images are uniform random bytes (distinct with overwhelming probability); labels cycle
-    through 0..9.
-    """
+def _write_tiny_idx(directory: Path) -> Path:
     rng = np.random.default_rng(1234)
-    directory = tmp_path / "tiny_idx"
     directory.mkdir()
     for prefix, n in (("train", TINY_TRAIN), ("t10k", TINY_TEST)):
         images = rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
@@ -70,6 +63,22 @@ def tiny_idx_dir(tmp_path) -> Path:
         write_idx(directory / f"{prefix}-images-idx3-ubyte.gz", images)
         write_idx(directory / f"{prefix}-labels-idx1-ubyte.gz", labels)
     return directory
+
+
+@pytest.fixture
+def tiny_idx_dir(tmp_path) -> Path:
+    """A directory with small valid gzipped IDX files: 64 train and 32 test 28x28 images.
+
+    Images are uniform random bytes (distinct with overwhelming probability); labels cycle
+    through 0..9.
+    """
+    return _write_tiny_idx(tmp_path / "tiny_idx")
+
+
+@pytest.fixture(scope="module")
+def tiny_idx_dir_module(tmp_path_factory) -> Path:
+    """:func:`tiny_idx_dir`, shared by the tests of one module."""
+    return _write_tiny_idx(tmp_path_factory.mktemp("tiny") / "tiny_idx")
 
 
 @pytest.fixture(autouse=True)

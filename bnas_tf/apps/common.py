@@ -18,7 +18,9 @@ from absl import app, flags, logging
 
 from bnas_tf.runs import prepare_output_dir
 
-__all__ = ["define_config_flags", "config_from_flags", "define_run_flags", "start_run", "fail"]
+__all__ = [
+    "define_config_flags", "config_from_flags", "define_run_flags", "start_run", "check_data", "fail",
+]
 
 _NONE = "none"
 
@@ -107,6 +109,13 @@ def start_run(program: str, flag_values=flags.FLAGS):
         (output_dir / "flags.cfg").write_text(flag_values.flags_into_string())
     logging.info("%s: writing to %s", program, output_dir)
     return output_dir
+
+
+def check_data(dataset: str, data_dir: str | None) -> None:
+    """Fail before the run starts if the training split cannot be found."""
+    from bnas_tf import data
+
+    data.num_examples(dataset, "train", data_dir=data_dir)
 
 
 def fail(message: str) -> None:

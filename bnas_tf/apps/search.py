@@ -57,7 +57,8 @@ def main(argv) -> None:
     config = common.config_from_flags(SearchConfig)
     try:
         config.validate()
-    except ValueError as error:
+        common.check_data(config.dataset, config.data_dir)
+    except (ValueError, FileNotFoundError) as error:
         raise app.UsageError(str(error)) from None
     output_dir = common.start_run("bnas-search", flags.FLAGS)
     result = run_search(config, output_dir, resume=flags.FLAGS.resume)

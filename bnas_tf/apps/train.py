@@ -57,6 +57,7 @@ def main(argv) -> None:
     try:
         config.validate()
         genotype_lib.get(config.genotype)
+        common.check_data(config.dataset, config.data_dir)
     except (ValueError, FileNotFoundError) as error:
         raise app.UsageError(f"--genotype / config: {error}") from None
     output_dir = common.start_run("bnas-train", flags.FLAGS)
