@@ -36,6 +36,7 @@ HELP = {
     "arch_learning_rate": "Adam learning rate of alpha.",
     "arch_weight_decay": "L2 weight decay of alpha.",
     "arch_warmup_epochs": "Epochs of weight-only updates before alpha is trained.",
+    "unrolled": "DARTS' second-order alpha gradient instead of the first-order one.",
     "genotype_selection": "best (epoch with the best validation accuracy) or last.",
     "seed": "Random seed; with it a CPU run is repeatable.",
     "verbose": "Keras verbosity: 0 silent, 1 progress bar, 2 one line per epoch.",

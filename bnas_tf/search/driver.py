@@ -61,6 +61,7 @@ class SearchConfig:
     arch_learning_rate: float = 3e-4
     arch_weight_decay: float = 1e-3
     arch_warmup_epochs: int = 0
+    unrolled: bool = False
     genotype_selection: str = "best"
     seed: int = 0
     verbose: int = 2
@@ -123,6 +124,7 @@ def build_supernet(config: SearchConfig, num_classes: int, input_shape, steps_pe
         arch_weight_decay=config.arch_weight_decay,
         grad_clip=config.grad_clip,
         arch_warmup_epochs=config.arch_warmup_epochs,
+        unrolled=config.unrolled,
         seed=config.seed,
     )
     net.compile(

@@ -28,6 +28,7 @@ from bnas_tf import ops as ops_lib
 from bnas_tf.genotype import Genotype
 from bnas_tf.search.cell import SearchCell, edge_inputs, num_edges
 from bnas_tf.search.regularizers import entropy_coefficient, masked_softmax, mean_edge_entropy
+from bnas_tf.search.unrolled import unrolled_arch_gradients
 
 __all__ = ["Supernet", "default_optimizers", "CELL_TYPES"]
 
@@ -78,6 +79,8 @@ class Supernet(tf.keras.Model):
         weight_decay, arch_weight_decay: L2 added to the weight / alpha gradients.
         grad_clip: global-norm clip of the weight gradients.
         arch_warmup_epochs: epochs with weight updates only.
+        unrolled: DARTS' second-order alpha gradient (see :mod:`bnas_tf.search.unrolled`)
+            instead of the first-order one.
         active_ops: ``{"normal": [[op, ...] x 14], "reduce": [...]}``, the ops still
             alive on each edge (operation space reduction); default: the whole space.
         share_computation: compute what edges leaving one node share only once (exact).
@@ -102,6 +105,7 @@ class Supernet(tf.keras.Model):
         arch_weight_decay: float = 1e-3,
         grad_clip: float | None = 5.0,
         arch_warmup_epochs: int = 0,
+        unrolled: bool = False,
         active_ops: Mapping[str, Sequence[Sequence[str]]] | None = None,
         steps: int = 4,
         multiplier: int = 4,
@@ -135,6 +139,7 @@ class Supernet(tf.keras.Model):
         self.arch_weight_decay = float(arch_weight_decay)
         self.grad_clip = grad_clip
         self.arch_warmup_epochs = int(arch_warmup_epochs)
+        self.unrolled = bool(unrolled)
         self.steps = steps
         self.multiplier = multiplier
         self.layers_count = layers
@@ -295,16 +300,23 @@ class Supernet(tf.keras.Model):
     def metrics(self):
         return [*self._trackers.values(), self._accuracy, self._arch_accuracy]
 
-    def _arch_step(self, x, y):
-        with tf.GradientTape() as tape:
-            logits = self(x, training=True)
-            loss = self.loss_fn(y, logits)
-            entropy = self.mean_entropy()
-            objective = loss
-            if self.entropy_lambda:
-                coef = entropy_coefficient(self.entropy_lambda, self.entropy_tau, self.epoch)
-                objective = loss - coef * entropy
-        pairs = _with_gradients(tape.gradient(objective, self.arch_variables), self.arch_variables)
+    def entropy_objective(self) -> tf.Tensor:
+        """``-lambda * exp(-t / tau) * H_bar``: the entropy term of the architecture loss."""
+        if not self.entropy_lambda:
+            return tf.constant(0.0)
+        coef = entropy_coefficient(self.entropy_lambda, self.entropy_tau, self.epoch)
+        return -coef * self.mean_entropy()
+
+    def _arch_step(self, x, y, train_batch=None):
+        if self.unrolled:
+            grads, loss, logits = unrolled_arch_gradients(self, train_batch, (x, y), self.entropy_objective)
+        else:
+            with tf.GradientTape() as tape:
+                logits = self(x, training=True)
+                loss = self.loss_fn(y, logits)
+                objective = loss + self.entropy_objective()
+            grads = tape.gradient(objective, self.arch_variables)
+        pairs = _with_gradients(grads, self.arch_variables)
         self.arch_optimizer.apply_gradients(
             (g + self.arch_weight_decay * v, v) for g, v in pairs
         )
@@ -332,11 +344,11 @@ class Supernet(tf.keras.Model):
         if self.arch_warmup_epochs > 0:
             tf.cond(
                 self.epoch >= self.arch_warmup_epochs,
-                lambda: self._arch_step(x_a, y_a),
+                lambda: self._arch_step(x_a, y_a, (x_w, y_w)),
                 lambda: tf.constant(False),
             )
         else:
-            self._arch_step(x_a, y_a)
+            self._arch_step(x_a, y_a, (x_w, y_w))
         self._weight_step(x_w, y_w)
         self._trackers["entropy"].update_state(self.mean_entropy())
         return {m.name: m.result() for m in self.metrics}
