@@ -1,0 +1,926 @@
+"""Performance-based operation space reduction (Chen et al., BNAS, AAAI 2020).
+
+Chen, Zhuo, Zhang, Doermann, *Binarized Neural Architecture Search*, AAAI 2020,
+arXiv:1911.10862, search with PC-DARTS (Xu et al., *PC-DARTS: Partial Channel
+Connections for Memory-Efficient Architecture Search*, ICLR 2020) and shrink the
+space while searching: in every *stage* each edge loses its worst op, until one op
+per edge is left. One stage:
+
+1. train the supernet of the current op space (weights and alphas, as PC-DARTS);
+2. on each edge, the half of the active ops with the *lower* alpha form
+   ``O_smaller`` (the ops whose fate is decided by performance);
+3. for ``T`` rounds, sample architectures that take one op of ``O_smaller`` per
+   edge, drawn without replacement, evaluate each with the shared supernet
+   weights, and credit its accuracy to every op it used;
+4. likelihood of op ``k`` on an edge: ``softmax`` over ``O_smaller`` of the mean
+   accuracy of the samples that used ``k``; each op outside ``O_smaller`` gets
+   ``(max + mean) / 2`` of those likelihoods;
+5. running score ``s_k <- s_k / 2 + likelihood_k``;
+6. drop the op with the lowest running score from every edge.
+
+Usage::
+
+    from bnas_tf.search.driver import SearchConfig
+    from bnas_tf.search.reduction import ReductionConfig, run_reduction_search
+    config = SearchConfig(search_space="bnas_darts", partial_channels=4, entropy_lambda=0.0)
+    result = run_reduction_search(config, ReductionConfig(stage_epochs=5), "runs/chen")
+
+Where the paper leaves a gap
+----------------------------
+Only the figure, its caption and the text describe the procedure (Algorithm 1 is
+not public in text form); these choices fill the gaps and each can be changed:
+
+* **Size of O_smaller**: ``floor(n / 2)`` of the ``n`` active ops of an edge, at
+  least 1 (``ReductionConfig.smaller_rounding="ceil"`` takes ``ceil(n / 2)``).
+  With one op in ``O_smaller`` the softmax is 1 and the ops outside get
+  ``(1 + 1) / 2 = 1``: that edge's stage is uninformative and its removal is
+  decided by the running scores of the earlier stages (then by alpha, see
+  below). A stage where *every* edge has a single-op ``O_smaller`` evaluates
+  nothing (the likelihoods do not depend on any accuracy).
+* **Sampling**: one *round* is ``m = max_e |O_smaller_e|`` architectures (over both
+  cell types); each edge shuffles its ``O_smaller`` and takes the ops in that order,
+  cycling when it has fewer than ``m``, so every op of ``O_smaller`` is used at least
+  once per round on every edge (exactly once on the edges with ``m`` ops) and the
+  uses are as even as possible. ``T = samples_per_op`` rounds.
+* **Evaluation**: a sampled architecture keeps all 14 edges of each cell (no top-2
+  pruning while reducing) with one op per edge, and runs with the *shared supernet
+  weights*: alpha is temporarily replaced by a one-hot logit (0 for the sampled op,
+  -1e9 for the other active ops), so the supernet's forward computes exactly the
+  single-op path (the other ops are multiplied by an exact 0); the
+  edge-normalization betas stay as trained. BatchNormalization uses *batch
+  statistics* (``training=True``; ``ReductionConfig.bn_mode="batch"``) because the
+  moving statistics were gathered on the mixture of all ops, not on one path
+  (one-shot methods such as SPOS, Guo et al. 2020, recompute them per path); every
+  variable, moving statistics included, is restored afterwards, so the evaluation
+  changes nothing. ``bn_mode="moving"`` uses the moving statistics instead.
+  Data: the first ``eval_batches`` batches of the *architecture* half of the
+  search split (PC-DARTS's validation queue), the same batches for every sample
+  and stage; the halves are fixed for the whole reduction search (each epoch
+  reshuffles them with a seed), so the weights never train on these images
+  (the alphas do, as in PC-DARTS).
+* **Temperature**: ``likelihood = softmax(mean_accuracy / temperature)``. The paper
+  writes a plain softmax (temperature 1). Accuracies lie in ``[0, 1]``, so with
+  temperature 1 a difference of a few points barely moves the likelihoods away
+  from uniform; a lower temperature (e.g. 0.05) lets the current stage outweigh the
+  history ``s / 2``. The ranking *within* ``O_smaller`` does not depend on it.
+* **Ties** when removing: lowest running score, then lowest alpha (of the supernet
+  just trained), then op order in the search space.
+* **Edges with one op left** take no further part (no score update, no removal).
+* **Final cell**: a DARTS cell keeps two incoming edges per node. When every edge
+  has one op, the two edges of each node whose remaining op has the highest
+  running score are kept (the performance evidence the method collected); ties are
+  broken by DARTS' edge strength in the last trained supernet (probability of the
+  remaining op times the normalized beta) and then by edge order. With
+  ``allow_none=False`` an edge left with ``none`` ranks below every other edge.
+* **Stage length**: ``stage_epochs`` epochs per stage (the paper gives the total
+  search cost, not the split); a space of ``n`` ops per edge takes ``n - 1`` stages.
+  The cosine learning-rate schedule runs over the whole reduction search
+  (``stages * stage_epochs`` epochs); each stage builds a new, smaller supernet that
+  inherits every weight of the previous one (:func:`transfer_weights`) and starts
+  with fresh optimizer slots (momentum, Adam moments).
+
+Resuming: after each stage the trained supernet is written to
+``checkpoints/stage-<k>`` and then the state (:meth:`OperationSpaceReduction.state_dict`,
+stage records) to ``reduction_state.json``; ``run_reduction_search(..., resume=True)``
+continues after the last saved stage and replays exactly the batches it lost.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import time
+import weakref
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+from bnas_tf import data as data_lib
+from bnas_tf import genotype as genotype_lib
+from bnas_tf import ops as ops_lib
+from bnas_tf.genotype import Genotype
+from bnas_tf.runs import read_json, write_json
+from bnas_tf.search import driver as driver_lib
+from bnas_tf.search.cell import edge_inputs, num_edges
+from bnas_tf.search.mixed_op import MixedOp
+from bnas_tf.search.supernet import CELL_TYPES, Supernet, default_optimizers
+
+__all__ = [
+    "ReductionConfig",
+    "ReductionResult",
+    "OperationSpaceReduction",
+    "single_path_alphas",
+    "evaluate_architectures",
+    "transfer_weights",
+    "build_stage_supernet",
+    "run_reduction_search",
+]
+
+_BLOCKED = -1e9  # logit of the active ops not sampled: softmax gives them exactly 0
+STATE_FILE = "reduction_state.json"
+
+
+@dataclasses.dataclass
+class ReductionConfig:
+    """Settings of the operation space reduction (see the module docstring).
+
+    Attributes:
+        stage_epochs: training epochs of the supernet in each stage.
+        samples_per_op: ``T``, rounds of sampling; each round uses every op of
+            ``O_smaller`` at least once on every edge.
+        eval_batches: batches of the architecture half each sample is evaluated on.
+        temperature: of ``softmax(mean_accuracy / temperature)``; 1 is the paper's
+            plain softmax.
+        bn_mode: ``batch`` (BN batch statistics while evaluating a sample) or
+            ``moving`` (the supernet's moving statistics).
+        smaller_rounding: ``floor`` or ``ceil`` of ``n / 2`` for the size of
+            ``O_smaller`` (at least 1).
+    """
+
+    stage_epochs: int = 1
+    samples_per_op: int = 2
+    eval_batches: int = 2
+    temperature: float = 1.0
+    bn_mode: str = "batch"
+    smaller_rounding: str = "floor"
+
+    def validate(self) -> "ReductionConfig":
+        for name in ("stage_epochs", "samples_per_op", "eval_batches"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, np.integer)) or value < 1:
+                raise ValueError(f"--{name} must be a positive integer, got {value!r}.")
+        if not self.temperature > 0:
+            raise ValueError(f"temperature must be positive, got {self.temperature!r}.")
+        if self.bn_mode not in ("batch", "moving"):
+            raise ValueError(f"bn_mode must be 'batch' or 'moving', got {self.bn_mode!r}.")
+        if self.smaller_rounding not in ("floor", "ceil"):
+            raise ValueError(
+                f"smaller_rounding must be 'floor' or 'ceil', got {self.smaller_rounding!r}."
+            )
+        return self
+
+
+def _steps_for(edges: int) -> int:
+    steps = 0
+    while num_edges(steps) < edges:
+        steps += 1
+    if num_edges(steps) != edges:
+        raise ValueError(f"{edges} edges is not the edge count of a DARTS cell (2, 5, 9, 14, ...).")
+    return steps
+
+
+def _alpha_table(source, cell: str) -> np.ndarray:
+    """Per edge, a value per op (alpha or its softmax) from a supernet or a mapping."""
+    if isinstance(source, Supernet):
+        return source.op_probabilities(cell).numpy()
+    return np.asarray(source[cell], dtype=np.float64)
+
+
+class OperationSpaceReduction:
+    """The state of a reduction search: active ops, running scores, removal log.
+
+    Args:
+        op_names: the ops of the search space, in alpha-column order.
+        edges: edges per cell (14 for a DARTS cell).
+        config: :class:`ReductionConfig`.
+        seed: seed of the architecture sampling.
+        active_ops: the starting op space (default: every op on every edge).
+        search_space: the space's name, written into the genotype (default: the
+            space of :data:`bnas_tf.ops.SEARCH_SPACES` with exactly ``op_names``).
+    """
+
+    def __init__(
+        self,
+        op_names: Sequence[str],
+        edges: int,
+        config: ReductionConfig | None = None,
+        seed: int = 0,
+        *,
+        active_ops: Mapping[str, Sequence[Sequence[str]]] | None = None,
+        search_space: str | None = None,
+    ):
+        self.op_names = tuple(op_names)
+        if len(set(self.op_names)) != len(self.op_names) or not self.op_names:
+            raise ValueError(f"op_names must be distinct and non-empty, got {self.op_names}.")
+        self.edges = int(edges)
+        self.steps = _steps_for(self.edges)
+        self.config = (config or ReductionConfig()).validate()
+        if search_space is None:
+            matches = [n for n, o in ops_lib.SEARCH_SPACES.items() if tuple(o) == self.op_names]
+            search_space = matches[0] if matches else None
+        self.search_space = search_space
+        self.stage = 0
+        self.removals: list[dict[str, Any]] = []
+        self._rng = np.random.default_rng(seed)
+        self._alphas: dict[str, np.ndarray] | None = None
+        if active_ops is None:
+            active_ops = {cell: [self.op_names] * self.edges for cell in CELL_TYPES}
+        self._active = self._checked_ops(active_ops)
+        self.scores = {
+            cell: [{op: 0.0 for op in ops} for ops in self._active[cell]] for cell in CELL_TYPES
+        }
+
+    # ------------------------------------------------------------------ structure
+    def _checked_ops(self, active_ops) -> dict[str, list[list[str]]]:
+        checked = {}
+        for cell in CELL_TYPES:
+            edges = [list(ops) for ops in active_ops[cell]]
+            if len(edges) != self.edges:
+                raise ValueError(
+                    f"active_ops[{cell!r}] has {len(edges)} edges, expected {self.edges}."
+                )
+            for e, ops in enumerate(edges):
+                if (
+                    not ops
+                    or len(set(ops)) != len(ops)
+                    or any(op not in self.op_names for op in ops)
+                ):
+                    raise ValueError(
+                        f"active_ops[{cell!r}] edge {e}: {ops} is not a non-empty set of "
+                        f"ops of {self.op_names}."
+                    )
+            # Keep the alpha-column order, as the supernet does.
+            checked[cell] = [sorted(ops, key=self.op_names.index) for ops in edges]
+        return checked
+
+    @property
+    def active_ops(self) -> dict[str, list[list[str]]]:
+        """``{"normal": [[op, ...] x edges], "reduce": [...]}``, a copy."""
+        return {cell: [list(ops) for ops in self._active[cell]] for cell in CELL_TYPES}
+
+    @property
+    def done(self) -> bool:
+        """Whether every edge of both cell types has exactly one op left."""
+        return all(len(ops) == 1 for cell in CELL_TYPES for ops in self._active[cell])
+
+    @property
+    def stages_left(self) -> int:
+        """Stages still to run: one op leaves each edge per stage."""
+        return max(len(ops) for cell in CELL_TYPES for ops in self._active[cell]) - 1
+
+    def smaller_size(self, n: int) -> int:
+        """``|O_smaller|`` of an edge with ``n`` active ops: half, rounded, at least 1."""
+        half = n // 2 if self.config.smaller_rounding == "floor" else -(-n // 2)
+        return max(1, half)
+
+    # ------------------------------------------------------------------ one stage
+    def o_smaller(self, source) -> dict[str, list[list[str]]]:
+        """Per cell and edge, the ``smaller_size(n)`` active ops with the lowest alpha.
+
+        ``source``: the supernet just trained (its ``op_probabilities``; it must have
+        this reduction's active ops) or a mapping ``cell -> [edges, len(op_names)]``
+        array of alphas or probabilities. Ties go to the op earlier in the space.
+        The source is remembered for the alpha tie-break of :meth:`remove_worst`.
+        """
+        if isinstance(source, Supernet):
+            same = tuple(source.op_names) == self.op_names and all(
+                [set(ops) for ops in source.active_ops[cell]]
+                == [set(ops) for ops in self._active[cell]]
+                for cell in CELL_TYPES
+            )
+            if not same:
+                raise ValueError("The supernet's op space is not this reduction's active ops.")
+        alphas = {cell: _alpha_table(source, cell) for cell in CELL_TYPES}
+        for cell, table in alphas.items():
+            if table.shape != (self.edges, len(self.op_names)):
+                raise ValueError(
+                    f"alphas[{cell!r}] has shape {table.shape}, "
+                    f"expected {(self.edges, len(self.op_names))}."
+                )
+        self._alphas = alphas
+        result = {}
+        for cell in CELL_TYPES:
+            result[cell] = []
+            for e, ops in enumerate(self._active[cell]):
+                ranked = sorted(
+                    ops,
+                    key=lambda op: (
+                        alphas[cell][e, self.op_names.index(op)],
+                        self.op_names.index(op),
+                    ),
+                )
+                chosen = set(ranked[: self.smaller_size(len(ops))])
+                result[cell].append([op for op in ops if op in chosen])
+        return result
+
+    def sample_architectures(
+        self,
+        o_smaller: Mapping[str, Sequence[Sequence[str]]],
+        rng: np.random.Generator | None = None,
+    ) -> list[dict[str, list[str]]]:
+        """``T`` rounds of ``m = max |O_smaller_e|`` samples, each one op per edge per cell.
+
+        In a round every edge shuffles its ``O_smaller`` and uses its ops in that
+        order, cycling when it has fewer than ``m`` (so each op is used at least once
+        per round, exactly once on the edges with ``m`` ops). Returns a list of
+        ``{"normal": [op x edges], "reduce": [...]}``.
+        """
+        rng = self._rng if rng is None else rng
+        m = max(len(ops) for cell in CELL_TYPES for ops in o_smaller[cell])
+        samples = []
+        for _ in range(self.config.samples_per_op):
+            columns = {}
+            for cell in CELL_TYPES:
+                columns[cell] = []
+                for ops in o_smaller[cell]:
+                    order = [ops[i] for i in rng.permutation(len(ops))]
+                    columns[cell].append([order[i % len(order)] for i in range(m)])
+            for i in range(m):
+                samples.append({cell: [col[i] for col in columns[cell]] for cell in CELL_TYPES})
+        return samples
+
+    def evaluate_samples(
+        self, net: Supernet, samples: Sequence[Mapping[str, Sequence[str]]], batches
+    ) -> list[float]:
+        """Accuracy of each sample on ``batches`` with the supernet's shared weights.
+
+        Every variable of ``net`` (alphas, weights, BN moving statistics) is
+        restored exactly afterwards, even on error. See :func:`evaluate_architectures`.
+        """
+        return [
+            float(a)
+            for a in evaluate_architectures(
+                net, samples, batches, training=self.config.bn_mode == "batch"
+            )
+        ]
+
+    def evaluate_sample(self, net: Supernet, sample: Mapping[str, Sequence[str]], batches) -> float:
+        """Accuracy of one sampled architecture (see :meth:`evaluate_samples`)."""
+        return self.evaluate_samples(net, [sample], batches)[0]
+
+    def likelihoods(
+        self,
+        o_smaller: Mapping[str, Sequence[Sequence[str]]],
+        samples: Sequence[Mapping[str, Sequence[str]]],
+        accuracies: Sequence[float],
+    ) -> dict[str, list[dict[str, float]]]:
+        """Per cell and edge (with more than one active op), the likelihood of each active op.
+
+        ``softmax(mean accuracy / temperature)`` over ``O_smaller``; each op outside
+        it gets ``(max + mean) / 2`` of those. A single-op ``O_smaller`` needs no
+        sample (its likelihood is 1). Edges with one active op get ``{}``.
+        """
+        if len(samples) != len(accuracies):
+            raise ValueError(f"{len(samples)} samples but {len(accuracies)} accuracies.")
+        result = {}
+        for cell in CELL_TYPES:
+            result[cell] = []
+            for e, active in enumerate(self._active[cell]):
+                small = list(o_smaller[cell][e])
+                if len(active) == 1:
+                    result[cell].append({})
+                    continue
+                if not small or any(op not in active for op in small):
+                    raise ValueError(
+                        f"{cell} edge {e}: O_smaller {small} is not a subset of {active}."
+                    )
+                if len(small) == 1:
+                    lik = np.ones(1)
+                else:
+                    used: dict[str, list[float]] = {op: [] for op in small}
+                    for sample, acc in zip(samples, accuracies):
+                        op = sample[cell][e]
+                        if op not in used:
+                            raise ValueError(
+                                f"{cell} edge {e}: a sample uses {op!r}, not in O_smaller {small}."
+                            )
+                        used[op].append(float(acc))
+                    unused = [op for op, accs in used.items() if not accs]
+                    if unused:
+                        raise ValueError(f"{cell} edge {e}: no sample used {unused}.")
+                    means = np.array([np.mean(used[op]) for op in small], dtype=np.float64)
+                    z = means / self.config.temperature
+                    lik = np.exp(z - z.max())
+                    lik /= lik.sum()
+                outside = 0.5 * (float(lik.max()) + float(lik.mean()))
+                values = dict(zip(small, (float(v) for v in lik)))
+                result[cell].append({op: values.get(op, outside) for op in active})
+        return result
+
+    def update_scores(
+        self,
+        o_smaller: Mapping[str, Sequence[Sequence[str]]],
+        samples: Sequence[Mapping[str, Sequence[str]]],
+        accuracies: Sequence[float],
+    ) -> dict[str, list[dict[str, float]]]:
+        """``s <- s / 2 + likelihood`` on each edge with 2+ ops; returns the likelihoods."""
+        likelihoods = self.likelihoods(o_smaller, samples, accuracies)
+        for cell in CELL_TYPES:
+            for e, lik in enumerate(likelihoods[cell]):
+                for op, value in lik.items():
+                    self.scores[cell][e][op] = self.scores[cell][e][op] / 2.0 + value
+        return likelihoods
+
+    def remove_worst(self, alphas=None) -> list[dict[str, Any]]:
+        """Drop the lowest-scoring op of every edge with more than one op; end the stage.
+
+        Ties: the lower alpha (``alphas``: a supernet or mapping as for
+        :meth:`o_smaller`; default the last one given there), then the op earlier
+        in the space. Returns the removal records ``{stage, cell, edge, op, score}``.
+        """
+        if alphas is not None:
+            tables = {cell: _alpha_table(alphas, cell) for cell in CELL_TYPES}
+        else:
+            tables = self._alphas
+        removed = []
+        for cell in CELL_TYPES:
+            for e, ops in enumerate(self._active[cell]):
+                if len(ops) == 1:
+                    continue
+
+                def key(op, cell=cell, e=e):
+                    alpha = (
+                        0.0 if tables is None else float(tables[cell][e, self.op_names.index(op)])
+                    )
+                    return (self.scores[cell][e][op], alpha, self.op_names.index(op))
+
+                worst = min(ops, key=key)
+                record = {
+                    "stage": self.stage,
+                    "cell": cell,
+                    "edge": e,
+                    "op": worst,
+                    "score": float(self.scores[cell][e][worst]),
+                }
+                ops.remove(worst)
+                del self.scores[cell][e][worst]
+                removed.append(record)
+        self.removals.extend(removed)
+        self.stage += 1
+        return removed
+
+    # ------------------------------------------------------------------ result
+    def genotype(
+        self, net: Supernet | None = None, *, allow_none: bool = True, multiplier: int | None = None
+    ) -> Genotype:
+        """The final cells, once every edge has one op: two incoming edges per node.
+
+        Edges are ranked by the running score of their remaining op, then (with
+        ``net``, the last trained supernet) by ``p(op) * beta``, then by edge
+        order. With ``allow_none=False`` edges left with ``none`` rank last.
+        """
+        if not self.done:
+            raise ValueError(f"Reduction not finished: {self.stages_left} stage(s) left.")
+        multiplier = self.steps if multiplier is None else multiplier
+        inputs = edge_inputs(self.steps)
+        cells = {}
+        for cell in CELL_TYPES:
+            strength = np.zeros(self.edges)
+            if net is not None:
+                probs = net.op_probabilities(cell).numpy()
+                betas = net.edge_betas(cell)
+                betas = np.ones(self.edges) if betas is None else betas.numpy()
+                for e, ops in enumerate(self._active[cell]):
+                    strength[e] = probs[e, self.op_names.index(ops[0])] * betas[e]
+            chosen = []
+            for node in range(self.steps):
+                rows = [e for e, (n, _) in enumerate(inputs) if n == node]
+
+                def key(e, cell=cell):
+                    op = self._active[cell][e][0]
+                    allowed = allow_none or op != "none"
+                    return (not allowed, -self.scores[cell][e][op], -strength[e], e)
+
+                top = sorted(rows, key=key)[:2]
+                for e in sorted(top, key=lambda e: inputs[e][1]):
+                    chosen.append((self._active[cell][e][0], inputs[e][1]))
+            cells[cell] = tuple(chosen)
+        concat = tuple(range(2 + self.steps - multiplier, 2 + self.steps))
+        return Genotype(
+            normal=cells["normal"],
+            normal_concat=concat,
+            reduce=cells["reduce"],
+            reduce_concat=concat,
+            search_space=self.search_space,
+        )
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict[str, Any]:
+        """JSON-serialisable state: stage, active ops, scores, removal log, sampler state."""
+        return {
+            "version": 1,
+            "op_names": list(self.op_names),
+            "edges": self.edges,
+            "search_space": self.search_space,
+            "config": dataclasses.asdict(self.config),
+            "stage": self.stage,
+            "active_ops": self.active_ops,
+            "scores": {cell: [dict(s) for s in self.scores[cell]] for cell in CELL_TYPES},
+            "removals": [dict(r) for r in self.removals],
+            "rng": self._rng.bit_generator.state,
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore :meth:`state_dict`'s output (the op space and edges must match)."""
+        if tuple(state["op_names"]) != self.op_names or int(state["edges"]) != self.edges:
+            raise ValueError(
+                f"State of a reduction over {state['op_names']} x {state['edges']} edges, "
+                f"not {list(self.op_names)} x {self.edges}."
+            )
+        active = self._checked_ops(state["active_ops"])
+        scores = {}
+        for cell in CELL_TYPES:
+            scores[cell] = [
+                {op: float(s[op]) for op in ops}
+                for ops, s in zip(active[cell], state["scores"][cell])
+            ]
+            if len(scores[cell]) != self.edges:
+                raise ValueError(f"State scores of {cell!r} have {len(scores[cell])} edges.")
+        self._active, self.scores = active, scores
+        self.stage = int(state["stage"])
+        self.removals = [dict(r) for r in state["removals"]]
+        if state.get("rng") is not None:
+            self._rng.bit_generator.state = state["rng"]
+
+
+# ---------------------------------------------------------------------- evaluation
+def single_path_alphas(net: Supernet, sample: Mapping[str, Sequence[str]]) -> dict[str, np.ndarray]:
+    """Alphas that make ``net`` compute exactly ``sample``: 0 for the sampled op, -1e9 elsewhere."""
+    result = {}
+    for cell in CELL_TYPES:
+        ops = sample[cell]
+        if len(ops) != net.edges:
+            raise ValueError(f"sample[{cell!r}] has {len(ops)} edges, expected {net.edges}.")
+        table = np.full((net.edges, len(net.op_names)), _BLOCKED, dtype=np.float32)
+        for e, op in enumerate(ops):
+            if op not in net.active_ops[cell][e]:
+                raise ValueError(
+                    f"{cell} edge {e}: {op!r} is not active ({net.active_ops[cell][e]})."
+                )
+            table[e, net.op_names.index(op)] = 0.0
+        result[cell] = table
+    return result
+
+
+_FORWARD: "weakref.WeakKeyDictionary[Supernet, dict[bool, Callable]]" = weakref.WeakKeyDictionary()
+
+
+def _forward(net: Supernet, training: bool) -> Callable:
+    """A traced ``net(x, training)`` per supernet and mode (alpha is a variable: no retrace)."""
+    fns = _FORWARD.setdefault(net, {})
+    if training not in fns:
+        ref = weakref.ref(net)  # the cache must not keep the supernet alive
+        fns[training] = tf.function(lambda x: ref()(x, training=training), reduce_retracing=True)
+    return fns[training]
+
+
+def evaluate_architectures(
+    net: Supernet,
+    samples: Sequence[Mapping[str, Sequence[str]]],
+    batches: Iterable,
+    *,
+    training: bool = True,
+) -> np.ndarray:
+    """Accuracy of each single-op-per-edge architecture, with the supernet's weights.
+
+    ``batches``: ``(x, y)`` pairs (materialized once). ``training=True`` normalizes
+    with batch statistics; the moving statistics it updates, and every other
+    variable, are put back bit for bit before returning.
+    """
+    batches = [(tf.convert_to_tensor(x), np.asarray(y)) for x, y in batches]
+    if not batches:
+        raise ValueError("No batches to evaluate on.")
+    variables = list(net.weights)
+    saved = [v.numpy().copy() for v in variables]
+    forward = _forward(net, bool(training))
+    accuracies = []
+    try:
+        for sample in samples:
+            for cell, table in single_path_alphas(net, sample).items():
+                net.alpha(cell).assign(table)
+            correct = total = 0
+            for x, y in batches:
+                predicted = np.argmax(forward(x).numpy(), axis=-1)
+                correct += int(np.sum(predicted == y.reshape(-1)))
+                total += len(predicted)
+            accuracies.append(correct / total)
+    finally:
+        for v, value in zip(variables, saved):
+            v.assign(value)
+    return np.array(accuracies, dtype=np.float64)
+
+
+# ---------------------------------------------------------------------- weight transfer
+def _copy_weights(old_layer, new_layer, what: str) -> int:
+    old_w, new_w = old_layer.weights, new_layer.weights
+    if len(old_w) != len(new_w):
+        raise ValueError(
+            f"{what}: {len(old_w)} variables in the old supernet, {len(new_w)} in the new one."
+        )
+    for ov, nv in zip(old_w, new_w):
+        if ov.shape != nv.shape:
+            raise ValueError(f"{what}: shape {ov.shape} (old) != {nv.shape} (new) for {nv.name}.")
+        nv.assign(ov)
+    return len(new_w)
+
+
+def _transfer_mixed(old: MixedOp, new: MixedOp, what: str) -> int:
+    if len(old.edge_ops) != len(new.edge_ops) or old.sampled_channels != new.sampled_channels:
+        raise ValueError(f"{what}: the two supernets differ in structure.")
+    for e, (old_ops, new_ops) in enumerate(zip(old.edge_ops, new.edge_ops)):
+        extra = set(new_ops) - set(old_ops)
+        if extra:
+            raise ValueError(f"{what} edge {e}: {sorted(extra)} are not in the old supernet.")
+    copied = 0
+    if getattr(new, "shared_binary_input", False):
+        copied += _copy_weights(old.input_bn, new.input_bn, f"{what}/input_bn")
+    c = new.sampled_channels
+    for key, layer in new.op_layers.items():
+        if key not in old.op_layers:
+            raise ValueError(f"{what}: layer {key!r} missing from the old supernet.")
+        old_layer = old.op_layers[key]
+        # (old slice, new slice) of each edge this layer computes.
+        parts = [
+            (old._branch[branch][1], part)
+            for branch, (k, part) in new._branch.items()
+            if k == key and part is not None
+        ]
+        if not parts:
+            copied += _copy_weights(old_layer, layer, f"{what}/{key}")
+            continue
+        n_new = len(parts)
+        n_old = sum(1 for k, part in old._branch.values() if k == key and part is not None)
+        if len(old_layer.weights) != len(layer.weights):
+            raise ValueError(f"{what}/{key}: different variables in the two supernets.")
+        for ov, nv in zip(old_layer.weights, layer.weights):
+            o_shape, n_shape = tuple(ov.shape), tuple(nv.shape)
+            widened = (
+                len(n_shape) >= 1
+                and len(o_shape) == len(n_shape)
+                and o_shape[:-1] == n_shape[:-1]
+                and n_shape[-1] == c * n_new
+                and o_shape[-1] == c * n_old
+            )
+            if widened:
+                old_value, value = ov.numpy(), nv.numpy().copy()
+                for old_part, new_part in parts:
+                    value[..., new_part * c : (new_part + 1) * c] = old_value[
+                        ..., old_part * c : (old_part + 1) * c
+                    ]
+                nv.assign(value)
+            elif o_shape == n_shape:
+                nv.assign(ov)
+            else:
+                raise ValueError(
+                    f"{what}/{key}: cannot map {o_shape} onto {n_shape} for {nv.name}."
+                )
+            copied += 1
+    return copied
+
+
+def transfer_weights(old: Supernet, new: Supernet) -> int:
+    """Copy ``old``'s weights into ``new`` (same configuration, a subset of the ops).
+
+    Stem, cell preprocessing, inter-cell skips, classifier, alphas, betas, the
+    epoch counter, every BN's statistics, and the layers of every op still present;
+    a widened binary convolution (one kernel for the op on several edges, see
+    :mod:`bnas_tf.search.mixed_op`) gets, for each of its edges, the ``C / K``
+    output channels that edge had in the old kernel. Both supernets must be built.
+    Returns the number of variables written: all of ``new.weights`` but the
+    accumulators of its metrics.
+    """
+    if not (old.built and new.built):
+        raise ValueError("Build both supernets (call them once) before transferring weights.")
+    if tuple(old.op_names) != tuple(new.op_names) or len(old.cells) != len(new.cells):
+        raise ValueError("The two supernets have different op spaces or cell counts.")
+    copied = 0
+    for ov, nv in zip(old.arch_variables, new.arch_variables):
+        nv.assign(ov)
+        copied += 1
+    if len(old.arch_variables) != len(new.arch_variables):
+        raise ValueError("One supernet has edge normalization, the other has not.")
+    new.epoch.assign(old.epoch)
+    copied += 1
+    copied += _copy_weights(old.stem, new.stem, "stem")
+    copied += _copy_weights(old.classifier, new.classifier, "classifier")
+    for index, (oc, nc) in enumerate(zip(old.cells, new.cells)):
+        what = f"cell_{index}"
+        if oc.reduction != nc.reduction or len(oc.mixed_ops) != len(nc.mixed_ops):
+            raise ValueError(f"{what}: the two supernets differ in structure.")
+        copied += _copy_weights(oc.preprocess0, nc.preprocess0, f"{what}/preprocess0")
+        copied += _copy_weights(oc.preprocess1, nc.preprocess1, f"{what}/preprocess1")
+        if hasattr(nc, "skip"):
+            copied += _copy_weights(oc.skip, nc.skip, f"{what}/skip")
+        for j, (om, nm) in enumerate(zip(oc.mixed_ops, nc.mixed_ops)):
+            copied += _transfer_mixed(om, nm, f"{what}/from_node_{j}")
+    return copied
+
+
+# ---------------------------------------------------------------------- the search
+@dataclasses.dataclass
+class ReductionResult:
+    genotype: Genotype
+    removals: list[dict]
+    stages: list[dict]
+    wall_time: float
+
+
+def build_stage_supernet(
+    config: "driver_lib.SearchConfig",
+    num_classes: int,
+    input_shape,
+    total_steps: int,
+    active_ops: Mapping[str, Sequence[Sequence[str]]],
+) -> Supernet:
+    """A compiled, built supernet of ``config`` restricted to ``active_ops``.
+
+    Uses ``driver.build_supernet(..., active_ops=...)`` when it takes that argument;
+    otherwise builds it the same way here (every :class:`SearchConfig` field that
+    is a :class:`Supernet` argument is passed on). ``total_steps``: length of the
+    cosine learning-rate schedule.
+    """
+    build = driver_lib.build_supernet
+    if "active_ops" in inspect.signature(build).parameters:
+        steps_config = dataclasses.replace(config, epochs=1)
+        return build(steps_config, num_classes, input_shape, total_steps, active_ops=active_ops)
+    accepted = inspect.signature(Supernet.__init__).parameters
+    kwargs = {
+        f.name: getattr(config, f.name)
+        for f in dataclasses.fields(config)
+        if f.name in accepted and f.name not in ("num_classes", "active_ops", "name")
+    }
+    net = Supernet(num_classes, active_ops=active_ops, **kwargs)
+    net.compile(
+        **default_optimizers(
+            total_steps,
+            learning_rate=config.learning_rate,
+            learning_rate_min=config.learning_rate_min,
+            momentum=config.momentum,
+            arch_learning_rate=config.arch_learning_rate,
+        )
+    )
+    net(tf.zeros((1, *input_shape)))
+    net.build_optimizers()
+    return net
+
+
+def _epoch_pairs(config, split: dict, first_epoch: int, epochs: int, steps: int) -> tf.data.Dataset:
+    """Epochs ``first_epoch ..`` of one endless, seeded stream over fixed search halves.
+
+    ``search_splits`` ties the split to its seed, so the halves are made once
+    (``seed=config.seed``) and each repetition reshuffles them (seeded, so a resumed
+    search sees exactly the batches it would have seen). The epochs before
+    ``first_epoch`` are produced and skipped (data work only).
+    """
+    ds = data_lib.search_splits(config.dataset, seed=config.seed, **split).repeat()
+    return ds.skip(first_epoch * steps).take(epochs * steps)
+
+
+def _jsonable_ops(o_smaller) -> dict:
+    return {cell: [list(ops) for ops in o_smaller[cell]] for cell in CELL_TYPES}
+
+
+def run_reduction_search(
+    config: "driver_lib.SearchConfig",
+    reduction: ReductionConfig | None = None,
+    output_dir: str | Path = ".",
+    *,
+    active_ops: Mapping[str, Sequence[Sequence[str]]] | None = None,
+    resume: bool = False,
+    log: Callable[[str], Any] = print,
+) -> ReductionResult:
+    """Search with operation space reduction; write genotype.json, genotype.png, metrics.json.
+
+    Each stage: build the supernet of the current op space, inherit the previous
+    stage's weights, train ``stage_epochs`` epochs, pick ``O_smaller``, sample and
+    evaluate, update the scores, drop one op per edge (each removal is logged).
+    After each stage the trained supernet is checkpointed with the reduction state
+    (``reduction_state.json``); ``resume=True`` continues from the last one.
+    ``config.epochs`` is not used: the search lasts ``(n - 1) * stage_epochs`` epochs
+    for ``n`` starting ops per edge. ``active_ops``: the starting op space.
+    """
+    config.validate()
+    reduction = (reduction or ReductionConfig()).validate()
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    tf.keras.utils.set_random_seed(config.seed)
+    info = data_lib.info(config.dataset)
+    split = dict(
+        data_dir=config.data_dir,
+        batch_size=config.batch_size,
+        portion=config.train_portion,
+        limit=config.limit,
+    )
+    sizes = data_lib.search_split_sizes(config.dataset, **split)
+    op_names = ops_lib.search_space(config.search_space)
+    state = OperationSpaceReduction(
+        op_names,
+        num_edges(),
+        reduction,
+        seed=config.seed,
+        active_ops=active_ops,
+        search_space=config.search_space,
+    )
+    checkpoint_dir = output_dir / "checkpoints"
+    prev: Supernet | None = None
+    stages: list[dict] = []
+    if resume and (output_dir / STATE_FILE).exists():
+        saved = read_json(output_dir / STATE_FILE)
+        state.load_state_dict(saved["reduction"])
+        stages = list(saved["stages"])
+        total_stages = int(saved["total_stages"])
+        if saved.get("trained_ops") is not None:
+            prev = build_stage_supernet(
+                config, info.num_classes, info.input_shape, 1, saved["trained_ops"]
+            )
+            tf.train.Checkpoint(model=prev).read(
+                str(checkpoint_dir / f"stage-{state.stage}")
+            ).assert_existing_objects_matched()
+        log(f"Resuming the reduction search after stage {state.stage}.")
+    else:
+        total_stages = state.stages_left
+    total_steps = max(1, sizes.steps_per_epoch * reduction.stage_epochs * total_stages)
+
+    steps = sizes.steps_per_epoch
+    # One split for the whole search: the weights never train on the architecture half.
+    eval_take = min(reduction.eval_batches, steps)
+    eval_pairs = data_lib.search_splits(config.dataset, seed=config.seed, **split).take(eval_take)
+    eval_batches = [(x_a, y_a) for _, (x_a, y_a) in eval_pairs]
+
+    started = time.time()
+    while not state.done:
+        stage_started = time.time()
+        stage = state.stage
+        before = state.active_ops
+        net = build_stage_supernet(config, info.num_classes, info.input_shape, total_steps, before)
+        copied = transfer_weights(prev, net) if prev is not None else 0
+        first_epoch = stage * reduction.stage_epochs
+        net.optimizer.iterations.assign(first_epoch * steps)  # continue the schedule
+        history = net.fit(
+            _epoch_pairs(config, split, first_epoch, reduction.stage_epochs, steps),
+            steps_per_epoch=steps,
+            initial_epoch=first_epoch,
+            epochs=first_epoch + reduction.stage_epochs,
+            verbose=config.verbose,
+        )
+        train_time = time.time() - stage_started
+        smaller = state.o_smaller(net)
+        samples: list[dict] = []
+        accuracies: list[float] = []
+        if max(len(ops) for cell in CELL_TYPES for ops in smaller[cell]) > 1:
+            samples = state.sample_architectures(smaller)
+            accuracies = state.evaluate_samples(net, samples, eval_batches)
+        likelihoods = state.update_scores(smaller, samples, accuracies)
+        removed = state.remove_worst(net)
+        for r in removed:
+            log(
+                f"stage {r['stage']}: {r['cell']} edge {r['edge']}: removed {r['op']} "
+                f"(score {r['score']:.6f})"
+            )
+        stages.append(
+            {
+                "stage": stage,
+                "epochs": [first_epoch, first_epoch + reduction.stage_epochs],
+                "active_ops": before,
+                "weights_transferred": copied,
+                "train": {k: [float(x) for x in v] for k, v in history.history.items()},
+                "o_smaller": _jsonable_ops(smaller),
+                "samples": samples,
+                "accuracies": accuracies,
+                "likelihoods": likelihoods,
+                "removals": removed,
+                "train_time_s": train_time,
+                "wall_time_s": time.time() - stage_started,
+            }
+        )
+        # Checkpoint first, then the state that points at it.
+        tf.train.Checkpoint(model=net).write(str(checkpoint_dir / f"stage-{state.stage}"))
+        write_json(
+            output_dir / STATE_FILE,
+            {
+                "reduction": state.state_dict(),
+                "stages": stages,
+                "total_stages": total_stages,
+                "trained_ops": before,
+            },
+        )
+        for stale in checkpoint_dir.glob(f"stage-{state.stage - 1}.*"):
+            stale.unlink()  # only the last stage's supernet is needed to resume
+        prev = net
+        log(f"stage {stage}: {len(removed)} ops removed in {stages[-1]['wall_time_s']:.1f} s")
+    wall_time = time.time() - started
+
+    genotype = state.genotype(prev, allow_none=config.allow_none)
+    genotype.save(output_dir / "genotype.json")
+    genotype_lib.plot(genotype, output_dir / "genotype.png")
+    write_json(
+        output_dir / "metrics.json",
+        {
+            "config": dataclasses.asdict(config),
+            "reduction": dataclasses.asdict(reduction),
+            "genotype": genotype.to_dict(),
+            "removals": state.removals,
+            "stages": stages,
+            "stage_wall_time_s": [s["wall_time_s"] for s in stages],
+            "wall_time_s": wall_time,
+            "steps_per_epoch": sizes.steps_per_epoch,
+            "final_ops": state.active_ops,
+            "scores": state.state_dict()["scores"],
+            "op_names": list(op_names),
+        },
+    )
+    log(str(genotype))
+    return ReductionResult(genotype, state.removals, stages, wall_time)
