@@ -725,13 +725,16 @@ def search_splits(
     portion: float = 0.5,
     limit: Optional[int] = None,
     augment: bool = False,
+    shuffle_seed: Optional[int] = None,
 ) -> tf.data.Dataset:
     """Pairs of batches from two disjoint halves of the training split, for bi-level search.
 
     The training split is permuted with ``seed`` (NumPy ``default_rng``); the first ``limit``
     permuted examples (all when None) are kept, the first ``portion`` of them train the weights
     and the rest the architecture parameters (alphas). Each half is shuffled with a seed derived
-    from ``seed``, (optionally) augmented, normalised and batched with ``drop_remainder=True``.
+    from ``shuffle_seed`` (default: ``seed``), (optionally) augmented, normalised and batched with
+    ``drop_remainder=True``. Keep ``seed`` fixed for a whole search, so that the halves stay
+    disjoint across epochs, and vary ``shuffle_seed`` per epoch.
 
     One pass (epoch) yields :func:`search_split_sizes` ``.steps_per_epoch`` =
     ``min(n_w, n_a) // batch_size`` pairs, then ends (no repeat); every new iteration
@@ -747,7 +750,8 @@ def search_splits(
     halves = _split_indices(total, seed=seed, portion=portion, limit=limit, batch_size=batch_size)
     pipelines = []
     for offset, indices in enumerate(halves):
-        half_seed = seed * 2 + offset  # distinct seeds for the two halves
+        base = seed if shuffle_seed is None else shuffle_seed
+        half_seed = base * 2 + offset  # distinct seeds for the two halves
         if name in _IDX_DATASETS:
             fetch = _array_fetch(name, "train", data_dir)
             ds = tf.data.Dataset.from_tensor_slices(indices.astype(np.int64))

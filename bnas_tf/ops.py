@@ -167,8 +167,9 @@ def _binary_conv_layers(
         quant = {**quant, "input_quantizer": None}
     head: list[tf.keras.layers.Layer] = [] if shared_input else [_bn(affine, name("bn"))]
     if dilation > 1 and stride > 1:
+        # conv(x, k, stride s, dilation s) == conv(x[::s, ::s], k) for symmetric padding.
         head.append(_subsample(stride, name("subsample")))
-        stride = 1
+        stride, dilation = 1, dilation // stride
     if not separable:
         conv = lq.layers.QuantConv2D(
             channels,

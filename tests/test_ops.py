@@ -18,12 +18,6 @@ CONV_OPS = tuple(sorted(BINARY_CONV_OPS))
 NON_CONV_OPS = tuple(op for op in OP_NAMES if op not in BINARY_CONV_OPS)
 QUANT_LAYERS = (lq.layers.QuantConv2D, lq.layers.QuantDepthwiseConv2D)
 
-DILATED_STRIDED_BUG = (
-    "ops.py _binary_conv_layers: a strided dilated conv subsamples and then still "
-    "convolves with dilation_rate=2 (effective dilation 4 in input pixels); the "
-    "documented identity conv(x, k, stride=2, dilation=2) == conv(x[::2, ::2], k) "
-    "needs dilation_rate=1 after the subsample"
-)
 DEPTHWISE_SCALE_BUG = (
     "ops.py _binary_conv_layers: the depthwise kernel (kh, kw, C, 1) is binarized with "
     "the conv kernel quantizer, whose 'output channel' axis is the last one (size 1), "
@@ -172,10 +166,7 @@ def _reference_binary_conv(op, layers, x, stride):
 def _conv_cases():
     for op in CONV_OPS:
         for stride in (1, 2):
-            marks = ()
-            if "dil" in op and stride == 2:
-                marks = pytest.mark.xfail(strict=True, reason=DILATED_STRIDED_BUG)
-            yield pytest.param(op, stride, marks=marks, id=f"{op}-s{stride}")
+            yield pytest.param(op, stride, id=f"{op}-s{stride}")
 
 
 @pytest.mark.parametrize("binarization", BINARIZATIONS)

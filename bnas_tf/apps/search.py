@@ -37,6 +37,12 @@ HELP = {
     "arch_weight_decay": "L2 weight decay of alpha.",
     "arch_warmup_epochs": "Epochs of weight-only updates before alpha is trained.",
     "unrolled": "DARTS' second-order alpha gradient instead of the first-order one.",
+    "operation_space_reduction": "Chen et al.'s operation space reduction: train in stages and drop the "
+    "lowest-scoring op of every edge after each, until one op per edge remains (--epochs is then unused).",
+    "stage_epochs": "Supernet training epochs per reduction stage.",
+    "samples_per_op": "T: rounds of architecture sampling from O_smaller per stage.",
+    "eval_batches": "Held-out batches on which each sampled architecture is evaluated.",
+    "reduction_temperature": "Temperature of the softmax over the sampled ops' mean accuracies.",
     "genotype_selection": "best (epoch with the best validation accuracy) or last.",
     "seed": "Random seed; with it a CPU run is repeatable.",
     "verbose": "Keras verbosity: 0 silent, 1 progress bar, 2 one line per epoch.",
@@ -62,6 +68,22 @@ def main(argv) -> None:
     except (ValueError, FileNotFoundError) as error:
         raise app.UsageError(str(error)) from None
     output_dir = common.start_run("bnas-search", flags.FLAGS)
+    if config.operation_space_reduction:
+        from absl import logging
+
+        from bnas_tf.search.reduction import ReductionConfig, run_reduction_search
+
+        reduction = ReductionConfig(
+            stage_epochs=config.stage_epochs,
+            samples_per_op=config.samples_per_op,
+            eval_batches=config.eval_batches,
+            temperature=config.reduction_temperature,
+        )
+        result = run_reduction_search(config, reduction, output_dir, resume=flags.FLAGS.resume, log=logging.info)
+        print(f"Genotype ({len(result.stages)} reduction stages, {result.wall_time:.0f} s):")
+        print(result.genotype)
+        print(f"Saved {output_dir / 'genotype.json'}")
+        return
     result = run_search(config, output_dir, resume=flags.FLAGS.resume)
     print(f"Genotype (epoch {result.best_epoch}, {result.wall_time:.0f} s):")
     print(result.genotype)

@@ -122,15 +122,16 @@ class SearchCell(tf.keras.layers.Layer):
         states = [self.preprocess0(s0, training=training), self.preprocess1(s1, training=training)]
         incoming = [[] for _ in range(self.steps)]
         for j in range(self.steps + 1):
-            # Node j is complete: run the mixed ops of every edge that leaves it.
+            # State j is complete: run the mixed ops of every edge that leaves it.
             edges = self._edges_from[j]
             outputs = self.mixed_ops[j](states[j], [weights[e] for e in edges], training=training)
             for e, y in zip(edges, outputs):
                 if betas is not None:
                     y = betas[e] * y
                 incoming[self._edge_node[e]].append(y)
-            if j < self.steps:
-                states.append(tf.add_n(incoming[j]))
+            if j >= 1:
+                # Node j - 1 has all its inputs (states 0..j) now.
+                states.append(tf.add_n(incoming[j - 1]))
         out = tf.concat(states[-self.multiplier :], axis=-1)
         if self.inter_cell_skip:
             out = out + (self.skip(s1, training=training) if self.reduction else s1)

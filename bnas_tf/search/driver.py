@@ -7,8 +7,8 @@
     result = run_search(SearchConfig(layers=3, init_channels=8, epochs=2, limit=2000), "runs/s1")
     print(result.genotype)
 
-Each epoch is one ``Supernet.fit`` call over a freshly seeded split pipeline
-(``seed * 1000 + epoch``), and the whole search state is checkpointed after each
+Each epoch is one ``Supernet.fit`` call over the same two halves of the training
+set, shuffled with a per-epoch seed (``seed * 1000 + epoch``), and the whole search state is checkpointed after each
 epoch with ``tf.train.CheckpointManager``, so a resumed search replays exactly
 the epochs it lost. The genotype kept is that of the epoch with the best
 validation (architecture-half) accuracy, as in Kim et al.'s reference, or the
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import tensorflow as tf
@@ -62,6 +63,11 @@ class SearchConfig:
     arch_weight_decay: float = 1e-3
     arch_warmup_epochs: int = 0
     unrolled: bool = False
+    operation_space_reduction: bool = False
+    stage_epochs: int = 1
+    samples_per_op: int = 2
+    eval_batches: int = 2
+    reduction_temperature: float = 1.0
     genotype_selection: str = "best"
     seed: int = 0
     verbose: int = 2
@@ -92,6 +98,9 @@ class SearchConfig:
             )
         if self.genotype_selection not in ("best", "last"):
             raise ValueError(f"--genotype_selection must be 'best' or 'last', got {self.genotype_selection!r}.")
+        for name in ("stage_epochs", "samples_per_op", "eval_batches", "reduction_temperature"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"--{name} must be positive, got {getattr(self, name)}.")
         if self.arch_warmup_epochs < 0:
             raise ValueError(f"--arch_warmup_epochs must be >= 0, got {self.arch_warmup_epochs}.")
         data_lib.info(self.dataset)
@@ -106,8 +115,19 @@ class SearchResult:
     wall_time: float
 
 
-def build_supernet(config: SearchConfig, num_classes: int, input_shape, steps_per_epoch: int) -> Supernet:
-    """A compiled, built supernet with its optimizers' slots created."""
+def build_supernet(
+    config: SearchConfig,
+    num_classes: int,
+    input_shape,
+    total_steps: int,
+    *,
+    active_ops: Mapping[str, Sequence[Sequence[str]]] | None = None,
+) -> Supernet:
+    """A compiled, built supernet with its optimizers' slots created.
+
+    ``total_steps`` is the length of the weights' cosine learning-rate schedule;
+    ``active_ops`` restricts the ops of each edge (operation space reduction).
+    """
     net = Supernet(
         num_classes,
         layers=config.layers,
@@ -125,11 +145,12 @@ def build_supernet(config: SearchConfig, num_classes: int, input_shape, steps_pe
         grad_clip=config.grad_clip,
         arch_warmup_epochs=config.arch_warmup_epochs,
         unrolled=config.unrolled,
+        active_ops=active_ops,
         seed=config.seed,
     )
     net.compile(
         **default_optimizers(
-            steps_per_epoch * config.epochs,
+            total_steps,
             learning_rate=config.learning_rate,
             learning_rate_min=config.learning_rate_min,
             momentum=config.momentum,
@@ -182,6 +203,7 @@ def run_search(
     config.validate()
     output_dir = Path(output_dir)
     tf.keras.utils.set_random_seed(config.seed)
+    tf.config.experimental.enable_op_determinism()
     info = data_lib.info(config.dataset)
     sizes = data_lib.search_split_sizes(
         config.dataset,
@@ -190,7 +212,7 @@ def run_search(
         portion=config.train_portion,
         limit=config.limit,
     )
-    net = build_supernet(config, info.num_classes, info.input_shape, sizes.steps_per_epoch)
+    net = build_supernet(config, info.num_classes, info.input_shape, sizes.steps_per_epoch * config.epochs)
 
     history: list[dict] = []
     checkpoint = tf.train.Checkpoint(
@@ -212,7 +234,8 @@ def run_search(
             config.dataset,
             data_dir=config.data_dir,
             batch_size=config.batch_size,
-            seed=config.seed * 1000 + epoch,
+            seed=config.seed,  # the same halves in every epoch
+            shuffle_seed=config.seed * 1000 + epoch,
             portion=config.train_portion,
             limit=config.limit,
         )

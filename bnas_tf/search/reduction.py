@@ -88,7 +88,6 @@ continues after the last saved stage and replays exactly the batches it lost.
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import time
 import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -106,7 +105,7 @@ from bnas_tf.runs import read_json, write_json
 from bnas_tf.search import driver as driver_lib
 from bnas_tf.search.cell import edge_inputs, num_edges
 from bnas_tf.search.mixed_op import MixedOp
-from bnas_tf.search.supernet import CELL_TYPES, Supernet, default_optimizers
+from bnas_tf.search.supernet import CELL_TYPES, Supernet
 
 __all__ = [
     "ReductionConfig",
@@ -727,34 +726,9 @@ def build_stage_supernet(
 ) -> Supernet:
     """A compiled, built supernet of ``config`` restricted to ``active_ops``.
 
-    Uses ``driver.build_supernet(..., active_ops=...)`` when it takes that argument;
-    otherwise builds it the same way here (every :class:`SearchConfig` field that
-    is a :class:`Supernet` argument is passed on). ``total_steps``: length of the
-    cosine learning-rate schedule.
+    ``total_steps``: length of the cosine learning-rate schedule.
     """
-    build = driver_lib.build_supernet
-    if "active_ops" in inspect.signature(build).parameters:
-        steps_config = dataclasses.replace(config, epochs=1)
-        return build(steps_config, num_classes, input_shape, total_steps, active_ops=active_ops)
-    accepted = inspect.signature(Supernet.__init__).parameters
-    kwargs = {
-        f.name: getattr(config, f.name)
-        for f in dataclasses.fields(config)
-        if f.name in accepted and f.name not in ("num_classes", "active_ops", "name")
-    }
-    net = Supernet(num_classes, active_ops=active_ops, **kwargs)
-    net.compile(
-        **default_optimizers(
-            total_steps,
-            learning_rate=config.learning_rate,
-            learning_rate_min=config.learning_rate_min,
-            momentum=config.momentum,
-            arch_learning_rate=config.arch_learning_rate,
-        )
-    )
-    net(tf.zeros((1, *input_shape)))
-    net.build_optimizers()
-    return net
+    return driver_lib.build_supernet(config, num_classes, input_shape, total_steps, active_ops=active_ops)
 
 
 def _epoch_pairs(config, split: dict, first_epoch: int, epochs: int, steps: int) -> tf.data.Dataset:

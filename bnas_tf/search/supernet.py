@@ -157,13 +157,15 @@ class Supernet(tf.keras.Model):
             for cell in CELL_TYPES
         }
 
-        init = tf.keras.initializers.RandomNormal(stddev=1e-3, seed=seed)
+        def init(offset: int):  # one initializer per variable: distinct draws, seeded or not
+            return tf.keras.initializers.RandomNormal(stddev=1e-3, seed=None if seed is None else seed + offset)
+
         shape = (self.edges, len(self.op_names))
-        self.alpha_normal = self.add_weight(name="alpha_normal", shape=shape, initializer=init)
-        self.alpha_reduce = self.add_weight(name="alpha_reduce", shape=shape, initializer=init)
+        self.alpha_normal = self.add_weight(name="alpha_normal", shape=shape, initializer=init(0))
+        self.alpha_reduce = self.add_weight(name="alpha_reduce", shape=shape, initializer=init(1))
         if self.edge_normalization:
-            self.beta_normal = self.add_weight(name="beta_normal", shape=(self.edges,), initializer=init)
-            self.beta_reduce = self.add_weight(name="beta_reduce", shape=(self.edges,), initializer=init)
+            self.beta_normal = self.add_weight(name="beta_normal", shape=(self.edges,), initializer=init(2))
+            self.beta_reduce = self.add_weight(name="beta_reduce", shape=(self.edges,), initializer=init(3))
         self.epoch = self.add_weight(
             name="epoch", shape=(), dtype=tf.int64, initializer="zeros", trainable=False
         )
@@ -176,7 +178,7 @@ class Supernet(tf.keras.Model):
             ],
             name="stem",
         )
-        prev_prev, prev, channels = stem_channels, stem_channels, init_channels
+        prev, channels = stem_channels, init_channels
         reduction_prev = False
         self.cells = []
         for index in range(layers):
@@ -200,7 +202,7 @@ class Supernet(tf.keras.Model):
                     name=f"cell_{index}",
                 )
             )
-            prev_prev, prev = prev, multiplier * channels
+            prev = multiplier * channels
             reduction_prev = reduction
         self.global_pool = tf.keras.layers.GlobalAveragePooling2D()
         self.classifier = tf.keras.layers.Dense(num_classes, name="classifier")
@@ -395,8 +397,10 @@ class Supernet(tf.keras.Model):
                 scored = []
                 for e in rows:
                     allowed = candidates[e] > 0
-                    if not allowed.any():  # only Zeroise left, and it may not win
-                        allowed = self.masks[cell].numpy()[e] > 0
+                    if not allowed.any():  # only Zeroise left and it may not win: rank last
+                        best = int(np.argmax(np.where(self.masks[cell].numpy()[e] > 0, probs[e], -np.inf)))
+                        scored.append((-np.inf, e, best))
+                        continue
                     masked = np.where(allowed, probs[e], -np.inf)
                     best = int(np.argmax(masked))
                     scored.append((masked[best] * betas[e], e, best))

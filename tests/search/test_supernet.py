@@ -22,17 +22,6 @@ SPACES = sorted(SEARCH_SPACES)
 EDGES = 14
 SAMPLES, BATCH, EPOCHS = 8, 4, 2
 
-CELL_EDGE_BUG = (
-    "search/cell.py SearchCell.call: node j is summed (states.append(add_n(incoming[j]))) "
-    "right after the mixed ops leaving node j ran, before those leaving node j+1, so every "
-    "intermediate node i misses its edge from state i+1 (alpha rows 1, 4, 8, 13 with 4 steps; "
-    "1, 4 with 2): those edges get no gradient and the last mixed op's weights never train"
-)
-ONLY_NONE_GENOTYPE_BUG = (
-    "search/supernet.py Supernet.genotype: with allow_none=False an edge whose only active op "
-    "is 'none' falls back to the mask and scores probability 1.0, so it beats every real edge "
-    "and 'none' enters the genotype"
-)
 
 
 def _small_net(**kwargs):
@@ -192,7 +181,6 @@ def test_weight_step_leaves_alpha_unchanged(searched):
     assert int(net.arch_optimizer.iterations.numpy()) == arch_iterations
 
 
-@pytest.mark.xfail(strict=True, reason=CELL_EDGE_BUG)
 @pytest.mark.parametrize("space", SPACES)
 def test_every_edge_reaches_the_loss(space):
     # One reduction cell with 2 nodes: edges (node, input) = (0,0) (0,1) (1,0) (1,1) (1,2).
@@ -418,7 +406,6 @@ def test_genotype_uses_edge_normalization():
     assert g.normal == expected and g.reduce == expected
 
 
-@pytest.mark.xfail(strict=True, reason=ONLY_NONE_GENOTYPE_BUG)
 def test_genotype_without_none_skips_dead_edges():
     ops = SEARCH_SPACES["bnas_kim"]
     active = [list(ops) for _ in range(EDGES)]
