@@ -56,7 +56,15 @@ def test_search_writes_a_valid_genotype_and_metrics(pipeline):
     assert len(metrics["history"]) == 2 and metrics["best_epoch"] in (0, 1)
     assert Genotype.from_dict(metrics["genotype"]) == genotype
     assert (root / "search" / "genotype.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert list((root / "search" / "tensorboard").glob("events.out.tfevents.*"))
+    events = list((root / "search" / "tensorboard").glob("events.out.tfevents.*"))
+    assert events
+    import tensorflow as tf
+
+    tags = {value.tag for path in events for event in tf.compat.v1.train.summary_iterator(str(path))
+            for value in event.summary.value}
+    for tag in ("search/loss", "search/accuracy", "search/arch_accuracy", "search/entropy", "genotype"):
+        assert tag in tags, sorted(tags)
+    assert any(tag.startswith("genotype_ops/") for tag in tags)
     assert "Genotype(" in search.stdout
     # The flags of the run are kept as a flagfile that reproduces it.
     assert "--init_channels=4" in (root / "search" / "flags.cfg").read_text()
