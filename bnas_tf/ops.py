@@ -151,6 +151,15 @@ def _subsample(stride: int, name: str | None) -> tf.keras.layers.Layer:
     return tf.keras.layers.AveragePooling2D(pool_size=1, strides=stride, name=name)
 
 
+def _depthwise_quantizer(name: str):
+    """The kernel quantizer ``name`` set to scale each depthwise filter on its own
+    (quantizers without that option, such as PCNN's, keep one scale per layer)."""
+    quantizer = lq.quantizers.get(name)
+    if "depthwise" in quantizer.get_config():
+        quantizer = type(quantizer).from_config({**quantizer.get_config(), "depthwise": True})
+    return quantizer
+
+
 def _binary_conv_layers(
     op: str,
     channels: int,
@@ -188,7 +197,7 @@ def _binary_conv_layers(
         strides=stride,
         padding="same",
         use_bias=False,
-        depthwise_quantizer=binarization.kernel_quantizer,
+        depthwise_quantizer=_depthwise_quantizer(binarization.kernel_quantizer),
         depthwise_constraint="weight_clip",
         input_quantizer=quant["input_quantizer"],
         name=name("depthwise"),

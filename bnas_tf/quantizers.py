@@ -51,9 +51,14 @@ __all__ = [
 ]
 
 
-def _per_output_channel_axes(kernel: tf.Tensor) -> list[int]:
-    """All axes but the last: the output channels of a conv or dense kernel."""
-    return list(range(kernel.shape.rank - 1))
+def _per_output_channel_axes(kernel: tf.Tensor, depthwise: bool = False) -> list[int]:
+    """The axes to average over for one scale per filter.
+
+    All axes but the last (the output channels of a conv or dense kernel); for a
+    depthwise kernel ``(kh, kw, C, 1)`` all axes but the channel axis ``-2``.
+    """
+    keep = kernel.shape.rank - (2 if depthwise else 1)
+    return [axis for axis in range(kernel.shape.rank) if axis != keep]
 
 
 @utils.register_alias("xnor")
@@ -74,7 +79,9 @@ class XnorWeight(Quantizer):
     \operatorname{sign}(W_j)}{n} + \alpha\, \delta_{ij}\, 1_{|W_j| \le c},
     \]
 
-    c being ``clip_value`` (``None``: no clipping).
+    c being ``clip_value`` (``None``: no clipping). With ``depthwise=True`` the
+    kernel is a depthwise one, ``(kh, kw, C, 1)``, and each of its C filters gets
+    its own scale.
 
     # References
         - Rastegari et al., XNOR-Net: ImageNet Classification Using Binary
@@ -83,16 +90,18 @@ class XnorWeight(Quantizer):
 
     precision = 1
 
-    def __init__(self, clip_value: float | None = 1.0, **kwargs):
+    def __init__(self, clip_value: float | None = 1.0, depthwise: bool = False, **kwargs):
         self.clip_value = clip_value
+        self.depthwise = bool(depthwise)
         super().__init__(**kwargs)
 
     def call(self, inputs):
-        scale = tf.reduce_mean(tf.abs(inputs), axis=_per_output_channel_axes(inputs))
+        axes = _per_output_channel_axes(inputs, self.depthwise)
+        scale = tf.reduce_mean(tf.abs(inputs), axis=axes, keepdims=True)
         return scale * ste_sign(inputs, clip_value=self.clip_value)
 
     def get_config(self):
-        return {**super().get_config(), "clip_value": self.clip_value}
+        return {**super().get_config(), "clip_value": self.clip_value, "depthwise": self.depthwise}
 
 
 @utils.register_alias("sign_scale")
@@ -116,6 +125,10 @@ class SignScaleWeight(Quantizer):
     gradient is the straight-through estimator through the sign, zero where the
     centred weight was clipped, and exact through the centring and the scale.
 
+    With ``depthwise=True`` (a kernel ``(kh, kw, C, 1)``, whose filters have one
+    input channel each) there is nothing to centre over: the kernel is clipped and
+    each of the C filters gets its own scale.
+
     # References
         - Kim, Singh, Choi, Learning Architectures for Binary Networks, ECCV 2020,
           https://arxiv.org/abs/2002.06963
@@ -123,12 +136,23 @@ class SignScaleWeight(Quantizer):
 
     precision = 1
 
+    def __init__(self, depthwise: bool = False, **kwargs):
+        self.depthwise = bool(depthwise)
+        super().__init__(**kwargs)
+
     def call(self, inputs):
-        input_channel_axis = inputs.shape.rank - 2
-        centred = inputs - tf.reduce_mean(inputs, axis=input_channel_axis, keepdims=True)
+        if self.depthwise:
+            centred = inputs
+        else:
+            input_channel_axis = inputs.shape.rank - 2
+            centred = inputs - tf.reduce_mean(inputs, axis=input_channel_axis, keepdims=True)
         clipped = tf.clip_by_value(centred, -1.0, 1.0)
-        scale = tf.reduce_mean(tf.abs(clipped), axis=_per_output_channel_axes(inputs))
+        axes = _per_output_channel_axes(inputs, self.depthwise)
+        scale = tf.reduce_mean(tf.abs(clipped), axis=axes, keepdims=True)
         return scale * ste_sign(clipped, clip_value=None)
+
+    def get_config(self):
+        return {**super().get_config(), "depthwise": self.depthwise}
 
 
 def _pair(value, name: str) -> tuple[int, int]:

@@ -18,12 +18,6 @@ CONV_OPS = tuple(sorted(BINARY_CONV_OPS))
 NON_CONV_OPS = tuple(op for op in OP_NAMES if op not in BINARY_CONV_OPS)
 QUANT_LAYERS = (lq.layers.QuantConv2D, lq.layers.QuantDepthwiseConv2D)
 
-DEPTHWISE_SCALE_BUG = (
-    "ops.py _binary_conv_layers: the depthwise kernel (kh, kw, C, 1) is binarized with "
-    "the conv kernel quantizer, whose 'output channel' axis is the last one (size 1), "
-    "so all C depthwise filters share one alpha instead of alpha_c = mean|W[:, :, c]|"
-)
-
 
 def _input(size=8, channels=C, seed=0):
     rng = np.random.default_rng(seed)
@@ -125,7 +119,6 @@ def test_binary_conv_kernels_are_one_bit(op, stride, binarization):
         np.testing.assert_allclose(binary, _quantized(layer).numpy(), rtol=1e-6)
 
 
-@pytest.mark.xfail(strict=True, reason=DEPTHWISE_SCALE_BUG)
 @pytest.mark.parametrize("op", ["bin_sep_conv_3x3", "bin_sep_conv_5x5"])
 def test_xnor_depthwise_scale_is_per_filter(op):
     layers = ops.op_layers(op, C, 1, binarization="xnor")
