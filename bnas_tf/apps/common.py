@@ -10,7 +10,6 @@ so a flagfile line ``--init_channels=16`` sets ``config.init_channels``::
 from __future__ import annotations
 
 import dataclasses
-import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -19,7 +18,7 @@ from absl import app, flags, logging
 from bnas_tf.runs import prepare_output_dir
 
 __all__ = [
-    "define_config_flags", "config_from_flags", "define_run_flags", "start_run", "check_data", "fail",
+    "define_config_flags", "config_from_flags", "define_run_flags", "start_run", "check_data",
 ]
 
 _NONE = "none"
@@ -117,8 +116,3 @@ def check_data(dataset: str, data_dir: str | None) -> None:
 
     data.num_examples(dataset, "train", data_dir=data_dir)
 
-
-def fail(message: str) -> None:
-    """Print ``error: message`` to stderr and exit with status 1."""
-    print(f"error: {message}", file=sys.stderr)
-    sys.exit(1)
