@@ -38,6 +38,8 @@ def test_published_genotypes_build_with_binary_cells(name, binarization):
             kernel = (layer.depthwise_kernel if hasattr(layer, "depthwise_kernel") else layer.kernel).numpy()
             assert layer.input_quantizer is not None, layer.name
             assert getattr(layer.kernel_quantizer if hasattr(layer, "kernel_quantizer") and layer.kernel_quantizer else layer.depthwise_quantizer, "precision", None) == 1
+            if hasattr(layer, "depthwise_kernel"):  # one scale per depthwise filter (axis -2)
+                kernel = np.moveaxis(kernel, -2, -1)
             per_channel = kernel.reshape(-1, kernel.shape[-1])
             for column in per_channel.T:
                 assert len(np.unique(np.abs(column))) == 1, f"{layer.name}: kernel not ±alpha"
