@@ -1,0 +1,77 @@
+"""Input preprocessing and prediction decoding for the zoo's datasets.
+
+The zoo models expect what ``bnas-train`` fed them: images scaled to [0, 1] and
+normalised per channel with the dataset's statistics (:func:`bnas_tf.data.preprocess`),
+
+.. math:: \\hat{x} = (x / 255 - \\mu_c) / \\sigma_c,
+
+and they output logits.
+
+Example:
+    >>> import numpy as np
+    >>> from bnas_tf.zoo import BNASB, preprocess_input, decode_predictions
+    >>> images = np.zeros((2, 28, 28, 1), np.uint8)
+    >>> decode_predictions(BNASB().predict(preprocess_input(images)), top=3)
+    [[(0, 'T-shirt/top', 0.41), ...], ...]
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+from bnas_tf import data as data_lib
+
+__all__ = ["preprocess_input", "decode_predictions", "DATASETS"]
+
+#: Datasets the zoo's published weights were trained on, or the reference configurations use.
+DATASETS = ("fashion_mnist", "mnist", "cifar10", "cifar100", "imagenet2012")
+
+
+def _info(dataset: str) -> data_lib.DatasetInfo:
+    if dataset not in DATASETS:
+        raise ValueError(f"Unknown dataset {dataset!r}; the zoo knows {', '.join(DATASETS)}.")
+    return data_lib.info(dataset)
+
+
+def preprocess_input(images, dataset: str = "fashion_mnist") -> tf.Tensor:
+    """Scale uint8 images ``[..., H, W, C]`` (values 0..255) as the zoo models were trained.
+
+    Raises:
+        ValueError: unknown dataset, or a channel count other than the dataset's.
+    """
+    meta = _info(dataset)
+    channels = np.shape(images)[-1] if np.ndim(images) else None
+    if channels != meta.input_shape[-1]:
+        raise ValueError(
+            f"preprocess_input: {dataset} images have {meta.input_shape[-1]} channel(s) "
+            f"(shape [..., H, W, {meta.input_shape[-1]}]); got shape {tuple(np.shape(images))}."
+        )
+    return data_lib.preprocess(dataset, images)
+
+
+def decode_predictions(preds, top: int = 5, dataset: str = "fashion_mnist", from_logits: bool = True):
+    """The ``top`` classes of each prediction: ``[(index, class_name, probability), ...]``.
+
+    ``preds`` are the model's logits ``[batch, num_classes]`` (softmax is applied) or,
+    with ``from_logits=False``, probabilities.
+
+    Raises:
+        ValueError: ``preds`` is not 2-D with the dataset's number of classes.
+    """
+    meta = _info(dataset)
+    preds = np.asarray(preds, dtype=np.float64)
+    if preds.ndim != 2 or preds.shape[1] != meta.num_classes:
+        raise ValueError(
+            f"decode_predictions expects a batch of {meta.num_classes} {dataset} scores, shape "
+            f"(batch, {meta.num_classes}); got {preds.shape}."
+        )
+    if from_logits:
+        preds = np.exp(preds - preds.max(axis=1, keepdims=True))
+        preds /= preds.sum(axis=1, keepdims=True)
+    top = max(1, min(int(top), meta.num_classes))
+    results = []
+    for row in preds:
+        order = np.argsort(-row, kind="stable")[:top]
+        results.append([(int(i), meta.class_names[i], float(row[i])) for i in order])
+    return results
