@@ -330,10 +330,24 @@ def _docstring(info: specs.ModelInfo) -> str:
     )
 
 
+def _published_table(name: str) -> str:
+    """The registry's metrics of ``name``'s trained instances, for the docstring."""
+    from bnas_tf.zoo.cards import metrics_table
+
+    try:
+        entries = registry_lib.model_entry(name, registry_lib.load()).get("weights", {})
+    except ValueError:  # a broken registry must not break ``import bnas_tf.zoo``
+        return ""
+    if not entries:
+        return ""
+    table = metrics_table([(w, e["metrics"]) for w, e in sorted(entries.items())])
+    return "\n    Published weights:\n\n" + "\n".join("    " + line for line in table.splitlines()) + "\n"
+
+
 def _make(name: str) -> Callable[..., tf.keras.Model]:
     info = specs.MODELS[name]
     fn = _model_function(name, info.default_weights)
-    fn.__doc__ = _docstring(info)
+    fn.__doc__ = _docstring(info) + _published_table(name)
     return fn
 
 

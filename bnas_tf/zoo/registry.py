@@ -199,6 +199,8 @@ def fetch(model: str, name: str, *, notop: bool = False, registry: dict | None =
     relative, expected = entry[f"{key}file"], entry[f"{key}sha256"]
     origin = base_url() + relative
     cache_dir = os.environ.get(CACHE_DIR_ENV) or None
+    if cache_dir:  # get_file falls back to /tmp/.keras for a directory that does not exist yet
+        Path(cache_dir).expanduser().mkdir(parents=True, exist_ok=True)
     fname = Path(relative).name
     try:
         path = tf.keras.utils.get_file(

@@ -1,0 +1,93 @@
+"""bnas-publish: a finished bnas-train run becomes a loadable zoo entry."""
+
+import bnas_tf  # noqa: F401  (Keras 2 before TensorFlow)
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bnas_tf import zoo
+from bnas_tf.genotype import Genotype
+from bnas_tf.training import load_trained
+from bnas_tf.zoo import registry
+from bnas_tf.zoo.publish import publish
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_published_entry_files_and_card(tiny_zoo, tiny_run):
+    entry = registry.load(tiny_zoo)["models"]["BNASB"]["weights"]["fashion_mnist"]
+    for key in ("", "notop_"):
+        path = tiny_zoo / entry[f"{key}file"]
+        assert path.stat().st_size == entry[f"{key}size"]
+        assert registry.sha256(path) == entry[f"{key}sha256"]
+        assert entry[f"{key}sha256"][:8] in path.name
+    assert entry["network"]["layers"] == 3 and entry["network"]["input_shape"] == [28, 28, 1]
+    assert entry["metrics"]["epochs"] == 1 and entry["metrics"]["test_examples"] == 32
+    assert entry["metrics"]["params_1bit"] > 0 and 0 < entry["metrics"]["binarized_mac_ratio"] < 1
+    flags = (tiny_zoo / entry["flagfile"]).read_text().splitlines()
+    assert "--layers=3" in flags and "--genotype=bnas_a" in flags
+    assert all(line.startswith("--") for line in flags)
+    assert Genotype.load(tiny_zoo / entry["genotype_file"]) == Genotype.from_dict(entry["network"]["genotype"])
+    card = zoo.model_card("BNASB", directory=tiny_zoo)
+    assert (tiny_zoo / "cards" / "BNASB.md").read_text() == card
+    assert "| `fashion_mnist` | fashion_mnist |" in card and "Total params" in card  # larq summary
+    assert "8 cells x 24 channels" in card  # the chosen reference size and its reason
+    assert "3 x 8" in card  # the note: this instance now defines the reference
+
+
+def test_existing_entry_needs_overwrite(tiny_run, tmp_path):
+    first = publish(tiny_run, "BNASA", zoo_dir=tmp_path)
+    with pytest.raises(FileExistsError, match="already has BNASA weights 'fashion_mnist'; pass --overwrite"):
+        publish(tiny_run, "bnasa", zoo_dir=tmp_path)
+    second = publish(tiny_run, "BNASA", zoo_dir=tmp_path, overwrite=True)
+    assert registry.load(tmp_path)["models"]["BNASA"]["weights"]["fashion_mnist"]["published"] == second["published"]
+    files = sorted(p.name for p in (tmp_path / "weights").iterdir())
+    assert files == sorted(Path(second[k]).name for k in ("file", "notop_file"))
+    assert first["sha256"] == second["sha256"] or Path(first["file"]).name not in files
+
+
+def test_unfinished_or_foreign_runs_are_refused(tiny_run, tmp_path):
+    partial = tmp_path / "partial"
+    shutil.copytree(tiny_run, partial, ignore=shutil.ignore_patterns("metrics.json", "checkpoints", "tensorboard"))
+    with pytest.raises(ValueError, match="not a finished bnas-train run: metrics.json missing"):
+        publish(partial, "BNASA", zoo_dir=tmp_path / "zoo")
+    with pytest.raises(ValueError, match="The run's cell is not BNASD's \\(latest_cell\\)"):
+        publish(tiny_run, "BNASD", zoo_dir=tmp_path / "zoo")
+    with pytest.raises(ValueError, match="The run's binarization is 'sign_scale' but BNASXNOR uses 'xnor'|cell is not BNASXNOR"):
+        publish(tiny_run, "BNASXNOR", zoo_dir=tmp_path / "zoo")
+    for name in ("../evil", "a b", ""):
+        with pytest.raises(ValueError, match="not a valid name"):
+            publish(tiny_run, name, zoo_dir=tmp_path / "zoo")
+    with pytest.raises(ValueError, match="not a valid name"):
+        publish(tiny_run, "BNASA", weights_name="x/../../y", zoo_dir=tmp_path / "zoo")
+    assert not (tmp_path / "zoo" / registry.REGISTRY_FILE).exists()
+
+
+def test_publish_program_creates_a_new_model(tiny_run, tmp_path, monkeypatch):
+    """bnas-publish --name NEW: get(NEW) is a model function that loads the run's weights."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    args = [sys.executable, "-m", "bnas_tf.publish", f"--run_dir={tiny_run}", "--name=TinyNet",
+            "--model=bnasa", "--weights_name=fm_tiny", f"--zoo_dir={tmp_path}"]
+    result = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Published TinyNet(weights='fm_tiny')" in result.stdout
+
+    monkeypatch.setenv(registry.ZOO_DIR_ENV, str(tmp_path))
+    monkeypatch.setenv(registry.CACHE_DIR_ENV, str(tmp_path / "cache"))
+    assert zoo.list_models()[-1] == "TinyNet"
+    fn = zoo.get("tinynet")
+    assert fn.__name__ == "TinyNet" and "fm_tiny" in fn.__doc__
+    model = fn()  # default weights: its first published instance
+    trained, _ = load_trained(tiny_run)
+    x = np.random.default_rng(4).normal(size=(2, 28, 28, 1)).astype("float32")
+    np.testing.assert_allclose(model.predict(x, verbose=0), trained.predict(x, verbose=0), rtol=1e-5, atol=1e-5)
+    assert zoo.get("TinyNet")(weights="fm_tiny", include_top=False).output_shape == (None, 7, 7, 128)
+    assert "Derived from BNASA" in zoo.model_card("TinyNet")
+    with pytest.raises(ValueError, match="available: 'fm_tiny'"):
+        fn(weights="fashion_mnist")
