@@ -1,0 +1,64 @@
+"""The repository's published zoo: files intact, within budget, accurate as their cards say.
+
+Each check of a model runs once its weights are in ``zoo/registry.json`` and is skipped,
+saying so, only while the registry lacks the entry.
+"""
+
+import bnas_tf  # noqa: F401  (Keras 2 before TensorFlow)
+
+import numpy as np
+import pytest
+
+from bnas_tf import data, zoo
+from bnas_tf.zoo import registry
+from bnas_tf.zoo.publish import MAX_ZOO_BYTES
+
+PUBLISHED_ON_FASHION_MNIST = ("BNASA", "BNASB", "BNASC", "BNASFM")
+
+
+@pytest.fixture
+def repo_zoo(monkeypatch, tmp_path):
+    """The repository's zoo/ with a private download cache."""
+    monkeypatch.delenv(registry.ZOO_DIR_ENV, raising=False)
+    monkeypatch.delenv(registry.ZOO_URL_ENV, raising=False)
+    monkeypatch.setenv(registry.CACHE_DIR_ENV, str(tmp_path / "cache"))
+    return registry.load()
+
+
+def _entry(reg, name):
+    entry = reg["models"].get(name, {}).get("weights", {}).get("fashion_mnist")
+    if entry is None:
+        pytest.skip(f"{name} fashion_mnist weights are not published in zoo/registry.json yet")
+    return entry
+
+
+def test_published_files_are_intact_and_within_budget(repo_zoo):
+    total = 0
+    for model in repo_zoo["models"].values():
+        for entry in model.get("weights", {}).values():
+            for key in ("", "notop_"):
+                path = registry.zoo_dir() / entry[f"{key}file"]
+                assert path.stat().st_size == entry[f"{key}size"], path
+                assert registry.sha256(path) == entry[f"{key}sha256"], path
+                total += entry[f"{key}size"]
+            assert (registry.zoo_dir() / entry["card"]).is_file()
+    assert total < MAX_ZOO_BYTES
+
+
+def test_bnasb_reaches_90_percent_on_the_whole_test_set(repo_zoo):
+    metrics = _entry(repo_zoo, "BNASB")["metrics"]
+    assert metrics["test_examples"] == 10_000
+    assert metrics["top1"] >= 0.90
+
+
+@pytest.mark.parametrize("name", PUBLISHED_ON_FASHION_MNIST)
+def test_pretrained_top1_on_real_test_images_matches_the_card(name, repo_zoo, fashion_dir):
+    entry = _entry(repo_zoo, name)
+    images, labels = data.load_arrays("fashion_mnist", "test", data_dir=fashion_dir, limit=100)
+    model = zoo.get(name)(weights="fashion_mnist")
+    logits = model.predict(zoo.preprocess_input(images), batch_size=50, verbose=0)
+    top1 = float(np.mean(np.argmax(logits, axis=1) == labels))
+    # 100 images: a binomial standard error of about 3 points at 90 %
+    assert abs(top1 - entry["metrics"]["top1"]) <= 0.07, (top1, entry["metrics"]["top1"])
+    decoded = zoo.decode_predictions(logits[:1], top=1)
+    assert decoded[0][0][1] == data.info("fashion_mnist").class_names[int(np.argmax(logits[0]))]
