@@ -105,7 +105,7 @@ def _header(name: str, registry: dict) -> list[str]:
             "",
             f"Citation: {entry.get('citation') or specs.PROJECT}",
             "",
-            f"Reference configuration (`weights=None`): that of its "
+            "Reference configuration (`weights=None`): that of its "
             f"`{entry.get('reference_weights')}` instance.",
             "",
             specs.WEIGHTS_DECISION,
