@@ -33,12 +33,12 @@ def define_flags(flag_values=flags.FLAGS) -> None:
     flags.mark_flag_as_required("name", flag_values=flag_values)
 
 
-def main(argv) -> None:
+def main(argv, flag_values=flags.FLAGS) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
     from bnas_tf.zoo.publish import publish
 
-    FLAGS = flags.FLAGS
+    FLAGS = flag_values
     try:
         entry = publish(
             FLAGS.run_dir, FLAGS.name, weights_name=FLAGS.weights_name, base_model=FLAGS.model,

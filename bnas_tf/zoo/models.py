@@ -39,7 +39,7 @@ from bnas_tf.runs import read_json
 from bnas_tf.training import NETWORK_FILE, WEIGHTS_FILE, build_from_spec
 from bnas_tf.zoo import registry as registry_lib
 from bnas_tf.zoo import specs
-from bnas_tf.zoo.weights_file import load_weights
+from bnas_tf.zoo.weights_file import layer_names, load_weights
 
 __all__ = [
     "build",
@@ -111,7 +111,7 @@ def resolve(name: str, weights, registry: dict | None = None) -> tuple[dict, str
     raise ValueError(
         f"weights={os.fspath(weights)!r} is neither a published weights name of {name} "
         f"(available: {available}) nor an existing file or run directory; use weights=None "
-        "for random initialization."
+        f"for random initialization. Registry: {registry_lib.registry_path()} (${registry_lib.ZOO_DIR_ENV})."
     )
 
 
@@ -166,6 +166,8 @@ def build(
     if weights is _UNSET:
         weights = _default_weights(name, registry)
     spec, path, kind = resolve(name, weights, registry)
+    if path is not None:
+        layer_names(path)  # refuse a file that is not a weights file before the (slow) build
     pretrained = kind != "none"
     described = f"weights {os.fspath(weights)!r}" if pretrained else "the reference configuration"
 

@@ -18,7 +18,7 @@ a model name and a weights name to one trained instance::
 ``network`` is a ``bnas-train`` ``network.json``: the weights name selects a trained
 instance, and the instance fixes the architecture it was trained at.
 
-Weight files are fetched like larq-zoo's (:func:`larq_zoo.core.utils.download_pretrained_model`):
+Weight files are fetched like larq-zoo's (``larq_zoo.core.utils.download_pretrained_model``):
 ``tf.keras.utils.get_file(fname, origin, file_hash=sha256, cache_subdir="bnas_tf")``,
 from ``$BNAS_TF_ZOO_URL`` (a mirror), by default the zoo directory itself as a
 ``file://`` URL. A file whose SHA-256 differs from the registry's is deleted from the
@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 import tensorflow as tf
+from larq_zoo.core import utils as zoo_utils
 
 from bnas_tf.runs import read_json, write_json
 
@@ -197,7 +198,7 @@ def fetch(model: str, name: str, *, notop: bool = False, registry: dict | None =
     entry = weights_entry(model, name, registry)
     key = "notop_" if notop else ""
     relative, expected = entry[f"{key}file"], entry[f"{key}sha256"]
-    origin = base_url() + relative
+    origin = zoo_utils.slash_join(base_url(), relative)
     cache_dir = os.environ.get(CACHE_DIR_ENV) or None
     if cache_dir:  # get_file falls back to /tmp/.keras for a directory that does not exist yet
         Path(cache_dir).expanduser().mkdir(parents=True, exist_ok=True)

@@ -100,7 +100,7 @@ def test_custom_input_tensor_without_top(name, request):
     assert model.output_shape == (None, height, width, 16 * spec["init_channels"])
 
 
-@pytest.mark.parametrize("name", ["BNASB", "BNASFM"])
+@pytest.mark.parametrize("name", ["BNASFM"])
 def test_pretrained_default_input_shape_and_custom_size(name, tiny_zoo_env):
     model = zoo.get(name)()  # default weights: the published fashion_mnist instance
     assert model.input_shape == (None, 28, 28, 1) and model.output_shape == (None, 10)

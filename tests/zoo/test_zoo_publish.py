@@ -2,10 +2,7 @@
 
 import bnas_tf  # noqa: F401  (Keras 2 before TensorFlow)
 
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,8 +13,6 @@ from bnas_tf.genotype import Genotype
 from bnas_tf.training import load_trained
 from bnas_tf.zoo import registry
 from bnas_tf.zoo.publish import publish
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_published_entry_files_and_card(tiny_zoo, tiny_run):
@@ -69,14 +64,21 @@ def test_unfinished_or_foreign_runs_are_refused(tiny_run, tmp_path):
     assert not (tmp_path / "zoo" / registry.REGISTRY_FILE).exists()
 
 
-def test_publish_program_creates_a_new_model(tiny_run, tmp_path, monkeypatch):
+def test_publish_program_creates_a_new_model(tiny_run, tmp_path, monkeypatch, capsys):
     """bnas-publish --name NEW: get(NEW) is a model function that loads the run's weights."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "2"}
-    args = [sys.executable, "-m", "bnas_tf.publish", f"--run_dir={tiny_run}", "--name=TinyNet",
-            "--model=bnasa", "--weights_name=fm_tiny", f"--zoo_dir={tmp_path}"]
-    result = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "Published TinyNet(weights='fm_tiny')" in result.stdout
+    from absl import app, flags
+
+    from bnas_tf.apps import publish as program
+
+    argv = ["bnas-publish", f"--run_dir={tiny_run}", "--name=TinyNet", "--model=bnasa",
+            "--weights_name=fm_tiny", f"--zoo_dir={tmp_path}"]
+    flag_values = flags.FlagValues()
+    program.define_flags(flag_values)
+    flag_values(argv)
+    program.main(argv[:1], flag_values)
+    assert "Published TinyNet(weights='fm_tiny')" in capsys.readouterr().out
+    with pytest.raises(app.UsageError, match="already has TinyNet weights 'fm_tiny'; pass --overwrite"):
+        program.main(argv[:1], flag_values)
 
     monkeypatch.setenv(registry.ZOO_DIR_ENV, str(tmp_path))
     monkeypatch.setenv(registry.CACHE_DIR_ENV, str(tmp_path / "cache"))
