@@ -6,6 +6,10 @@ Larq is built on Keras 2, so the package selects TensorFlow's legacy Keras
     import bnas_tf            # sets TF_USE_LEGACY_KERAS=1, then imports TensorFlow
     import tensorflow as tf   # tf.keras is now Keras 2 (tf_keras)
 
+``bnas_tf.summary(model)`` prints :func:`larq.models.summary` of any network (searched,
+trained or from the zoo) and returns its figures: 1-bit and 32-bit parameters, memory,
+binarized MAC ratio (:func:`bnas_tf.export.model_summary`).
+
 If TensorFlow was imported earlier with Keras 3, importing ``bnas_tf`` fails with
 an :class:`ImportError` that says how to fix it.
 """
@@ -35,4 +39,15 @@ def _select_legacy_keras() -> None:
 
 _select_legacy_keras()
 
-__all__ = ["__version__"]
+
+def __getattr__(name: str):
+    # ``bnas_tf.summary(model)``, imported on first use so that ``import bnas_tf`` stays
+    # light (TensorFlow is imported by the submodules, never here).
+    if name == "summary":
+        from bnas_tf.export import summary
+
+        return summary
+    raise AttributeError(f"module 'bnas_tf' has no attribute {name!r}")
+
+
+__all__ = ["__version__", "summary"]

@@ -24,6 +24,7 @@ from collections.abc import Callable
 import larq as lq
 import tensorflow as tf
 
+from bnas_tf.layers import binary_conv2d, binary_depthwise_conv2d
 from bnas_tf.quantizers import Binarization, get_binarization
 
 __all__ = [
@@ -180,7 +181,8 @@ def _binary_conv_layers(
         head.append(_subsample(stride, name("subsample")))
         stride, dilation = 1, dilation // stride
     if not separable:
-        conv = lq.layers.QuantConv2D(
+        conv = binary_conv2d(
+            binarization,
             channels,
             kernel,
             strides=stride,
@@ -192,7 +194,8 @@ def _binary_conv_layers(
         )
         return head + [conv, tf.keras.layers.ReLU(name=name("relu"))]
     # Chen et al.: binary depthwise k x k -> BN -> binary pointwise 1 x 1 -> BN.
-    depthwise = lq.layers.QuantDepthwiseConv2D(
+    depthwise = binary_depthwise_conv2d(
+        binarization,
         kernel,
         strides=stride,
         padding="same",
@@ -202,8 +205,8 @@ def _binary_conv_layers(
         input_quantizer=quant["input_quantizer"],
         name=name("depthwise"),
     )
-    pointwise = lq.layers.QuantConv2D(
-        channels, 1, use_bias=False, name=name("pointwise"), **binarization.layer_kwargs()
+    pointwise = binary_conv2d(
+        binarization, channels, 1, padding="same", use_bias=False, name=name("pointwise")
     )
     return head + [depthwise, _bn(affine, name("bn_depthwise")), pointwise, _bn(affine, name("bn_pointwise"))]
 

@@ -585,7 +585,7 @@ class Binarization:
     this method to multiply their output by XNOR-Net's activation scaling map K
     (:func:`xnor_scaled_conv`); it is not a layer keyword argument, so
     :meth:`layer_kwargs` does not change. Switch it on with
-    ``dataclasses.replace(get_binarization("xnor"), xnor_activation_scale=True)``.
+    ``get_binarization("xnor", xnor_activation_scale=True)``.
     """
 
     name: str
@@ -622,13 +622,29 @@ BINARIZATIONS: dict[str, Binarization] = {
 }
 
 
-def get_binarization(name: str | Binarization) -> Binarization:
-    """Look up a binarization method by name (``xnor``, ``sign_scale``, ``pcnn``)."""
+def get_binarization(
+    name: str | Binarization, *, xnor_activation_scale: bool | None = None
+) -> Binarization:
+    """Look up a binarization method by name (``xnor``, ``sign_scale``, ``pcnn``).
+
+    ``xnor_activation_scale=True`` (XNOR-Net's scaling map K on the convolution
+    outputs, see :mod:`bnas_tf.layers`) applies to ``xnor`` only; ``None`` keeps the
+    method's setting.
+    """
     if isinstance(name, Binarization):
-        return name
-    try:
-        return BINARIZATIONS[name]
-    except KeyError:
+        binarization = name
+    else:
+        try:
+            binarization = BINARIZATIONS[name]
+        except KeyError:
+            raise ValueError(
+                f"Unknown binarization {name!r}; choose one of {sorted(BINARIZATIONS)}."
+            ) from None
+    if xnor_activation_scale is None or xnor_activation_scale == binarization.xnor_activation_scale:
+        return binarization
+    if xnor_activation_scale and binarization.name != "xnor":
         raise ValueError(
-            f"Unknown binarization {name!r}; choose one of {sorted(BINARIZATIONS)}."
-        ) from None
+            "--xnor_activation_scale is XNOR-Net's activation scaling and applies to "
+            f"--binarization=xnor only, got {binarization.name!r}."
+        )
+    return dataclasses.replace(binarization, xnor_activation_scale=bool(xnor_activation_scale))

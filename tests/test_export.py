@@ -17,7 +17,7 @@ from absl import app, flags
 
 from bnas_tf import export, genotype, network
 from bnas_tf.apps import export as export_app
-from bnas_tf.quantizers import BINARIZATIONS
+from bnas_tf.quantizers import BINARIZATIONS, get_binarization
 
 ROOT = Path(__file__).resolve().parents[1]
 N_COMPARE = 16
@@ -56,14 +56,21 @@ def _train_steps(model, x, y, steps):
         optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
 
 
-@pytest.fixture(scope="module", params=sorted(BINARIZATIONS))
+# Every binarization, and XNOR-Net with its activation scaling map K (``xnor+K``).
+METHODS = [(name, False) for name in sorted(BINARIZATIONS)] + [("xnor", True)]
+
+
+@pytest.fixture(
+    scope="module", params=METHODS, ids=[f"{n}{'+K' if k else ''}" for n, k in METHODS]
+)
 def converted(request):
     """A tiny trained latest_cell network of one binarization, its LCE flatbuffer and test inputs."""
-    binarization = request.param
+    binarization, scale = request.param
     tf.keras.utils.set_random_seed(0)
     model = network.build_network(
         genotype.PUBLISHED["latest_cell"], layers=3, init_channels=8, num_classes=10,
-        input_shape=(28, 28, 1), binarization=binarization,
+        input_shape=(28, 28, 1),
+        binarization=get_binarization(binarization, xnor_activation_scale=scale),
     )
     rng = np.random.default_rng(0)
     x = rng.random((32, 28, 28, 1), dtype=np.float32)

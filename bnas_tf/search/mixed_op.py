@@ -34,7 +34,7 @@ import larq as lq
 import tensorflow as tf
 
 from bnas_tf import ops as ops_lib
-from bnas_tf.quantizers import get_binarization
+from bnas_tf.quantizers import Binarization, get_binarization
 
 __all__ = ["MixedOp", "channel_shuffle"]
 
@@ -65,7 +65,8 @@ class MixedOp(tf.keras.layers.Layer):
         channels: channels of the input and of every edge output.
         stride: 2 for the edges leaving an input node of a reduction cell.
         edge_ops: per outgoing edge, the candidate ops still active on it.
-        binarization: ``xnor`` or ``sign_scale``.
+        binarization: a name (``xnor``, ``sign_scale``, ``pcnn``) or a
+            :class:`~bnas_tf.quantizers.Binarization`.
         partial_channels: ``K``; ``1`` sends all channels through the ops (DARTS).
         share_computation: compute shared parts once (exact; ``False`` builds one
             branch per edge and op, the textbook form, for tests and benchmarks).
@@ -80,7 +81,7 @@ class MixedOp(tf.keras.layers.Layer):
         stride: int,
         edge_ops: Sequence[Sequence[str]],
         *,
-        binarization: str = "sign_scale",
+        binarization: str | Binarization = "sign_scale",
         partial_channels: int = 1,
         share_computation: bool = True,
         **kwargs,
@@ -101,7 +102,13 @@ class MixedOp(tf.keras.layers.Layer):
         binarization = get_binarization(binarization)
         c = self.sampled_channels
         all_ops = sorted({op for ops in self.edge_ops for op in ops})
-        self.shared_binary_input = share_computation and any(op in ops_lib.BINARY_CONV_OPS for op in all_ops)
+        # XNOR-Net's scaling map needs each convolution's real-valued input, so the
+        # binarized input is not shared when it is on.
+        self.shared_binary_input = (
+            share_computation
+            and not binarization.xnor_activation_scale
+            and any(op in ops_lib.BINARY_CONV_OPS for op in all_ops)
+        )
         if self.shared_binary_input:
             self.input_bn = tf.keras.layers.BatchNormalization(center=False, scale=False, name="input_bn")
             self.input_quantizer = lq.quantizers.get(binarization.input_quantizer)
