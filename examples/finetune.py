@@ -15,8 +15,9 @@ then saves the model (``model.save``), loads it back with
 registered Keras serializables, no ``custom_objects`` needed) and prints its
 ``larq.models.summary``.
 
-    python examples/finetune.py                                  # about 2 min on 2 CPU cores
+    python examples/finetune.py                                  # a few minutes on 2 CPU cores
     python examples/finetune.py --train_examples=256 --epochs=1  # a smoke test
+    python examples/finetune.py --weights=none                   # the same from random init
 """
 
 from __future__ import annotations
@@ -40,14 +41,15 @@ TOPS = (0, 2, 4, 6)  # T-shirt/top, Pullover, Coat, Shirt
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default="BNASB", help="Zoo model (bnas_tf.zoo.list_models()).")
-    parser.add_argument("--weights", default="fashion_mnist", help="Published weights name or file.")
+    parser.add_argument("--weights", default="fashion_mnist",
+                        help="Published weights name, weights file, or 'none' (random init).")
     parser.add_argument("--classes", default=",".join(map(str, TOPS)),
                         help="Fashion-MNIST classes of the new task, comma-separated.")
-    parser.add_argument("--train_examples", type=int, default=4000,
+    parser.add_argument("--train_examples", type=int, default=2000,
                         help="Training images of the new task (10 %% of them for validation).")
-    parser.add_argument("--test_examples", type=int, default=2000, help="Test images of the new task.")
-    parser.add_argument("--freeze_epochs", type=int, default=2, help="Epochs training only the head.")
-    parser.add_argument("--epochs", type=int, default=3, help="Epochs fine-tuning the whole network.")
+    parser.add_argument("--test_examples", type=int, default=1000, help="Test images of the new task.")
+    parser.add_argument("--freeze_epochs", type=int, default=1, help="Epochs training only the head.")
+    parser.add_argument("--epochs", type=int, default=2, help="Epochs fine-tuning the whole network.")
     parser.add_argument("--batch_size", type=int, default=64)
     parser.add_argument("--learning_rate", type=float, default=1e-3)
     parser.add_argument("--data_dir", default=None, help="Fashion-MNIST IDX directory.")
@@ -66,7 +68,7 @@ def task_arrays(split: str, classes: tuple[int, ...], limit: int, data_dir: str 
     return zoo.preprocess_input(images[keep]).numpy(), np.array([relabel[c] for c in labels[keep]])
 
 
-def build(model_name: str, weights: str, num_classes: int) -> tuple[tf.keras.Model, tf.keras.Model]:
+def build(model_name: str, weights: str | None, num_classes: int) -> tuple[tf.keras.Model, tf.keras.Model]:
     """(whole model, pretrained feature extractor): the zoo features plus a new head, flat."""
     base = zoo.get(model_name)(weights=weights, include_top=False, input_shape=(28, 28, 1))
     x = tf.keras.layers.GlobalAveragePooling2D(name="task_pool")(base.output)
@@ -92,7 +94,8 @@ def main(argv=None) -> dict:
 
     x, y = task_arrays("train", classes, args.train_examples, args.data_dir)
     x_test, y_test = task_arrays("test", classes, args.test_examples, args.data_dir)
-    model, base = build(args.model, args.weights, len(classes))
+    weights = None if args.weights.lower() == "none" else args.weights
+    model, base = build(args.model, weights, len(classes))
     callbacks = [
         tf.keras.callbacks.EarlyStopping("val_loss", patience=2, restore_best_weights=True),
         tf.keras.callbacks.ReduceLROnPlateau("val_loss", factor=0.5, patience=1),
