@@ -100,7 +100,7 @@ def _header(name: str, registry: dict) -> list[str]:
         return [
             f"# {name}",
             "",
-            entry.get("description") or f"Published with `bnas-publish`"
+            entry.get("description") or "Published with `bnas-publish`"
             + (f" (derived from {base})." if base else "."),
             "",
             f"Citation: {entry.get('citation') or specs.PROJECT}",
@@ -154,12 +154,14 @@ def model_card(name: str, registry: dict | None = None, directory: str | Path | 
     if not weights:
         lines += ["## Trained instances", "", "None published yet.", ""]
         return "\n".join(lines)
-    lines += ["## Trained instances", "", metrics_table([(w, e["metrics"]) for w, e in sorted(weights.items())]), ""]
+    rows = [(w, e["metrics"]) for w, e in sorted(weights.items())]
+    lines += ["## Trained instances", "", metrics_table(rows), ""]
     base = Path(directory).resolve() if directory else registry_lib.zoo_dir()
     for weights_name, entry in sorted(weights.items()):
         card = base / entry.get("card", "")
         if entry.get("card") and card.is_file():
             lines += [card.read_text()]
         else:
-            lines += [f"## `{canonical}(weights=\"{weights_name}\")`", "", f"({registry_lib.describe(entry)})", ""]
+            title = f"## `{canonical}(weights=\"{weights_name}\")`"
+            lines += [title, "", f"({registry_lib.describe(entry)})", ""]
     return "\n".join(lines)

@@ -64,7 +64,8 @@ _UNSET = object()
 def _known_model(name: str, registry: dict) -> str:
     canonical = registry_lib.canonical_name(name, registry, tuple(specs.MODELS))
     if canonical is None:
-        raise ValueError(f"Unknown zoo model {name!r}; available: {', '.join(list_models(registry))}.")
+        available = ", ".join(list_models(registry))
+        raise ValueError(f"Unknown zoo model {name!r}; available: {available}.")
     return canonical
 
 
@@ -111,7 +112,8 @@ def resolve(name: str, weights, registry: dict | None = None) -> tuple[dict, str
     raise ValueError(
         f"weights={os.fspath(weights)!r} is neither a published weights name of {name} "
         f"(available: {available}) nor an existing file or run directory; use weights=None "
-        f"for random initialization. Registry: {registry_lib.registry_path()} (${registry_lib.ZOO_DIR_ENV})."
+        f"for random initialization. Registry: {registry_lib.registry_path()} "
+        f"(${registry_lib.ZOO_DIR_ENV})."
     )
 
 

@@ -37,7 +37,14 @@ import bnas_tf
 from bnas_tf import export
 from bnas_tf import genotype as genotype_lib
 from bnas_tf.runs import atomic_write_text, read_json
-from bnas_tf.training import NETWORK_FILE, WEIGHTS_FILE, TrainConfig, build_from_spec, load_trained, summary_text
+from bnas_tf.training import (
+    NETWORK_FILE,
+    WEIGHTS_FILE,
+    TrainConfig,
+    build_from_spec,
+    load_trained,
+    summary_text,
+)
 from bnas_tf.zoo import cards
 from bnas_tf.zoo import registry as registry_lib
 from bnas_tf.zoo import specs
@@ -191,11 +198,15 @@ def publish(
     registry_lib.check_name(weights_name, "--weights_name")
     registry = registry_lib.load(directory)
     builtin = registry_lib.canonical_name(name, None, tuple(specs.MODELS))
-    model_name = builtin or registry_lib.canonical_name(name, registry) or registry_lib.check_name(name, "--name")
+    model_name = (
+        builtin or registry_lib.canonical_name(name, registry) or registry_lib.check_name(name, "--name")
+    )
     if base_model is not None:
         base = registry_lib.canonical_name(base_model, None, tuple(specs.MODELS))
         if base is None:
-            raise ValueError(f"--model {base_model!r} is not a built-in zoo model ({', '.join(specs.MODELS)}).")
+            raise ValueError(
+                f"--model {base_model!r} is not a built-in zoo model ({', '.join(specs.MODELS)})."
+            )
         if builtin and base != builtin:
             raise ValueError(f"--model {base} contradicts --name {builtin}; give one of them.")
         base_model = base
@@ -243,8 +254,11 @@ def publish(
     for relative, text in (
         (entry["flagfile"], flags),
         (entry["genotype_file"], genotype_lib.Genotype.from_dict(spec["genotype"]).to_json()),
-        (entry["card"], cards.instance_card(model_name, weights_name, entry, summary=summary_text(model), flags=flags)
-         + "".join(f"\nNote: {n}\n" for n in notes)),
+        (
+            entry["card"],
+            cards.instance_card(model_name, weights_name, entry, summary=summary_text(model), flags=flags)
+            + "".join(f"\nNote: {n}\n" for n in notes),
+        ),
     ):
         (directory / relative).parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(directory / relative, text)
@@ -261,7 +275,9 @@ def publish(
     old = model_entry["weights"].get(weights_name)
     model_entry["weights"][weights_name] = entry
     total = sum(
-        e["size"] + e["notop_size"] for m in registry["models"].values() for e in m.get("weights", {}).values()
+        e["size"] + e["notop_size"]
+        for m in registry["models"].values()
+        for e in m.get("weights", {}).values()
     )
     if total > MAX_ZOO_BYTES and directory == registry_lib.zoo_dir():
         for relative in (file, notop_file):
@@ -275,7 +291,8 @@ def publish(
         for key in ("file", "notop_file"):
             if old[key] not in (entry["file"], entry["notop_file"]):
                 (directory / old[key]).unlink(missing_ok=True)
-    atomic_write_text(directory / "cards" / f"{model_name}.md", cards.model_card(model_name, registry, directory))
+    card = cards.model_card(model_name, registry, directory)
+    atomic_write_text(directory / "cards" / f"{model_name}.md", card)
     if print_fn is not None:
         print_fn(
             f"Published {model_name}(weights={weights_name!r}): top-1 {entry['metrics']['top1']:.4f}, "

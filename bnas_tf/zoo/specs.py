@@ -14,11 +14,11 @@ model     cell         cells  channels  stem  input, classes      source
 BNASA     bnas_a       20     36        cifar (32, 32, 3), 10     paper (CIFAR-10)
 BNASB     bnas_a       8      24        cifar (28, 28, 1), 10     trained here
 BNASC     bnas_a       11     32        cifar (28, 28, 1), 10     trained here
-BNASD     latest_cell  12     64        imgnt (224, 224, 3), 1000 reference code
-BNASE     latest_cell  12     68        imgnt (224, 224, 3), 1000 reference code
-BNASF     latest_cell  15     68        imgnt (224, 224, 3), 1000 reference code
-BNASG     latest_cell  11     74        imgnt (224, 224, 3), 1000 reference code
-BNASH     latest_cell  16     128       imgnt (224, 224, 3), 1000 reference code
+BNASD     latest_cell  12     64        imnet (224, 224, 3), 1000 reference code
+BNASE     latest_cell  12     68        imnet (224, 224, 3), 1000 reference code
+BNASF     latest_cell  15     68        imnet (224, 224, 3), 1000 reference code
+BNASG     latest_cell  11     74        imnet (224, 224, 3), 1000 reference code
+BNASH     latest_cell  16     128       imnet (224, 224, 3), 1000 reference code
 BNASXNOR  bnas_xnor_1  20     36        cifar (32, 32, 3), 10     Chen et al. (CIFAR-10)
 BNASFM    searched     registry                                   trained here
 ========  ===========  =====  ========  ====  ==================  ==============
