@@ -54,8 +54,8 @@ def instance_card(model: str, weights: str, entry: dict, *, summary: str, flags:
             f"Architecture: {registry_lib.describe(entry)}, inter-cell skips "
             f"{'on' if net.get('inter_cell_skip', True) else 'off'}; trained on {net['dataset']} "
             f"by `bnas-train` for {entry['metrics']['epochs']} epochs "
-            f"({entry['metrics']['train_time_s'] / 60:.1f} min wall on "
-            f"{entry.get('machine', 'this machine')}).",
+            f"({entry['metrics']['train_time_s'] / 60:.1f} min wall; published on "
+            f"{entry.get('machine', 'an unrecorded machine')}).",
             "",
             metrics_table([(weights, entry["metrics"])]),
             "",
@@ -122,7 +122,7 @@ def _header(name: str, registry: dict) -> list[str]:
     else:
         cell = "that of its published `fashion_mnist` instance (searched here)"
         config = "that of its published `fashion_mnist` instance"
-    if info.reference_weights:
+    if info.reference_weights and info.genotype:
         config += (
             f"; once `{info.reference_weights}` weights are published, their architecture is the "
             "reference"
