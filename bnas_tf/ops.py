@@ -152,8 +152,8 @@ def _subsample(stride: int, name: str | None) -> tf.keras.layers.Layer:
     return tf.keras.layers.AveragePooling2D(pool_size=1, strides=stride, name=name)
 
 
-def _depthwise_quantizer(name: str):
-    """The kernel quantizer ``name`` set to scale each depthwise filter on its own
+def _depthwise_quantizer(name):
+    """The kernel quantizer ``name`` (a name or an instance) set to scale each depthwise filter on its own
     (quantizers without that option, such as PCNN's, keep one scale per layer)."""
     quantizer = lq.quantizers.get(name)
     if "depthwise" in quantizer.get_config():
@@ -200,7 +200,7 @@ def _binary_conv_layers(
         strides=stride,
         padding="same",
         use_bias=False,
-        depthwise_quantizer=_depthwise_quantizer(binarization.kernel_quantizer),
+        depthwise_quantizer=_depthwise_quantizer(binarization.layer_kwargs()["kernel_quantizer"]),
         depthwise_constraint="weight_clip",
         input_quantizer=quant["input_quantizer"],
         name=name("depthwise"),

@@ -48,6 +48,7 @@ __all__ = [
     "Binarization",
     "BINARIZATIONS",
     "get_binarization",
+    "binarization_of",
 ]
 
 
@@ -585,7 +586,9 @@ class Binarization:
     this method to multiply their output by XNOR-Net's activation scaling map K
     (:func:`xnor_scaled_conv`); it is not a layer keyword argument, so
     :meth:`layer_kwargs` does not change. Switch it on with
-    ``get_binarization("xnor", xnor_activation_scale=True)``.
+    ``get_binarization("xnor", xnor_activation_scale=True)``. ``pcnn_lambda`` (PCNN only)
+    sets the projection-loss weight of every layer's :class:`PcnnWeight` (``None``: its
+    default).
     """
 
     name: str
@@ -593,6 +596,7 @@ class Binarization:
     input_quantizer: str
     citation: str
     xnor_activation_scale: bool = False
+    pcnn_lambda: float | None = None
 
     def layer_kwargs(self) -> dict:
         """Keyword arguments for ``larq.layers.QuantConv2D`` and friends.
@@ -602,8 +606,12 @@ class Binarization:
         starves a weight. The quantizers are given by name, so larq creates a fresh
         quantizer for every layer (PCNN's projection is per layer).
         """
+        kernel_quantizer = self.kernel_quantizer
+        if self.pcnn_lambda is not None:
+            # A fresh instance per call: one learned projection per layer.
+            kernel_quantizer = PcnnWeight(pcnn_lambda=self.pcnn_lambda)
         return {
-            "kernel_quantizer": self.kernel_quantizer,
+            "kernel_quantizer": kernel_quantizer,
             "input_quantizer": self.input_quantizer,
             "kernel_constraint": "weight_clip",
         }
@@ -623,13 +631,17 @@ BINARIZATIONS: dict[str, Binarization] = {
 
 
 def get_binarization(
-    name: str | Binarization, *, xnor_activation_scale: bool | None = None
+    name: str | Binarization,
+    *,
+    xnor_activation_scale: bool | None = None,
+    pcnn_lambda: float | None = None,
 ) -> Binarization:
     """Look up a binarization method by name (``xnor``, ``sign_scale``, ``pcnn``).
 
     ``xnor_activation_scale=True`` (XNOR-Net's scaling map K on the convolution
     outputs, see :mod:`bnas_tf.layers`) applies to ``xnor`` only; ``None`` keeps the
-    method's setting.
+    method's setting. ``pcnn_lambda`` (the weight of PCNN's projection loss, ``>= 0``)
+    applies to ``pcnn`` only.
     """
     if isinstance(name, Binarization):
         binarization = name
@@ -640,6 +652,14 @@ def get_binarization(
             raise ValueError(
                 f"Unknown binarization {name!r}; choose one of {sorted(BINARIZATIONS)}."
             ) from None
+    if pcnn_lambda is not None:
+        if binarization.name != "pcnn":
+            raise ValueError(
+                f"--pcnn_lambda applies to --binarization=pcnn only, got {binarization.name!r}."
+            )
+        if not pcnn_lambda >= 0:
+            raise ValueError(f"--pcnn_lambda must be >= 0, got {pcnn_lambda}.")
+        binarization = dataclasses.replace(binarization, pcnn_lambda=float(pcnn_lambda))
     if xnor_activation_scale is None or xnor_activation_scale == binarization.xnor_activation_scale:
         return binarization
     if xnor_activation_scale and binarization.name != "xnor":
@@ -648,3 +668,16 @@ def get_binarization(
             f"--binarization=xnor only, got {binarization.name!r}."
         )
     return dataclasses.replace(binarization, xnor_activation_scale=bool(xnor_activation_scale))
+
+
+def binarization_of(config) -> Binarization:
+    """The :class:`Binarization` of a search or training config (or a ``network.json``
+    spec dict): its ``binarization`` name, ``xnor_activation_scale`` and, for PCNN,
+    ``pcnn_lambda``."""
+    get = config.get if isinstance(config, dict) else lambda key, default: getattr(config, key, default)
+    name = get("binarization", "sign_scale")
+    return get_binarization(
+        name,
+        xnor_activation_scale=get("xnor_activation_scale", False),
+        pcnn_lambda=get("pcnn_lambda", None) if name == "pcnn" else None,
+    )

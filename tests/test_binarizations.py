@@ -174,3 +174,34 @@ def test_summary_reports_binary_parameters_and_macs(binarization, scale):
     assert figures["params_1bit"] > 0 and figures["params_32bit"] > 0
     assert 0.5 < figures["binarized_mac_ratio"] < 1.0
     assert figures["memory_bytes"] < figures["fp32_equivalent_bytes"]
+
+
+def test_pcnn_lambda_reaches_every_projection_quantizer(tmp_path):
+    from bnas_tf.quantizers import PcnnWeight, binarization_of
+    from bnas_tf.training import build_from_spec
+
+    config = TrainConfig(binarization="pcnn", pcnn_lambda=3e-3, layers=2, init_channels=4)
+    binarization = binarization_of(config.validate())
+    assert binarization.pcnn_lambda == 3e-3
+    # One fresh quantizer (one projection) per layer.
+    assert binarization.layer_kwargs()["kernel_quantizer"] is not binarization.layer_kwargs()["kernel_quantizer"]
+    spec = {
+        "genotype": __import__("bnas_tf.genotype").genotype.get("latest_cell").to_dict(),
+        "layers": 2, "init_channels": 4, "num_classes": 10, "input_shape": [16, 16, 1],
+        "stem": "cifar", "binarization": "pcnn", "pcnn_lambda": 3e-3,
+    }
+    model = build_from_spec(spec)
+    quantizers = [l.kernel_quantizer for l in model.layers if isinstance(l, lq.layers.QuantConv2D)]
+    assert quantizers and all(isinstance(q, PcnnWeight) and q.pcnn_lambda == 3e-3 for q in quantizers)
+    assert len({id(q) for q in quantizers}) == len(quantizers)
+
+
+@pytest.mark.parametrize("name", ["xnor", "sign_scale"])
+def test_pcnn_lambda_is_pcnn_only(name):
+    with pytest.raises(ValueError, match="--pcnn_lambda applies to --binarization=pcnn only"):
+        get_binarization(name, pcnn_lambda=1e-3)
+
+
+def test_pcnn_lambda_must_not_be_negative():
+    with pytest.raises(ValueError, match="--pcnn_lambda must be >= 0"):
+        SearchConfig(binarization="pcnn", pcnn_lambda=-1.0).validate()
