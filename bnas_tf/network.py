@@ -32,7 +32,7 @@ from bnas_tf.quantizers import get_binarization
 
 import larq as lq
 
-__all__ = ["build_network", "DropPath", "set_drop_path_progress", "STEMS", "min_input_size"]
+__all__ = ["build_network", "DropPath", "set_drop_path_progress", "seed_drop_path", "STEMS", "min_input_size"]
 
 STEMS = ("cifar", "imagenet")
 
@@ -45,12 +45,16 @@ class DropPath(tf.keras.layers.Layer):
     ``progress`` in [0, 1] is ramped linearly over training by
     :func:`set_drop_path_progress` (DARTS' linear schedule). It is held outside the
     layer's weights, so models with and without drop-path share weight files.
+    After :func:`seed_drop_path` the masks are a function of (seed, layer, step), so
+    a run resumed from a checkpoint draws the masks an unbroken run draws.
     """
 
     def __init__(self, rate: float, **kwargs):
         super().__init__(**kwargs)
         self.rate = float(rate)
         object.__setattr__(self, "_progress", tf.Variable(0.0, trainable=False, dtype=tf.float32))
+        object.__setattr__(self, "_step", None)  # untracked: not a weight of the layer
+        self._seed = 0
 
     def set_progress(self, progress: float) -> None:
         self._progress.assign(min(max(float(progress), 0.0), 1.0))
@@ -60,11 +64,27 @@ class DropPath(tf.keras.layers.Layer):
             return inputs
         keep = 1.0 - self.rate * self._progress
         shape = tf.stack([tf.shape(inputs)[0], 1, 1, 1])
-        mask = tf.floor(keep + tf.random.uniform(shape, dtype=inputs.dtype))
+        if self._step is None:
+            noise = tf.random.uniform(shape, dtype=inputs.dtype)
+        else:
+            seed = tf.stack([tf.constant(self._seed, tf.int64), tf.cast(self._step, tf.int64)])
+            noise = tf.random.stateless_uniform(shape, seed, dtype=inputs.dtype)
+        mask = tf.floor(keep + noise)
         return inputs * mask / keep
 
     def get_config(self):
         return {**super().get_config(), "rate": self.rate}
+
+
+def seed_drop_path(model: tf.keras.Model, seed: int, step: tf.Variable) -> None:
+    """Draw every :class:`DropPath` mask from ``(seed, layer index, step)`` (stateless).
+
+    ``step`` is a counter a checkpoint restores, e.g. ``model.optimizer.iterations``.
+    Call before the first ``fit`` (the masks are fixed when the step is traced).
+    """
+    for index, layer in enumerate(l for l in model.layers if isinstance(l, DropPath)):
+        layer._seed = int(seed) * 1_000_003 + index
+        object.__setattr__(layer, "_step", step)
 
 
 def set_drop_path_progress(model: tf.keras.Model, progress: float) -> None:

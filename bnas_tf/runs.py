@@ -13,15 +13,17 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import tempfile
 import time
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["MARKER", "prepare_output_dir", "write_json", "read_json", "atomic_write_text"]
+__all__ = ["MARKER", "prepare_output_dir", "write_json", "read_json", "atomic_write_text", "atomic_path"]
 
 MARKER = "bnas_run.json"
 
@@ -41,6 +43,31 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
             os.unlink(tmp)
         raise
     return path
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """A temporary path next to ``path`` (same suffix) that replaces ``path`` on success.
+
+    For files written by other libraries (``model.save_weights``): a failure or a kill
+    while writing leaves ``path`` as it was, never half-written::
+
+        with atomic_path("run/weights.h5") as tmp:
+            model.save_weights(str(tmp))
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}")
+    os.close(fd)
+    os.unlink(tmp)  # writers such as h5py create the file themselves
+    try:
+        yield Path(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> Path:

@@ -25,9 +25,10 @@ import larq as lq
 import tensorflow as tf
 
 from bnas_tf import data as data_lib
+from bnas_tf import faults
 from bnas_tf import genotype as genotype_lib
-from bnas_tf.network import build_network, set_drop_path_progress
-from bnas_tf.runs import read_json, write_json
+from bnas_tf.network import build_network, seed_drop_path, set_drop_path_progress
+from bnas_tf.runs import atomic_path, read_json, write_json
 
 __all__ = [
     "TrainConfig",
@@ -221,37 +222,44 @@ def train_network(config: TrainConfig, output_dir: str | Path, *, resume: bool =
     n_train = min(n_train, config.limit) if config.limit else n_train
     steps = max(n_train // config.batch_size, 1)
     _compile(model, config, make_optimizer(config, steps * config.epochs), auxiliary)
+    seed_drop_path(model, config.seed, model.optimizer.iterations)  # a resumed run draws the same masks
     write_json(output_dir / NETWORK_FILE, spec)
 
     checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer)
     manager = tf.train.CheckpointManager(checkpoint, output_dir / "checkpoints", max_to_keep=2)
+    guard = faults.RunGuard(checkpoint, output_dir, steps_per_epoch=steps, model=model, program="bnas-train")
     start_epoch, history = 0, []
-    if resume and manager.latest_checkpoint:
-        checkpoint.restore(manager.latest_checkpoint)
-        start_epoch = int(manager.latest_checkpoint.rsplit("-", 1)[-1])
-        history = read_json(output_dir / "train_state.json")["history"][:start_epoch]
+    if resume:
+        guard.restore(manager)  # the last complete epoch, or an interrupted one
+        start_epoch = guard.start_epoch
+        history = read_json(output_dir / "train_state.json")["history"][:start_epoch] if start_epoch else []
 
     callbacks = [
         _DropPathSchedule(config.epochs),
         tf.keras.callbacks.TensorBoard(str(output_dir / "tensorboard"), profile_batch=0),
     ]
     started = time.time()
-    for epoch in range(start_epoch, config.epochs):
-        train = data_lib.load(
-            config.dataset, "train", data_dir=config.data_dir, batch_size=config.batch_size,
-            shuffle=True, seed=config.seed * 1000 + epoch, augment=config.augment,
-            limit=config.limit, drop_remainder=True,
-        )
-        logs = model.fit(
-            _with_targets(train, spec["num_classes"], auxiliary),
-            initial_epoch=epoch, epochs=epoch + 1, verbose=config.verbose, callbacks=callbacks,
-        ).history
-        history.append({"epoch": epoch, **{k: float(v[-1]) for k, v in logs.items()}})
-        write_json(output_dir / "train_state.json", {"history": history})
-        manager.save(checkpoint_number=epoch + 1)
+    with guard:
+        for epoch in range(start_epoch, config.epochs):
+            train = data_lib.load(
+                config.dataset, "train", data_dir=config.data_dir, batch_size=config.batch_size,
+                shuffle=True, seed=config.seed * 1000 + epoch, augment=config.augment,
+                limit=config.limit, drop_remainder=True,
+            )
+            train, guards = guard.epoch(epoch, _with_targets(train, spec["num_classes"], auxiliary))
+            logs = model.fit(
+                train, initial_epoch=epoch, epochs=epoch + 1, verbose=config.verbose,
+                callbacks=[*guards, *callbacks],
+            ).history
+            guard.check(epoch)  # a non-finite loss or a signal stops here, before any write
+            history.append({"epoch": epoch, **{k: float(v[-1]) for k, v in logs.items()}})
+            write_json(output_dir / "train_state.json", {"history": history})
+            manager.save(checkpoint_number=epoch + 1)
+            guard.committed(epoch)
     train_time = time.time() - started
 
-    model.save_weights(str(output_dir / WEIGHTS_FILE))
+    with atomic_path(output_dir / WEIGHTS_FILE) as tmp:
+        model.save_weights(str(tmp))
     results = evaluate_trained(output_dir, data_dir=config.data_dir, limit=config.limit_test,
                                batch_size=config.batch_size)
     metrics = {

@@ -59,6 +59,7 @@ def define_flags(flag_values=flags.FLAGS) -> None:
 def main(argv) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+    from bnas_tf import faults
     from bnas_tf.search.driver import SearchConfig, run_search
 
     config = common.config_from_flags(SearchConfig)
@@ -79,12 +80,14 @@ def main(argv) -> None:
             eval_batches=config.eval_batches,
             temperature=config.reduction_temperature,
         )
-        result = run_reduction_search(config, reduction, output_dir, resume=flags.FLAGS.resume, log=logging.info)
+        with faults.reported_faults("bnas-search"):
+            result = run_reduction_search(config, reduction, output_dir, resume=flags.FLAGS.resume, log=logging.info)
         print(f"Genotype ({len(result.stages)} reduction stages, {result.wall_time:.0f} s):")
         print(result.genotype)
         print(f"Saved {output_dir / 'genotype.json'}")
         return
-    result = run_search(config, output_dir, resume=flags.FLAGS.resume)
+    with faults.reported_faults("bnas-search"):  # signals, NaN loss, full disk: message + exit code
+        result = run_search(config, output_dir, resume=flags.FLAGS.resume)
     print(f"Genotype (epoch {result.best_epoch}, {result.wall_time:.0f} s):")
     print(result.genotype)
     print(f"Saved {output_dir / 'genotype.json'}")

@@ -51,6 +51,7 @@ def main(argv) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
     from bnas_tf import genotype as genotype_lib
+    from bnas_tf import faults
     from bnas_tf.training import TrainConfig, load_trained, summary_text, train_network
 
     config = common.config_from_flags(TrainConfig)
@@ -61,7 +62,8 @@ def main(argv) -> None:
     except (ValueError, FileNotFoundError) as error:
         raise app.UsageError(f"--genotype / config: {error}") from None
     output_dir = common.start_run("bnas-train", flags.FLAGS)
-    metrics = train_network(config, output_dir, resume=flags.FLAGS.resume)
+    with faults.reported_faults("bnas-train"):  # signals, NaN loss, full disk: message + exit code
+        metrics = train_network(config, output_dir, resume=flags.FLAGS.resume)
     model, _ = load_trained(output_dir)
     print(summary_text(model))
     test = metrics["test"]

@@ -25,6 +25,7 @@ from pathlib import Path
 import tensorflow as tf
 
 from bnas_tf import data as data_lib
+from bnas_tf import faults
 from bnas_tf import genotype as genotype_lib
 from bnas_tf.genotype import Genotype
 from bnas_tf.runs import write_json
@@ -219,36 +220,44 @@ def run_search(
         model=net, optimizer=net.optimizer, arch_optimizer=net.arch_optimizer
     )
     manager = tf.train.CheckpointManager(checkpoint, output_dir / "checkpoints", max_to_keep=2)
+    guard = faults.RunGuard(
+        checkpoint, output_dir, steps_per_epoch=sizes.steps_per_epoch, model=net, program="bnas-search"
+    )
     start_epoch = 0
-    if resume and manager.latest_checkpoint:
-        checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+    if resume:
+        status = guard.restore(manager)  # the last complete epoch, or an interrupted one
+        if status is not None:
+            status.assert_existing_objects_matched()
         # The state file is written before the checkpoint: it may hold one epoch more.
-        start_epoch = int(manager.latest_checkpoint.rsplit("-", 1)[-1])
-        history = _read_state(output_dir)["history"][:start_epoch]
+        start_epoch = guard.start_epoch
+        history = _read_state(output_dir)["history"][:start_epoch] if start_epoch else []
 
     writer = tf.summary.create_file_writer(str(output_dir / "tensorboard"))
     epoch_log = _EpochLog(net, writer, history)
     started = time.time()
-    for epoch in range(start_epoch, config.epochs):
-        pairs = data_lib.search_splits(
-            config.dataset,
-            data_dir=config.data_dir,
-            batch_size=config.batch_size,
-            seed=config.seed,  # the same halves in every epoch
-            shuffle_seed=config.seed * 1000 + epoch,
-            portion=config.train_portion,
-            limit=config.limit,
-        )
-        net.fit(
-            pairs,
-            initial_epoch=epoch,
-            epochs=epoch + 1,
-            verbose=config.verbose,
-            callbacks=[epoch_log, *(callbacks or [])],
-        )
-        # State first, then the checkpoint that points at it.
-        write_json(output_dir / "search_state.json", {"history": history})
-        manager.save(checkpoint_number=epoch + 1)
+    with guard:
+        for epoch in range(start_epoch, config.epochs):
+            pairs, guards = guard.epoch(epoch, data_lib.search_splits(
+                config.dataset,
+                data_dir=config.data_dir,
+                batch_size=config.batch_size,
+                seed=config.seed,  # the same halves in every epoch
+                shuffle_seed=config.seed * 1000 + epoch,
+                portion=config.train_portion,
+                limit=config.limit,
+            ))
+            net.fit(
+                pairs,
+                initial_epoch=epoch,
+                epochs=epoch + 1,
+                verbose=config.verbose,
+                callbacks=[*guards, epoch_log, *(callbacks or [])],
+            )
+            guard.check(epoch)  # a non-finite loss or a signal stops here, before any write
+            # State first, then the checkpoint that points at it.
+            write_json(output_dir / "search_state.json", {"history": history})
+            manager.save(checkpoint_number=epoch + 1)
+            guard.committed(epoch)
     wall_time = time.time() - started
 
     best_epoch, genotype = _select(history, config.genotype_selection)
