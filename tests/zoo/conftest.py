@@ -83,3 +83,15 @@ def empty_zoo_env(tmp_path, monkeypatch) -> Path:
     monkeypatch.setenv(registry.CACHE_DIR_ENV, str(tmp_path / "keras_cache"))
     monkeypatch.delenv(registry.ZOO_URL_ENV, raising=False)
     return directory
+
+
+@pytest.fixture(autouse=True)
+def _release_models():
+    """Drop each test's models (BNASH alone holds 160 M float32 weights)."""
+    yield
+    import gc
+
+    import tensorflow as tf
+
+    tf.keras.backend.clear_session()
+    gc.collect()
