@@ -22,9 +22,11 @@ The programs turn these exceptions into a message and a non-zero exit
 (:func:`reported_faults`): 128 + the signal number after a signal, 1 otherwise.
 
 Example:
-    >>> with RunGuard(checkpoint, output_dir, steps_per_epoch=steps, model=model) as guard:
-    ...     start = guard.restore(manager) if resume else 0
-    ...     for epoch in range(start, epochs):
+    >>> guard = RunGuard(checkpoint, output_dir, steps_per_epoch=steps, model=model)
+    >>> if resume:
+    ...     guard.restore(manager)
+    >>> with guard:
+    ...     for epoch in range(guard.start_epoch, epochs):
     ...         data, callbacks = guard.epoch(epoch, make_data(epoch))
     ...         model.fit(data, initial_epoch=epoch, epochs=epoch + 1, callbacks=callbacks)
     ...         guard.check(epoch)          # raises NonFiniteLoss / Interrupted
@@ -153,7 +155,8 @@ class RunGuard:
             epoch is then abandoned and the last complete checkpoint kept).
         directory: the run's output directory (checkpoints go to ``checkpoints/``).
         steps_per_epoch: batches per epoch, for the global step in messages.
-        model: the model trained (its metrics are saved in an interruption checkpoint).
+        model: the model trained (its metrics are saved in an interruption checkpoint,
+            its size is checked against the free disk space).
         check_space: refuse to start when the output directory's file system cannot
             hold ``keep`` checkpoints, one being written and the weights file.
         keep: checkpoints the run keeps.
@@ -166,7 +169,7 @@ class RunGuard:
         directory: str | os.PathLike,
         *,
         steps_per_epoch: int,
-        model: tf.keras.Model,
+        model: tf.keras.Model | None = None,
         check_space: bool = True,
         keep: int = 2,
         program: str = "the run",
@@ -190,7 +193,7 @@ class RunGuard:
 
     # ------------------------------------------------------------------ context
     def __enter__(self) -> "RunGuard":
-        if self.check_space:
+        if self.check_space and self.model is not None:
             need = checkpoint_bytes(self.model.variables) * (self.keep + 1) + checkpoint_bytes(
                 self.model.variables, slots=0
             )

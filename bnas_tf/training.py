@@ -36,6 +36,8 @@ __all__ = [
     "make_optimizer",
     "train_network",
     "load_trained",
+    "resolve_genotype",
+    "training_examples",
     "evaluate_trained",
     "NETWORK_FILE",
     "build_from_spec",
@@ -54,6 +56,7 @@ class TrainConfig:
     one-cycle lr (max 0.05), drop-path 0.2."""
 
     genotype: str = "bnas_a"
+    search_space: str | None = None
     dataset: str = "fashion_mnist"
     data_dir: str | None = None
     limit: int | None = None
@@ -214,12 +217,11 @@ def train_network(config: TrainConfig, output_dir: str | Path, *, resume: bool =
     config.validate()
     output_dir = Path(output_dir)
     tf.keras.utils.set_random_seed(config.seed)
-    genotype = genotype_lib.get(config.genotype)
+    genotype = resolve_genotype(config)
     spec = _network_spec(config, genotype)
     auxiliary = config.auxiliary_weight > 0
     model = build_from_spec(spec, auxiliary=auxiliary, drop_path_rate=config.drop_path_rate)
-    n_train = data_lib.num_examples(config.dataset, "train", data_dir=config.data_dir)
-    n_train = min(n_train, config.limit) if config.limit else n_train
+    n_train = training_examples(config)
     steps = max(n_train // config.batch_size, 1)
     _compile(model, config, make_optimizer(config, steps * config.epochs), auxiliary)
     seed_drop_path(model, config.seed, model.optimizer.iterations)  # a resumed run draws the same masks
@@ -272,15 +274,55 @@ def train_network(config: TrainConfig, output_dir: str | Path, *, resume: bool =
     return metrics
 
 
+def training_examples(config: TrainConfig) -> int:
+    """Training examples a run of ``config`` uses; ``ValueError`` if they hold no batch."""
+    n = data_lib.num_examples(config.dataset, "train", data_dir=config.data_dir)
+    n = min(n, config.limit) if config.limit else n
+    if n < config.batch_size:
+        raise ValueError(
+            f"--batch_size={config.batch_size} is larger than the {n} training examples of "
+            f"{config.dataset}{f' (--limit={config.limit})' if config.limit else ''}: no full batch; "
+            "lower --batch_size."
+        )
+    return n
+
+
+def resolve_genotype(config: TrainConfig) -> genotype_lib.Genotype:
+    """The genotype of ``config.genotype``; with ``config.search_space`` set, it must come
+    from that space (its ``search_space`` field and every op). Raises ``ValueError``."""
+    genotype = genotype_lib.get(config.genotype)
+    space = config.search_space
+    if space is not None:
+        if genotype.search_space not in (None, space):
+            raise ValueError(
+                f"--genotype {config.genotype} is from search space {genotype.search_space!r}, "
+                f"but --search_space={space}."
+            )
+        genotype.validate(search_space=space)
+    return genotype
+
+
 def load_trained(model_dir: str | Path, **overrides) -> tuple[tf.keras.Model, dict]:
-    """Rebuild the network of a run directory and load its weights (by layer name)."""
+    """Rebuild the network of a run directory and load its weights.
+
+    The model is built from code (``network.json`` holds only arguments); ``weights.h5``
+    must be a plain weights file holding every layer at its exact shape
+    (:func:`bnas_tf.zoo.weights_file.load_weights`): a whole saved model (which could
+    carry a ``Lambda`` layer), weights of another architecture or number of classes,
+    and unreadable files raise ``ValueError`` naming the file.
+    """
+    from bnas_tf.zoo.weights_file import load_weights
+
     model_dir = Path(model_dir)
     spec = read_json(model_dir / NETWORK_FILE)
     model = build_from_spec(spec, **overrides)
     weights = model_dir / WEIGHTS_FILE
     if not weights.exists():
         raise FileNotFoundError(f"{weights}: no weights file; did bnas-train finish?")
-    model.load_weights(str(weights), by_name=True, skip_mismatch=False)
+    try:
+        load_weights(model, weights)
+    except OSError as error:
+        raise ValueError(f"{weights}: unreadable HDF5 weights file ({error}); it is truncated or corrupt.") from None
     return model, spec
 
 

@@ -1,4 +1,4 @@
-"""The absl programs end to end on tiny data, and their errors on bad input."""
+"""The absl programs end to end on tiny data (their errors on bad input: tests/reliability/)."""
 
 import bnas_tf  # noqa: F401  (Keras 2 before TensorFlow)
 
@@ -81,54 +81,5 @@ def test_train_and_evaluate_agree(pipeline):
     assert Genotype.from_dict(spec["genotype"]) == Genotype.load(root / "search" / "genotype.json")
 
 
-def test_existing_output_dir_is_not_overwritten(pipeline, tiny_idx_dir_module):
-    root, *_ = pipeline
-    before = (root / "search" / "genotype.json").read_text()
-    result = run(
-        "bnas_tf.search", *TINY_SEARCH, f"--data_dir={tiny_idx_dir_module}", f"--output_dir={root / 'search'}",
-        check=False,
-    )
-    assert result.returncode != 0 and "--overwrite" in result.stderr
-    assert (root / "search" / "genotype.json").read_text() == before
-
-
-def test_overwrite_refuses_a_foreign_directory(tmp_path, tiny_idx_dir):
-    (tmp_path / "thesis.tex").write_text("precious")
-    result = run(
-        "bnas_tf.search", *TINY_SEARCH, f"--data_dir={tiny_idx_dir}", f"--output_dir={tmp_path}", "--overwrite",
-        check=False,
-    )
-    assert result.returncode != 0 and "not made by bnas-tf" in result.stderr
-    assert (tmp_path / "thesis.tex").read_text() == "precious"
-
-
-@pytest.mark.parametrize(
-    "module, args, message",
-    [
-        ("bnas_tf.search", ["--epochs=0"], "--epochs must be positive"),
-        ("bnas_tf.search", ["--learning_rate=-1"], "--learning_rate must be positive"),
-        ("bnas_tf.search", ["--partial_channels=3"], "must divide"),
-        ("bnas_tf.search", ["--dataset=imagenet9"], "Unknown dataset"),
-        ("bnas_tf.search", ["--no_such_flag=1"], "no_such_flag"),
-        ("bnas_tf.search", ["--flagfile=/nonexistent/run.cfg"], "/nonexistent/run.cfg"),
-        ("bnas_tf.search", ["--genotype_selection=random"], "genotype_selection"),
-        ("bnas_tf.train", ["--genotype=not_a_genotype"], "not_a_genotype"),
-        ("bnas_tf.train", ["--optimizer=lbfgs"], "--optimizer"),
-        ("bnas_tf.train", ["--batch_size=0"], "--batch_size must be positive"),
-        ("bnas_tf.evaluate", ["--model_dir=/nonexistent/run"], "/nonexistent/run"),
-    ],
-)
-def test_bad_flags_give_clear_errors(tmp_path, module, args, message):
-    result = run(module, *args, f"--output_dir={tmp_path / 'out'}", check=False)
-    assert result.returncode != 0
-    assert message in result.stderr + result.stdout
-    assert not (tmp_path / "out" / "genotype.json").exists()
-
-
-def test_missing_dataset_names_the_places_and_the_fix(tmp_path):
-    result = run(
-        "bnas_tf.search", *TINY_SEARCH, f"--data_dir={tmp_path / 'empty'}", f"--output_dir={tmp_path / 'out'}",
-        check=False,
-    )
-    assert result.returncode != 0
-    assert str(tmp_path / "empty") in result.stderr and "apt-get install" in result.stderr
+# Bad input to the programs (flags, genotype and data files, existing or read-only output
+# directories) and faults during a run are tested in tests/reliability/.

@@ -59,6 +59,7 @@ def define_flags(flag_values=flags.FLAGS) -> None:
 def main(argv) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+    from bnas_tf import data as data_lib
     from bnas_tf import faults
     from bnas_tf.search.driver import SearchConfig, run_search
 
@@ -66,6 +67,10 @@ def main(argv) -> None:
     try:
         config.validate()
         common.check_data(config.dataset, config.data_dir)
+        data_lib.search_split_sizes(  # both halves must hold a batch
+            config.dataset, data_dir=config.data_dir, batch_size=config.batch_size,
+            portion=config.train_portion, limit=config.limit,
+        )
     except (ValueError, FileNotFoundError) as error:
         raise app.UsageError(str(error)) from None
     output_dir = common.start_run("bnas-search", flags.FLAGS)

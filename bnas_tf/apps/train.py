@@ -14,6 +14,7 @@ from bnas_tf.apps import common
 
 HELP = {
     "genotype": "A genotype.json path, a JSON string or a published name (bnas_a, latest_cell, bnas_xnor_1).",
+    "search_space": "If set, the genotype must come from this search space (bnas_kim or bnas_darts).",
     "dataset": "Dataset name.",
     "data_dir": "IDX or TFDS data directory.",
     "limit": "Use only the first N training examples.",
@@ -50,17 +51,19 @@ def define_flags(flag_values=flags.FLAGS) -> None:
 def main(argv) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
-    from bnas_tf import genotype as genotype_lib
     from bnas_tf import faults
-    from bnas_tf.training import TrainConfig, load_trained, summary_text, train_network
+    from bnas_tf.training import (
+        TrainConfig, load_trained, resolve_genotype, summary_text, train_network, training_examples,
+    )
 
     config = common.config_from_flags(TrainConfig)
     try:
         config.validate()
-        genotype_lib.get(config.genotype)
+        resolve_genotype(config)
+        training_examples(config)  # also checks that the data are there and hold a batch
         common.check_data(config.dataset, config.data_dir)
     except (ValueError, FileNotFoundError) as error:
-        raise app.UsageError(f"--genotype / config: {error}") from None
+        raise app.UsageError(str(error)) from None  # the message names the flag or file
     output_dir = common.start_run("bnas-train", flags.FLAGS)
     with faults.reported_faults("bnas-train"):  # signals, NaN loss, full disk: message + exit code
         metrics = train_network(config, output_dir, resume=flags.FLAGS.resume)
