@@ -1,0 +1,194 @@
+"""Write ``docs/results.md`` from the results files in ``benchmarks/results/``.
+
+Every number in the document is read here from a JSON file written by a study script,
+so the document and the results cannot disagree; a study whose file is missing is
+reported as not run. ``--budget`` picks the files (``<study>_<budget>.json``).
+
+    python benchmarks/report.py --budget=cpu-small     # -> docs/results.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import _common as C
+
+DOC = C.ROOT / "docs" / "results.md"
+
+
+def _load(study: str, budget: str) -> tuple[dict | None, Path]:
+    path = C.RESULTS / f"{study}_{budget.replace('-', '_')}.json"
+    return (json.loads(path.read_text()) if path.exists() else None), path
+
+
+def _rel(path: Path) -> str:
+    return str(path.relative_to(C.ROOT))
+
+
+def _pct(x: float | None, digits: int = 2) -> str:
+    return "–" if x is None else f"{100 * x:.{digits}f}"
+
+
+def _budget_line(b: dict) -> str:
+    train = "all 60,000" if b["train_limit"] is None else f"{b['train_limit']:,}"
+    test = "all 10,000" if b["test_limit"] is None else f"{b['test_limit']:,}"
+    return (f"budget `{b['name']}`: networks of {b['layers']} cells x {b['init_channels']} channels trained on "
+            f"{train} training images for {b['epochs']} epoch(s), batch {b['batch_size']}, "
+            f"{len(b['seeds'])} seed(s), tested on {test} test images; searches of "
+            f"{b['search_layers']} cells x {b['search_channels']} channels on {b['search_limit']:,} images "
+            f"(half weights, half alphas), batch {b['search_batch']}, {b['search_epochs']} epochs")
+
+
+def _machine_line(m: dict) -> str:
+    end = m.get("load_average_end")
+    load = f"load average {m['load_average'][0]:.1f} at start" + (f", {end[0]:.1f} at end" if end else "")
+    return f"{m['cpu']}, {m['cores']} cores, {m['date']}, commit `{(m.get('git_commit') or '?')[:8]}`, {load}"
+
+
+def accuracy_section(data: dict, path: Path) -> list[str]:
+    lines = [f"Source: `{_rel(path)}`, plot `{_rel(path.with_suffix('.png'))}`.  ",
+             _budget_line(data["budget"]) + ".  ", "Machine: " + _machine_line(data["machine"]) + ".", "",
+             f"![accuracy vs memory](../{_rel(path.with_suffix('.png'))})", "",
+             "| group | network | top-1 % | params | 1-bit params | memory KiB | MMACs | binarized MACs | "
+             "train s | others' CPU |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in data["rows"]:
+        share = r.get("others_cpu_share")
+        lines.append(
+            f"| {r['group']} | {r['name']} | {C.fmt_acc(r['accuracy_mean'], r['accuracy_std'], r['seeds'])} | "
+            f"{r['params_total']:,} | {r['params_1bit']:,} | {r['memory_kib']:.1f} | {r['macs_total_m']:.1f} | "
+            f"{100 * r['binarized_mac_ratio']:.1f} % | {r['train_wall_s']:.0f} | "
+            f"{'–' if share is None else f'{100 * share:.0f} %'} |")
+    lines.append("")
+    lines.append("'others' CPU' is the share of the machine's CPU used by other processes while the network "
+                 "trained (training times are comparable only where it is similar).")
+    if data.get("left_out"):
+        lines += ["", "Left out:", ""]
+        lines += [f"- {x['name']}: {x['why']}" for x in data["left_out"]]
+    s = data.get("summary")
+    if s:
+        lines += ["", f"Random cells: mean {_pct(s['random_mean'])} %, best {_pct(s['random_best'])} %. "
+                      f"Pareto front (memory, accuracy): {', '.join(s['pareto_front'])}.", ""]
+        for name, t in s["searched"].items():
+            zoo = t["zoo_with_equal_or_smaller_memory"]
+            margins = ", ".join(f"{z} {m:+.2f}" for z, m in t["margin_over_each_zoo_points"].items())
+            lines.append(
+                f"- **{name}** ({_pct(t['accuracy'])} %): {t['margin_over_random_mean_points']:+.2f} points over the "
+                f"random mean (target +1: {'met' if t['beats_random_mean_by_1_point'] else 'missed'}); "
+                + (f"zoo baselines of equal or smaller memory: {', '.join(zoo)} "
+                   f"(target +1 over each: {'met' if t['beats_those_zoo_by_1_point'] else 'missed'})"
+                   if zoo else "no zoo baseline has equal or smaller memory (that target is vacuous here)")
+                + (f"; margin over each zoo model (points): {margins}" if margins else "") + ".")
+    return lines
+
+
+def search_cost_section(data: dict, path: Path) -> list[str]:
+    lines = [f"Source: `{_rel(path)}`, plot `{_rel(path.with_suffix('.png'))}`.  ",
+             _budget_line(data["budget"]) + ".  ", "Machine: " + _machine_line(data["machine"]) + ".", "",
+             f"![search cost](../{_rel(path.with_suffix('.png'))})", "",
+             "| search | epochs | wall s | CPU s | peak memory GB | memory before search GB | others' CPU | "
+             "top-1 % after training | genotype |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+    for name, e in data["searches"].items():
+        s, t = e["search"], e["trained"]
+        share = s.get("others_cpu_share")
+        lines.append(
+            f"| {name} | {s['epochs_run']} | {s['wall_s']:.0f} | {s['cpu_s']:.0f} | {s['peak_rss_gb']:.2f} | "
+            f"{s['rss_before_search_gb']:.2f} | {'–' if share is None else f'{100 * share:.0f} %'} | "
+            f"{C.fmt_acc(t['accuracy_mean'], t['accuracy_std'], t['seeds'])} | `{s['genotype_str']}` |")
+    if "chen_wall_over_darts" in data:
+        s = data["searches"]
+        cpu = s["chen"]["search"]["cpu_s"] / s["darts"]["search"]["cpu_s"]
+        ratio = data["chen_wall_over_darts"]
+        lines += ["", f"Chen / plain binary DARTS: wall time {ratio:.2f}x, CPU time {cpu:.2f}x. Target (at least "
+                      f"40 % less wall time, ratio <= 0.60): **{'met' if ratio <= 0.60 else 'missed'}**."]
+    return lines
+
+
+def ablation_section(data: dict, path: Path) -> list[str]:
+    lines = [f"Source: `{_rel(path)}`, plot `{_rel(path.with_suffix('.png'))}`.  ",
+             _budget_line(data["budget"]) + ".  ", "Machine: " + _machine_line(data["machine"]) + ".", "",
+             f"![ablations](../{_rel(path.with_suffix('.png'))})", ""]
+    if data.get("kim"):
+        paper = data["kim_paper_cifar10"]
+        lines += ["Kim et al. (their CIFAR-10 numbers: "
+                  + "; ".join(f"{k} {' / '.join(f'{v:.2f}' for v in vals)}" for k, vals in paper.items())
+                  + " for Full / No Skip / No Zeroise / No Div):", "",
+                  "| variant | top-1 % | drop vs full (points) | same direction as the paper | memory KiB | "
+                  "search wall s |", "|---|---:|---:|---|---:|---:|"]
+        for name, e in data["kim"].items():
+            d = data.get("kim_direction", {}).get(name)
+            drop = "–" if d is None else f"{d['drop_points']:+.2f}"
+            same = "–" if d is None else ("yes" if d["same_direction_as_paper"] else "**no**")
+            lines.append(
+                f"| {name} | {C.fmt_acc(e['trained']['accuracy_mean'], e['trained']['accuracy_std'], e['trained']['seeds'])}"
+                f" | {drop} | {same} | "
+                f"{e['trained']['memory_kib']:.1f} | {e['search']['wall_s']:.0f} |")
+        lines.append("")
+    if data.get("chen"):
+        lines += ["Chen et al., 2 x 2 (channel sampling K=4 / K=1, operation space reduction on / off), equal epochs:",
+                  "", "| search | K | reduction | wall s | wall / plain DARTS | CPU s | peak GB | top-1 % |",
+                  "|---|---:|---|---:|---:|---:|---:|---:|"]
+        settings = {"chen": (4, "yes"), "chen_no_sampling": (1, "yes"), "chen_no_reduction": (4, "no"),
+                    "darts": (1, "no")}
+        for name, e in data["chen"].items():
+            k, red = settings[name]
+            ratio = data.get("chen_wall_over_darts", {}).get(name)
+            lines.append(
+                f"| {name} | {k} | {red} | {e['search']['wall_s']:.0f} | {'–' if ratio is None else f'{ratio:.2f}'} | "
+                f"{e['search']['cpu_s']:.0f} | {e['search']['peak_rss_gb']:.2f} | "
+                f"{C.fmt_acc(e['trained']['accuracy_mean'], e['trained']['accuracy_std'], e['trained']['seeds'])} |")
+    return lines
+
+
+def inference_section(data: dict, path: Path) -> list[str]:
+    lines = [f"Source: `{_rel(path)}`, plot `{_rel(path.with_suffix('.png'))}`.  ",
+             "Machine: " + _machine_line(data["machine"]) + f"; {data['method']['runtime']}, "
+             f"{data['method']['rounds']} rounds x {data['method']['runs_per_round']} calls after "
+             f"{data['method']['warmup']} warm-up calls.", "",
+             f"![latency](../{_rel(path.with_suffix('.png'))})", "",
+             "| network | median ms | p90 ms | LceBconv2d ops | flatbuffer KiB | memory KiB (larq) | MMACs |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    for name, e in sorted(data["models"].items(), key=lambda kv: kv[1]["latency"]["median_ms"]):
+        lines.append(f"| {name} | {e['latency']['median_ms']:.3f} | {e['latency']['p90_ms']:.3f} | {e['lce_bconv2d']} | "
+                     f"{e['flatbuffer_bytes'] / 1024:.1f} | {e['profile']['memory_kib']:.1f} | "
+                     f"{e['profile']['macs_total'] / 1e6:.1f} |")
+    if data.get("left_out"):
+        lines += ["", "Left out: " + "; ".join(f"{x['name']} ({x['why']})" for x in data["left_out"]) + "."]
+    return lines
+
+
+SECTIONS = (
+    ("accuracy_vs_memory", "1. Accuracy vs memory", accuracy_section),
+    ("search_cost", "2. Search cost", search_cost_section),
+    ("ablations", "3. Ablations", ablation_section),
+    ("inference_vs_baselines", "4. Inference latency (LCE)", inference_section),
+)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--budget", choices=sorted(C.BUDGETS), default="cpu-small")
+    parser.add_argument("--output", default=str(DOC))
+    parser.add_argument("--preamble", default=str(C.ROOT / "benchmarks" / "results_preamble.md"),
+                        help="hand-written text (no numbers) placed before the generated sections")
+    args = parser.parse_args(argv)
+    lines = []
+    preamble = Path(args.preamble)
+    if preamble.exists():
+        lines += [preamble.read_text().rstrip(), ""]
+    lines += [f"<!-- Generated by benchmarks/report.py --budget={args.budget} from benchmarks/results/*.json; "
+              "do not edit the sections below by hand. -->", ""]
+    for study, title, render in SECTIONS:
+        data, path = _load(study, args.budget)
+        lines += [f"## {title}", ""]
+        lines += render(data, path) if data else [f"Not run at budget `{args.budget}` (`{_rel(path)}` missing)."]
+        lines.append("")
+    Path(args.output).write_text("\n".join(lines).rstrip() + "\n")
+    C.log(f"wrote {args.output}")
+
+
+if __name__ == "__main__":
+    main()
