@@ -25,6 +25,7 @@ import larq as lq
 import tensorflow as tf
 
 from bnas_tf import data as data_lib
+from bnas_tf import distribute
 from bnas_tf import faults
 from bnas_tf import genotype as genotype_lib
 from bnas_tf.network import build_network, seed_drop_path, set_drop_path_progress
@@ -80,6 +81,7 @@ class TrainConfig:
     augment: bool = True
     seed: int = 0
     verbose: int = 2
+    strategy: str = "default"
 
     def validate(self) -> "TrainConfig":
         """Raise ``ValueError`` naming the first bad setting."""
@@ -97,6 +99,8 @@ class TrainConfig:
             raise ValueError(f"--label_smoothing must be in [0, 1), got {self.label_smoothing}.")
         if self.auxiliary_weight < 0 or self.weight_decay < 0:
             raise ValueError("--auxiliary_weight and --weight_decay must be >= 0.")
+        if self.strategy not in distribute.STRATEGIES:
+            raise ValueError(f"--strategy must be one of {', '.join(distribute.STRATEGIES)}, got {self.strategy!r}.")
         data_lib.info(self.dataset)
         return self
 
@@ -212,29 +216,46 @@ def _compile(model, config, optimizer, auxiliary):
     )
 
 
-def train_network(config: TrainConfig, output_dir: str | Path, *, resume: bool = False) -> dict:
-    """Train the network of ``config.genotype``; write weights, spec and metrics to ``output_dir``."""
+def train_network(
+    config: TrainConfig,
+    output_dir: str | Path,
+    *,
+    resume: bool = False,
+    strategy: tf.distribute.Strategy | None = None,
+) -> dict:
+    """Train the network of ``config.genotype``; write weights, spec and metrics to ``output_dir``.
+
+    ``strategy`` (default: made from ``config.strategy``) spreads each step over its
+    replicas (batch normalization per replica, as Keras does); in a multi-worker run the
+    workers other than the chief write to ``output_dir/worker_<i>``.
+    """
     config.validate()
-    output_dir = Path(output_dir)
+    strategy = strategy or distribute.make_strategy(config.strategy)
+    distribute.check_global_batch(config.batch_size, strategy)
+    checkpoint_dir = Path(output_dir) / "checkpoints"  # the chief's: the canonical copy
+    output_dir = distribute.prepare_own_dir(output_dir, strategy)
     tf.keras.utils.set_random_seed(config.seed)
     genotype = resolve_genotype(config)
     spec = _network_spec(config, genotype)
     auxiliary = config.auxiliary_weight > 0
-    model = build_from_spec(spec, auxiliary=auxiliary, drop_path_rate=config.drop_path_rate)
+    with strategy.scope():
+        model = build_from_spec(spec, auxiliary=auxiliary, drop_path_rate=config.drop_path_rate)
     n_train = training_examples(config)
     steps = max(n_train // config.batch_size, 1)
-    _compile(model, config, make_optimizer(config, steps * config.epochs), auxiliary)
+    with strategy.scope():
+        _compile(model, config, make_optimizer(config, steps * config.epochs), auxiliary)
     seed_drop_path(model, config.seed, model.optimizer.iterations)  # a resumed run draws the same masks
     write_json(output_dir / NETWORK_FILE, spec)
 
     checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer)
-    manager = tf.train.CheckpointManager(checkpoint, output_dir / "checkpoints", max_to_keep=2)
+    manager = distribute.CheckpointManager(checkpoint, checkpoint_dir, strategy, max_to_keep=2)
     guard = faults.RunGuard(checkpoint, output_dir, steps_per_epoch=steps, model=model, program="bnas-train")
     start_epoch, history = 0, []
     if resume:
         guard.restore(manager)  # the last complete epoch, or an interrupted one
         start_epoch = guard.start_epoch
         history = read_json(output_dir / "train_state.json")["history"][:start_epoch] if start_epoch else []
+    distribute.check_same(strategy, start_epoch, "the epoch to resume from")
 
     callbacks = [
         _DropPathSchedule(config.epochs),
@@ -248,6 +269,7 @@ def train_network(config: TrainConfig, output_dir: str | Path, *, resume: bool =
                 shuffle=True, seed=config.seed * 1000 + epoch, augment=config.augment,
                 limit=config.limit, drop_remainder=True,
             )
+            train = distribute.shard_by_data(train, strategy)
             train, guards = guard.epoch(epoch, _with_targets(train, spec["num_classes"], auxiliary))
             logs = model.fit(
                 train, initial_epoch=epoch, epochs=epoch + 1, verbose=config.verbose,

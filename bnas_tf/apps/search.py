@@ -10,6 +10,7 @@ import bnas_tf  # noqa: F401  (Keras 2 before TensorFlow)
 from absl import app, flags
 
 from bnas_tf.apps import common
+from bnas_tf.apps import strategy as strategy_lib
 
 HELP = {
     "dataset": "Dataset name (fashion_mnist, mnist, cifar10, cifar100, imagenet2012).",
@@ -46,6 +47,7 @@ HELP = {
     "genotype_selection": "best (epoch with the best validation accuracy) or last.",
     "seed": "Random seed; with it a CPU run is repeatable.",
     "verbose": "Keras verbosity: 0 silent, 1 progress bar, 2 one line per epoch.",
+    "strategy": strategy_lib.HELP,
 }
 
 
@@ -60,6 +62,7 @@ def main(argv) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
     from bnas_tf import data as data_lib
+    from bnas_tf import distribute
     from bnas_tf import faults
     from bnas_tf.search.driver import SearchConfig, run_search
 
@@ -73,7 +76,7 @@ def main(argv) -> None:
         )
     except (ValueError, FileNotFoundError) as error:
         raise app.UsageError(str(error)) from None
-    output_dir = common.start_run("bnas-search", flags.FLAGS)
+    strategy, output_dir = strategy_lib.start_run("bnas-search", config)  # the strategy first
     if config.operation_space_reduction:
         from absl import logging
 
@@ -92,7 +95,8 @@ def main(argv) -> None:
         print(f"Saved {output_dir / 'genotype.json'}")
         return
     with faults.reported_faults("bnas-search"):  # signals, NaN loss, full disk: message + exit code
-        result = run_search(config, output_dir, resume=flags.FLAGS.resume)
+        result = run_search(config, output_dir, resume=flags.FLAGS.resume, strategy=strategy)
+    output_dir = distribute.own_dir(output_dir, strategy)  # worker_<i> on non-chief workers
     print(f"Genotype (epoch {result.best_epoch}, {result.wall_time:.0f} s):")
     print(result.genotype)
     print(f"Saved {output_dir / 'genotype.json'}")

@@ -11,6 +11,7 @@ import bnas_tf  # noqa: F401  (Keras 2 before TensorFlow)
 from absl import app, flags
 
 from bnas_tf.apps import common
+from bnas_tf.apps import strategy as strategy_lib
 
 HELP = {
     "genotype": "A genotype.json path, a JSON string or a published name (bnas_a, latest_cell, bnas_xnor_1).",
@@ -38,6 +39,7 @@ HELP = {
     "augment": "Random flips and crops of the training images.",
     "seed": "Random seed; with it a CPU run is repeatable.",
     "verbose": "Keras verbosity: 0 silent, 1 progress bar, 2 one line per epoch.",
+    "strategy": strategy_lib.HELP,
 }
 
 
@@ -51,6 +53,7 @@ def define_flags(flag_values=flags.FLAGS) -> None:
 def main(argv) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+    from bnas_tf import distribute
     from bnas_tf import faults
     from bnas_tf.training import (
         TrainConfig, load_trained, resolve_genotype, summary_text, train_network, training_examples,
@@ -64,9 +67,10 @@ def main(argv) -> None:
         common.check_data(config.dataset, config.data_dir)
     except (ValueError, FileNotFoundError) as error:
         raise app.UsageError(str(error)) from None  # the message names the flag or file
-    output_dir = common.start_run("bnas-train", flags.FLAGS)
+    strategy, output_dir = strategy_lib.start_run("bnas-train", config)  # the strategy first
     with faults.reported_faults("bnas-train"):  # signals, NaN loss, full disk: message + exit code
-        metrics = train_network(config, output_dir, resume=flags.FLAGS.resume)
+        metrics = train_network(config, output_dir, resume=flags.FLAGS.resume, strategy=strategy)
+    output_dir = distribute.own_dir(output_dir, strategy)  # worker_<i> on non-chief workers
     model, _ = load_trained(output_dir)
     print(summary_text(model))
     test = metrics["test"]

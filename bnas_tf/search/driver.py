@@ -25,6 +25,7 @@ from pathlib import Path
 import tensorflow as tf
 
 from bnas_tf import data as data_lib
+from bnas_tf import distribute
 from bnas_tf import faults
 from bnas_tf import genotype as genotype_lib
 from bnas_tf.genotype import Genotype
@@ -72,6 +73,7 @@ class SearchConfig:
     genotype_selection: str = "best"
     seed: int = 0
     verbose: int = 2
+    strategy: str = "default"
 
     def validate(self) -> "SearchConfig":
         """Raise ``ValueError`` naming the first bad setting."""
@@ -104,6 +106,10 @@ class SearchConfig:
                 raise ValueError(f"--{name} must be positive, got {getattr(self, name)}.")
         if self.arch_warmup_epochs < 0:
             raise ValueError(f"--arch_warmup_epochs must be >= 0, got {self.arch_warmup_epochs}.")
+        if self.strategy not in distribute.STRATEGIES:
+            raise ValueError(f"--strategy must be one of {', '.join(distribute.STRATEGIES)}, got {self.strategy!r}.")
+        if self.strategy != "default" and (self.unrolled or self.operation_space_reduction):
+            raise ValueError("--unrolled and --operation_space_reduction run on one device: use --strategy=default.")
         data_lib.info(self.dataset)
         return self
 
@@ -123,12 +129,23 @@ def build_supernet(
     total_steps: int,
     *,
     active_ops: Mapping[str, Sequence[Sequence[str]]] | None = None,
+    strategy: tf.distribute.Strategy | None = None,
 ) -> Supernet:
     """A compiled, built supernet with its optimizers' slots created.
 
     ``total_steps`` is the length of the weights' cosine learning-rate schedule;
-    ``active_ops`` restricts the ops of each edge (operation space reduction).
+    ``active_ops`` restricts the ops of each edge (operation space reduction). Under a
+    ``strategy`` it is made in its scope, with batch statistics over the global batch.
     """
+    strategy = strategy or tf.distribute.get_strategy()
+    with strategy.scope():
+        net = _make_supernet(config, num_classes, input_shape, total_steps, active_ops)
+    if not distribute.is_default(strategy):
+        distribute.synchronize_batch_norm(net)
+    return net
+
+
+def _make_supernet(config, num_classes, input_shape, total_steps, active_ops) -> Supernet:
     net = Supernet(
         num_classes,
         layers=config.layers,
@@ -199,10 +216,19 @@ def run_search(
     *,
     resume: bool = False,
     callbacks: list[tf.keras.callbacks.Callback] | None = None,
+    strategy: tf.distribute.Strategy | None = None,
 ) -> SearchResult:
-    """Search, write ``genotype.json``, ``genotype.png`` and ``metrics.json`` to ``output_dir``."""
+    """Search, write ``genotype.json``, ``genotype.png`` and ``metrics.json`` to ``output_dir``.
+
+    ``strategy`` (default: made from ``config.strategy``) spreads each step over its
+    replicas; in a multi-worker run the workers other than the chief write to
+    ``output_dir/worker_<i>`` (see :mod:`bnas_tf.distribute`).
+    """
     config.validate()
-    output_dir = Path(output_dir)
+    strategy = strategy or distribute.make_strategy(config.strategy)
+    distribute.check_global_batch(config.batch_size, strategy)
+    checkpoint_dir = Path(output_dir) / "checkpoints"  # the chief's: the canonical copy
+    output_dir = distribute.prepare_own_dir(output_dir, strategy)
     tf.keras.utils.set_random_seed(config.seed)
     tf.config.experimental.enable_op_determinism()
     info = data_lib.info(config.dataset)
@@ -213,13 +239,15 @@ def run_search(
         portion=config.train_portion,
         limit=config.limit,
     )
-    net = build_supernet(config, info.num_classes, info.input_shape, sizes.steps_per_epoch * config.epochs)
+    net = build_supernet(
+        config, info.num_classes, info.input_shape, sizes.steps_per_epoch * config.epochs, strategy=strategy
+    )
 
     history: list[dict] = []
     checkpoint = tf.train.Checkpoint(
         model=net, optimizer=net.optimizer, arch_optimizer=net.arch_optimizer
     )
-    manager = tf.train.CheckpointManager(checkpoint, output_dir / "checkpoints", max_to_keep=2)
+    manager = distribute.CheckpointManager(checkpoint, checkpoint_dir, strategy, max_to_keep=2)
     guard = faults.RunGuard(
         checkpoint, output_dir, steps_per_epoch=sizes.steps_per_epoch, model=net, program="bnas-search"
     )
@@ -231,13 +259,14 @@ def run_search(
         # The state file is written before the checkpoint: it may hold one epoch more.
         start_epoch = guard.start_epoch
         history = _read_state(output_dir)["history"][:start_epoch] if start_epoch else []
+    distribute.check_same(strategy, start_epoch, "the epoch to resume from")
 
     writer = tf.summary.create_file_writer(str(output_dir / "tensorboard"))
     epoch_log = _EpochLog(net, writer, history)
     started = time.time()
     with guard:
         for epoch in range(start_epoch, config.epochs):
-            pairs, guards = guard.epoch(epoch, data_lib.search_splits(
+            pairs, guards = guard.epoch(epoch, distribute.shard_by_data(data_lib.search_splits(
                 config.dataset,
                 data_dir=config.data_dir,
                 batch_size=config.batch_size,
@@ -245,7 +274,7 @@ def run_search(
                 shuffle_seed=config.seed * 1000 + epoch,
                 portion=config.train_portion,
                 limit=config.limit,
-            ))
+            ), strategy))
             net.fit(
                 pairs,
                 initial_epoch=epoch,

@@ -15,10 +15,16 @@ Example:
 The architecture parameters ``alpha_normal``/``alpha_reduce`` (and the edge
 normalization ``beta_*`` with channel sampling) are kept out of the weight
 optimizer: only ``arch_optimizer`` updates them.
+
+Under a ``tf.distribute`` strategy (build and compile the supernet in its scope) each
+replica's losses are scaled by the global batch size and the gradients of both steps
+are summed across replicas before clipping and weight decay, so every replica applies
+the gradient of the whole global batch and holds the same alpha.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -207,6 +213,9 @@ class Supernet(tf.keras.Model):
         self.global_pool = tf.keras.layers.GlobalAveragePooling2D()
         self.classifier = tf.keras.layers.Dense(num_classes, name="classifier")
         self.loss_fn = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        self._per_example_loss = tf.keras.losses.SparseCategoricalCrossentropy(
+            from_logits=True, reduction=tf.keras.losses.Reduction.NONE
+        )
         self.arch_optimizer = None
         self._trackers = {
             name: tf.keras.metrics.Mean(name=name)
@@ -309,18 +318,33 @@ class Supernet(tf.keras.Model):
         coef = entropy_coefficient(self.entropy_lambda, self.entropy_tau, self.epoch)
         return -coef * self.mean_entropy()
 
+    def _replica_loss(self, y, logits) -> tuple[tf.Tensor, tf.Tensor]:
+        """``(loss to differentiate, mean loss of this replica's batch)``.
+
+        The first is this replica's share of the global-batch mean (sum / global batch),
+        so that gradients summed over replicas are those of the global batch.
+        """
+        per_example = self._per_example_loss(y, logits)
+        return tf.nn.compute_average_loss(per_example), tf.reduce_mean(per_example)
+
     def _arch_step(self, x, y, train_batch=None):
         if self.unrolled:
+            if tf.distribute.has_strategy():
+                raise ValueError(
+                    "unrolled=True (second-order alpha gradient) runs on one device only; "
+                    "use the first-order step under a tf.distribute strategy."
+                )
             grads, loss, logits = unrolled_arch_gradients(self, train_batch, (x, y), self.entropy_objective)
         else:
             with tf.GradientTape() as tape:
                 logits = self(x, training=True)
-                loss = self.loss_fn(y, logits)
-                objective = loss + self.entropy_objective()
-            grads = tape.gradient(objective, self.arch_variables)
+                scaled, loss = self._replica_loss(y, logits)
+                # Identical on every replica: its share, so that the sum over replicas is one term.
+                objective = scaled + self.entropy_objective() / _num_replicas()
+            grads = _sum_over_replicas(tape.gradient(objective, self.arch_variables))
         pairs = _with_gradients(grads, self.arch_variables)
         self.arch_optimizer.apply_gradients(
-            (g + self.arch_weight_decay * v, v) for g, v in pairs
+            [(g + self.arch_weight_decay * v, v) for g, v in pairs], skip_gradients_aggregation=True
         )
         self._trackers["arch_loss"].update_state(loss)
         self._arch_accuracy.update_state(y, logits)
@@ -330,20 +354,25 @@ class Supernet(tf.keras.Model):
         variables = self.weight_variables
         with tf.GradientTape() as tape:
             logits = self(x, training=True)
-            loss = self.loss_fn(y, logits)
-            objective = loss + tf.add_n(self.losses) if self.losses else loss
-        pairs = _with_gradients(tape.gradient(objective, variables), variables)
+            objective, loss = self._replica_loss(y, logits)
+            if self.losses:
+                objective += tf.nn.scale_regularization_loss(tf.add_n(self.losses))
+        pairs = _with_gradients(_sum_over_replicas(tape.gradient(objective, variables)), variables)
         grads = [g for g, _ in pairs]
         if self.grad_clip:
             grads, _ = tf.clip_by_global_norm(grads, self.grad_clip)
         grads = [g + self.weight_decay * v for g, (_, v) in zip(grads, pairs)]
-        self.optimizer.apply_gradients(zip(grads, [v for _, v in pairs]))
+        self.optimizer.apply_gradients(zip(grads, [v for _, v in pairs]), skip_gradients_aggregation=True)
         self._trackers["loss"].update_state(loss)
         self._accuracy.update_state(y, logits)
 
     def train_step(self, data):
         (x_w, y_w), (x_a, y_a) = data
-        if self.arch_warmup_epochs > 0:
+        if self.arch_warmup_epochs > 0 and self._distribution_strategy is not None:
+            # A cross-replica sum may not sit inside tf.cond: fit() retraces at the switch.
+            if self._arch_active:
+                self._arch_step(x_a, y_a, (x_w, y_w))
+        elif self.arch_warmup_epochs > 0:
             tf.cond(
                 self.epoch >= self.arch_warmup_epochs,
                 lambda: self._arch_step(x_a, y_a, (x_w, y_w)),
@@ -358,7 +387,7 @@ class Supernet(tf.keras.Model):
     def test_step(self, data):
         x, y = data[0], data[1]
         logits = self(x, training=False)
-        self._trackers["loss"].update_state(self.loss_fn(y, logits))
+        self._trackers["loss"].update_state(tf.reduce_mean(self._per_example_loss(y, logits)))
         self._accuracy.update_state(y, logits)
         return {m.name: m.result() for m in (self._trackers["loss"], self._accuracy)}
 
@@ -367,8 +396,25 @@ class Supernet(tf.keras.Model):
         if self.built:
             # Slots created up front: otherwise the train function is traced twice.
             self.build_optimizers()
+        if self.arch_warmup_epochs > 0 and self._distribution_strategy is not None:
+            self._set_arch_active(inspect.signature(tf.keras.Model.fit).bind(self, *args, **kwargs).arguments)
         callbacks = list(callbacks or []) + [_EpochCounter(self.epoch)]
         return super().fit(*args, callbacks=callbacks, **kwargs)
+
+    def _set_arch_active(self, fit_arguments: Mapping) -> None:
+        """Under a strategy, whether this fit() call trains alpha is fixed when tracing."""
+        first, end = fit_arguments.get("initial_epoch", 0), fit_arguments.get("epochs", 1)
+        active = first >= self.arch_warmup_epochs
+        if (end - 1 >= self.arch_warmup_epochs) != active:
+            raise ValueError(
+                f"Under a tf.distribute strategy the end of the alpha warm-up (epoch "
+                f"{self.arch_warmup_epochs}) must fall between two fit() calls; this one runs epochs "
+                f"{first}..{end - 1}. Fit up to epoch {self.arch_warmup_epochs} first (run_search "
+                "fits one epoch at a time)."
+            )
+        if active != getattr(self, "_arch_active", None):
+            self._arch_active = active
+            self.train_function = None  # retrace with (or without) the alpha step
 
     def build_optimizers(self) -> None:
         """Create the optimizers' slots now (needed before a ``tf.cond`` arch step or a restore)."""
@@ -416,6 +462,28 @@ class Supernet(tf.keras.Model):
             reduce_concat=concat,
             search_space=self.search_space,
         )
+
+
+def _num_replicas() -> int:
+    context = tf.distribute.get_replica_context()
+    return 1 if context is None else context.num_replicas_in_sync
+
+
+def _sum_over_replicas(grads: list) -> list:
+    """Sum gradients over the replicas of the current strategy (identity on one replica).
+
+    Done here rather than in ``apply_gradients`` so that clipping and weight decay act on
+    the global-batch gradient, as on one device.
+    """
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return grads
+    present = [i for i, g in enumerate(grads) if g is not None]
+    summed = context.all_reduce(tf.distribute.ReduceOp.SUM, [grads[i] for i in present])
+    grads = list(grads)
+    for i, g in zip(present, summed):
+        grads[i] = g
+    return grads
 
 
 def _with_gradients(grads, variables) -> list[tuple[tf.Tensor, tf.Variable]]:
