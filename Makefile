@@ -6,7 +6,7 @@ PIP = $(PY) -m pip
 PYTEST_ARGS ?=
 FASHION_MNIST = /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 
-.PHONY: install data demo test bench clean
+.PHONY: install data demo test bench bench-speed clean
 
 install: $(VENV)/.installed
 
@@ -45,12 +45,22 @@ demo: $(VENV)/.installed data
 test: $(VENV)/.installed data
 	$(PY) -m pytest -q tests $(PYTEST_ARGS)
 
-bench: $(VENV)/.installed
-	@set -e; for script in benchmarks/*.py; do \
-		[ -f "$$script" ] || continue; \
-		echo "== $$script"; \
-		$(PY) "$$script"; \
+# Evidence studies (issue 7; docs/results.md). BUDGET=smoke|cpu-small|full (benchmarks/_common.py);
+# search_cost first: the other studies reuse its searches (cache in runs/bench/).
+BUDGET ?= cpu-small
+BENCH_STUDIES = search_cost accuracy_vs_memory ablations inference_vs_baselines
+
+bench: $(VENV)/.installed data
+	@set -e; for study in $(BENCH_STUDIES); do \
+		echo "== benchmarks/$$study.py --budget=$(BUDGET)"; \
+		$(PY) benchmarks/$$study.py --budget=$(BUDGET); \
 	done
+	$(PY) benchmarks/report.py --budget=$(BUDGET)
+
+# Speed benchmarks: search step at the reference size, single-image inference runtimes.
+bench-speed: $(VENV)/.installed
+	$(PY) benchmarks/search_speed.py
+	$(PY) benchmarks/inference_latency.py
 
 clean:
 	rm -rf build dist *.egg-info .pytest_cache runs/demo

@@ -43,6 +43,13 @@ def main(argv: list[str] | None = None) -> dict:
                "command": " ".join(["benchmarks/ablations.py", *(argv or sys.argv[1:])]),
                "kim": {}, "chen": {}, "kim_paper_cifar10": KIM_PAPER}
 
+    # The searches no other study runs first (search_cost.py runs kim, chen and darts), so
+    # that this script can run beside search_cost.py without searching anything twice.
+    own = {"kim": ("kim_no_zeroise", "kim_no_diversity"), "chen": ("chen_no_reduction", "chen_no_sampling")}
+    for part in ("kim", "chen"):
+        if args.part in (part, "both"):
+            for name in own[part]:
+                C.run_search_unit(budget, name, args.fresh)
     if args.part in ("kim", "both"):
         for variant in KIM:
             search = C.run_search_unit(budget, KIM_SEARCH[variant], args.fresh)

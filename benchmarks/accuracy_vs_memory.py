@@ -45,33 +45,16 @@ def main(argv: list[str] | None = None) -> dict:
 
     def add(entry: dict, group: str) -> None:
         payload["rows"].append({**C.row(entry, group), "runs": entry["runs"]})
+        payload["summary"] = summarize(payload["rows"])  # kept current: an interrupted run is reported
         C.write_results(out, payload)
+        plot(payload, out.with_suffix(".png"))
 
     searches = {name: C.run_search_unit(budget, name, args.fresh) for name in ("kim", "chen")}
     for name, search in searches.items():
         payload["genotypes"][f"searched_{name}"] = search["genotype"]
         add(C.train_and_measure(budget, f"searched_{name}", C.family_spec(budget, name, search["genotype"]),
                                 args.fresh), "searched")
-    if DEMO_GENOTYPE.exists():
-        demo = json.loads(DEMO_GENOTYPE.read_text())
-        payload["genotypes"]["searched_demo"] = demo
-        add(C.train_and_measure(budget, "searched_demo", C.genotype_spec(budget, demo, source=str(DEMO_GENOTYPE)),
-                                args.fresh), "searched")
-    else:
-        payload["left_out"].append({"name": "searched_demo", "why": f"{DEMO_GENOTYPE} missing (run make demo)"})
-
-    add(C.train_and_measure(budget, "full_precision_kim",
-                            C.family_spec(budget, "kim", searches["kim"]["genotype"], full_precision=True),
-                            args.fresh), "full_precision")
-
-    from bnas_tf.sampling import random_genotype
-
-    for seed in range(budget.random_genotypes):
-        genotype = random_genotype(seed, "bnas_kim").to_dict()
-        payload["genotypes"][f"random_{seed}"] = genotype
-        add(C.train_and_measure(budget, f"random_{seed}", C.genotype_spec(budget, genotype, source=f"random:{seed}"),
-                                args.fresh), "random")
-
+    # Order: what the targets need first (an interrupted run keeps the most useful rows).
     if not args.skip_zoo:
         for module, model in C.ZOO_MODELS:
             spec = C.zoo_spec(budget, module, model)
@@ -82,6 +65,26 @@ def main(argv: list[str] | None = None) -> dict:
                 continue
             entry = C.train_and_measure(budget, model, spec, args.fresh)
             add({**entry, "name": f"{model}@{spec['input_size']}"}, "zoo")
+
+    from bnas_tf.sampling import random_genotype
+
+    for seed in range(budget.random_genotypes):
+        genotype = random_genotype(seed, "bnas_kim").to_dict()
+        payload["genotypes"][f"random_{seed}"] = genotype
+        add(C.train_and_measure(budget, f"random_{seed}", C.genotype_spec(budget, genotype, source=f"random:{seed}"),
+                                args.fresh), "random")
+
+    add(C.train_and_measure(budget, "full_precision_kim",
+                            C.family_spec(budget, "kim", searches["kim"]["genotype"], full_precision=True),
+                            args.fresh), "full_precision")
+
+    if DEMO_GENOTYPE.exists():
+        demo = json.loads(DEMO_GENOTYPE.read_text())
+        payload["genotypes"]["searched_demo"] = demo
+        add(C.train_and_measure(budget, "searched_demo", C.genotype_spec(budget, demo, source=str(DEMO_GENOTYPE)),
+                                args.fresh), "searched")
+    else:
+        payload["left_out"].append({"name": "searched_demo", "why": f"{DEMO_GENOTYPE} missing (run make demo)"})
 
     payload["summary"] = summarize(payload["rows"])
     payload["machine"]["load_average_end"] = C.machine_info()["load_average"]

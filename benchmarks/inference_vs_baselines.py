@@ -28,6 +28,7 @@ def main(argv: list[str] | None = None) -> dict:
     budget = C.BUDGETS[args.budget]
     out = C.results_path("inference_vs_baselines", budget, args.output)
 
+    import bnas_tf  # noqa: F401  (Keras 2 before TensorFlow)
     import numpy as np
     import tensorflow as tf
 

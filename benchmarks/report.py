@@ -19,16 +19,26 @@ DOC = C.ROOT / "docs" / "results.md"
 
 
 def _load(study: str, budget: str) -> tuple[dict | None, Path]:
-    path = C.RESULTS / f"{study}_{budget.replace('-', '_')}.json"
+    path = C.results_path(study, C.BUDGETS[budget])
     return (json.loads(path.read_text()) if path.exists() else None), path
 
 
 def _rel(path: Path) -> str:
-    return str(path.relative_to(C.ROOT))
+    return str(path.relative_to(C.ROOT)) if path.is_relative_to(C.ROOT) else str(path)
 
 
 def _pct(x: float | None, digits: int = 2) -> str:
     return "–" if x is None else f"{100 * x:.{digits}f}"
+
+
+def _compact(genotype: dict) -> str:
+    """``normal: op<in op<in | ... ; reduce: ...`` (``bin_`` dropped; nodes separated by ``|``)."""
+    cells = []
+    for cell in ("normal", "reduce"):
+        edges = [f"{op.replace('bin_', '')}<{j}" for op, j in genotype[cell]]
+        nodes = [" ".join(edges[i:i + 2]) for i in range(0, len(edges), 2)]
+        cells.append(f"{cell}: " + " | ".join(nodes))
+    return "; ".join(cells)
 
 
 def _budget_line(b: dict) -> str:
@@ -97,7 +107,7 @@ def search_cost_section(data: dict, path: Path) -> list[str]:
         lines.append(
             f"| {name} | {s['epochs_run']} | {s['wall_s']:.0f} | {s['cpu_s']:.0f} | {s['peak_rss_gb']:.2f} | "
             f"{s['rss_before_search_gb']:.2f} | {'–' if share is None else f'{100 * share:.0f} %'} | "
-            f"{C.fmt_acc(t['accuracy_mean'], t['accuracy_std'], t['seeds'])} | `{s['genotype_str']}` |")
+            f"{C.fmt_acc(t['accuracy_mean'], t['accuracy_std'], t['seeds'])} | `{_compact(s['genotype'])}` |")
     if "chen_wall_over_darts" in data:
         s = data["searches"]
         cpu = s["chen"]["search"]["cpu_s"] / s["darts"]["search"]["cpu_s"]
@@ -171,7 +181,7 @@ SECTIONS = (
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--budget", choices=sorted(C.BUDGETS), default="cpu-small")
-    parser.add_argument("--output", default=str(DOC))
+    parser.add_argument("--output", default=None, help="default: docs/results.md (smoke: runs/bench/smoke/results.md)")
     parser.add_argument("--preamble", default=str(C.ROOT / "benchmarks" / "results_preamble.md"),
                         help="hand-written text (no numbers) placed before the generated sections")
     args = parser.parse_args(argv)
@@ -186,8 +196,9 @@ def main(argv: list[str] | None = None) -> None:
         lines += [f"## {title}", ""]
         lines += render(data, path) if data else [f"Not run at budget `{args.budget}` (`{_rel(path)}` missing)."]
         lines.append("")
-    Path(args.output).write_text("\n".join(lines).rstrip() + "\n")
-    C.log(f"wrote {args.output}")
+    output = Path(args.output or (C.CACHE / "smoke" / "results.md" if args.budget == "smoke" else DOC))
+    output.write_text("\n".join(lines).rstrip() + "\n")
+    C.log(f"wrote {output}")
 
 
 if __name__ == "__main__":
