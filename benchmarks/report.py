@@ -170,6 +170,105 @@ def inference_section(data: dict, path: Path) -> list[str]:
     return lines
 
 
+def targets_section(budget: str) -> list[str]:
+    """The issue's three targets, each met / missed with its numbers."""
+    lines = ["| target | result | numbers |", "|---|---|---|"]
+    acc, _ = _load("accuracy_vs_memory", budget)
+    if acc and acc.get("summary"):
+        for name, t in acc["summary"]["searched"].items():
+            space = acc.get("genotypes", {}).get(name, {}).get("search_space", "bnas_kim")
+            note = "" if space == "bnas_kim" else " (other space and template than the random cells)"
+            if t["margin_over_random_mean_points"] is not None:
+                lines.append(
+                    f"| {name} >= random-cell mean + 1 point{note} | {'met' if t['beats_random_mean_by_1_point'] else '**missed**'} "
+                    f"| {_pct(t['accuracy'])} % vs mean {_pct(acc['summary']['random_mean'])} % "
+                    f"({t['margin_over_random_mean_points']:+.2f}) |")
+            zoo = t["zoo_with_equal_or_smaller_memory"]
+            if zoo:
+                margins = ", ".join(f"{z} {t['margin_over_each_zoo_points'][z]:+.2f}" for z in zoo)
+                lines.append(f"| {name} >= each zoo model of <= memory + 1 point | "
+                             f"{'met' if t['beats_those_zoo_by_1_point'] else '**missed**'} | {margins} |")
+            else:
+                margins = ", ".join(f"{z} {m:+.2f}" for z, m in t["margin_over_each_zoo_points"].items())
+                lines.append(f"| {name} >= each zoo model of <= memory + 1 point | vacuous: every zoo model "
+                             f"trained here has more memory | margins over all of them (points): {margins or '–'} |")
+    else:
+        lines.append("| accuracy targets | not run | |")
+    cost, _ = _load("search_cost", budget)
+    if cost and "chen_wall_over_darts" in cost:
+        s = cost["searches"]
+        ratio = cost["chen_wall_over_darts"]
+        lines.append(f"| Chen search wall time <= 0.60 x plain binary DARTS (equal epochs) | "
+                     f"{'met' if ratio <= 0.60 else '**missed**'} | {s['chen']['search']['wall_s']:.0f} s vs "
+                     f"{s['darts']['search']['wall_s']:.0f} s = {ratio:.2f}x (CPU time "
+                     f"{s['chen']['search']['cpu_s'] / s['darts']['search']['cpu_s']:.2f}x) |")
+    else:
+        lines.append("| search cost target | not run | |")
+    abl, _ = _load("ablations", budget)
+    if abl and abl.get("kim_direction"):
+        for name, d in abl["kim_direction"].items():
+            lines.append(f"| Kim ablation: {name} below full (paper's direction) | "
+                         f"{'met' if d['same_direction_as_paper'] else '**missed**'} | {d['drop_points']:+.2f} points |")
+    else:
+        lines.append("| ablation directions | not run | |")
+    return lines
+
+
+PREAMBLE = """# Evidence: searched binary networks vs larq-zoo binaries and random cells (Fashion-MNIST)
+
+Does the search find binary networks that beat hand-designed binary networks and random
+cells at equal training cost? This page answers with measurements on this project's
+2-core CPU machine. It is written by `benchmarks/report.py` from the results files in
+`benchmarks/results/`: every number below is read from a JSON file there, next to its plot.
+
+Reproduce (each study writes `benchmarks/results/<study>_<budget>.{{json,png}}`):
+
+```sh
+make bench BUDGET=cpu-small     # or: BUDGET=full on a bigger machine, BUDGET=smoke for a quick check
+# = python benchmarks/search_cost.py --budget=cpu-small        (first: the others reuse its searches)
+#   python benchmarks/accuracy_vs_memory.py --budget=cpu-small
+#   python benchmarks/ablations.py --budget=cpu-small
+#   python benchmarks/inference_vs_baselines.py --budget=cpu-small
+#   python benchmarks/report.py --budget=cpu-small              (this page)
+```
+
+Budgets are constants in `benchmarks/_common.py` (`BUDGETS`); each section states the one it
+used. `cpu-small` is sized for 2 shared cores ({cpu_small}). At that budget
+the networks are far from converged and single-seed differences of about a point are within
+run-to-run noise (not measured at this budget; `full` trains 3 seeds and reports the spread):
+read the tables as a cheap, reproducible first look, not as the papers' experiments.
+
+How the comparison is kept fair:
+
+- **One training program** for every network (`_common.train_and_measure`): the `bnas_tf.data`
+  pipeline (first N training images, per-epoch seeded shuffle, no augmentation), Adam with
+  `bnas_tf.training.make_optimizer`'s one-cycle schedule (max lr 2e-3, no weight decay, the
+  demo's `flags/demo_train.cfg`), softmax cross-entropy on logits, same batch size and epochs,
+  the same test images. It is `bnas_tf.training.train_network`'s loop without the run-directory
+  machinery (checkpoints, TensorBoard; drop-path is 0), so larq-zoo models can go through it.
+- **Searched networks** keep their method's template: Kim et al.'s (sign+scale, inter-cell
+  skips) for the Kim-style search, Chen et al.'s (XNOR, DARTS template without inter-cell
+  skips, as `bnas_tf.zoo`'s BNASXNOR) for the Chen-style and plain binary DARTS searches.
+- **Random cells**: `bnas_tf.sampling.random_genotype(seed, "bnas_kim")`, seeds 0..N-1 (the
+  sampler's default, the keras-tuner baseline mode: no Zeroise, so random cells carry more
+  binary convolutions than a Zeroise-heavy searched cell), trained exactly like the
+  Kim-searched network (same space, template and size). They are the baseline of the Kim-style
+  searches; the Chen-style network is listed against them for reference only.
+- **larq-zoo baselines** (`weights=None`, `num_classes=10`, softmax removed to train on logits)
+  are built at the smallest of 28, 32, 64, ... 224 pixels they accept, the 28x28 images
+  upsampled by a bilinear `Resizing` layer in front; a model is left out when it builds at no
+  size or when it costs more MACs per image than the budget allows (`zoo_max_mmacs`; the
+  searched network costs a fraction of that). Reasons are listed.
+- **Full-precision twin**: the Kim-searched network with every quantizer off (no kernel or
+  input quantizer, no weight clipping), same layers and parameter count.
+- **Memory, parameters, MACs** come from `larq.models.summary` (`bnas_tf.export.model_summary`):
+  1-bit weights counted at 1 bit, the rest at 32. For a zoo model it profiles the zoo network
+  itself (the upsampling layer has no weights or MACs).
+- Timings are wall-clock on a machine shared with other work; each row records the CPU share
+  other processes used meanwhile, and search rows also give CPU time, which load affects less.
+"""
+
+
 SECTIONS = (
     ("accuracy_vs_memory", "1. Accuracy vs memory", accuracy_section),
     ("search_cost", "2. Search cost", search_cost_section),
@@ -182,15 +281,11 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--budget", choices=sorted(C.BUDGETS), default="cpu-small")
     parser.add_argument("--output", default=None, help="default: docs/results.md (smoke: runs/bench/smoke/results.md)")
-    parser.add_argument("--preamble", default=str(C.ROOT / "benchmarks" / "results_preamble.md"),
-                        help="hand-written text (no numbers) placed before the generated sections")
     args = parser.parse_args(argv)
-    lines = []
-    preamble = Path(args.preamble)
-    if preamble.exists():
-        lines += [preamble.read_text().rstrip(), ""]
+    lines = [PREAMBLE.format(cpu_small=_budget_line(C.budget_dict(C.BUDGETS["cpu-small"]))), ""]
     lines += [f"<!-- Generated by benchmarks/report.py --budget={args.budget} from benchmarks/results/*.json; "
               "do not edit the sections below by hand. -->", ""]
+    lines += [f"## Targets (budget `{args.budget}`)", ""] + targets_section(args.budget) + [""]
     for study, title, render in SECTIONS:
         data, path = _load(study, args.budget)
         lines += [f"## {title}", ""]
