@@ -303,7 +303,7 @@ def run_search_unit(budget: Budget, search: str, fresh: bool = False, timeout: f
 
     Returns wall time (the search function's, without interpreter start), CPU time, peak
     resident memory of the child (``VmHWM``) and its resident memory just before the
-    search (TensorFlow and the data loaded), the genotype and the others' CPU share.
+    search (TensorFlow imported), the genotype and the others' CPU share.
     """
     config = search_config(budget, search)
     spec = {"search": search, "config": config}

@@ -98,7 +98,7 @@ def search_cost_section(data: dict, path: Path) -> list[str]:
     lines = [f"Source: `{_rel(path)}`, plot `{_rel(path.with_suffix('.png'))}`.  ",
              _budget_line(data["budget"]) + ".  ", "Machine: " + _machine_line(data["machine"]) + ".", "",
              f"![search cost](../{_rel(path.with_suffix('.png'))})", "",
-             "| search | epochs | wall s | CPU s | peak memory GB | memory before search GB | others' CPU | "
+             "| search | epochs | wall s | CPU s | peak memory GB | of which before the search (TF imported) GB | others' CPU | "
              "top-1 % after training | genotype |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
     for name, e in data["searches"].items():
