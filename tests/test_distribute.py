@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-TIMEOUT = 300
+TIMEOUT = 540  # generous: a loaded 2-core machine is several times slower than a quiet one
 
 
 def _env(**extra) -> dict:
@@ -98,7 +98,9 @@ def _mirrored_job(data_dir: str, out: str) -> None:
 
     def supernet():  # one reduction cell with one node: the step, cheap to trace
         net = Supernet(10, layers=1, init_channels=4, steps=1, multiplier=1, entropy_lambda=1.0, seed=0)
-        net.compile(**default_optimizers(10))
+        # Plain SGD on alpha: its update is the gradient itself (Adam's would not show a wrong
+        # loss scale, being invariant to it).
+        net.compile(optimizer=default_optimizers(10)["optimizer"], arch_optimizer=tf.keras.optimizers.SGD(1.0))
         net(tf.zeros((1, 8, 8, 1)))
         net.build_optimizers()
         return net
@@ -149,8 +151,8 @@ def test_mirrored_alpha_update_matches_one_device(mirrored):
     before = np.array(mirrored["alpha_before"])
     single = np.array(mirrored["single"]["alpha"]) - before
     replicated = np.array(mirrored["mirrored"]["alpha"]) - before
-    assert np.abs(single).min() > 1e-5  # Adam moved every alpha (about lr = 3e-4)
-    np.testing.assert_allclose(replicated, single, rtol=1e-3, atol=1e-7)
+    assert np.abs(single).max() > 1e-4
+    np.testing.assert_allclose(replicated, single, rtol=1e-4, atol=1e-9)
     assert mirrored["mirrored"]["arch_loss"] == pytest.approx(mirrored["single"]["arch_loss"], rel=1e-5)
 
 

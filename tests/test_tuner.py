@@ -27,7 +27,7 @@ from bnas_tf.training import TrainConfig
 from bnas_tf.tuner import TuneConfig, parse_space, trial_configs
 
 ROOT = Path(__file__).resolve().parents[1]
-TIMEOUT = 300
+TIMEOUT = 540  # generous: a loaded 2-core machine is several times slower than a quiet one
 
 
 # ---------------------------------------------------------------------------------------
