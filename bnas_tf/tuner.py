@@ -15,10 +15,16 @@ Modes (:data:`MODES`):
 - ``search_train``: a short search, then training of the genotype found; objective
   ``val_accuracy`` of the trained network on held-out training images (the last
   ``val_examples`` of the training split, never trained on; the test split is reported
-  as ``test_accuracy`` but never chosen on).
+  as ``test_accuracy`` but never chosen on). The search draws its ``limit`` images from
+  the whole training split, so it may see a few of them.
 - ``random_arch``: the random-architecture baseline: the genotype is sampled from the
-  search space, one ``hp.Choice`` per node's input pair and per edge's op
-  (:mod:`bnas_tf.sampling`), and trained with a fixed budget; objective ``val_accuracy``.
+  search space of the search flags (``bnas_kim`` by default), one ``hp.Choice`` per node's
+  input pair and per edge's op (:mod:`bnas_tf.sampling`), and trained with a fixed budget;
+  objective ``val_accuracy``.
+
+Hyperband's ``tuner/epochs`` sets a trial's epochs; every trial starts afresh (no warm
+start from the trial it continues). The oracle's seed is ``seed + 1`` (keras-tuner draws a
+random one for 0).
 
 Hyperparameter spaces are strings (:func:`parse_space`): ``"sign_scale,xnor"`` (a
 choice), ``"0.5..2"`` (uniform), ``"1e-4..1e-2:log"`` (log-uniform), ``""`` (not
@@ -38,6 +44,7 @@ import bnas_tf  # noqa: F401  (Keras 2 before TensorFlow)
 
 import dataclasses
 import functools
+import importlib.util
 import json
 import math
 import os
@@ -131,6 +138,12 @@ class TuneConfig:
         for name in ("max_trials", "max_epochs", "val_examples"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"--{name} must be positive, got {getattr(self, name)}.")
+        missing = [m for m in ("sklearn", "scipy") if importlib.util.find_spec(m) is None]
+        if self.oracle == "bayesian" and missing:
+            raise ValueError(
+                f"--oracle=bayesian needs keras-tuner's optional dependencies ({', '.join(missing)} "
+                "missing): pip install 'keras-tuner[bayesian]' (or bnas-tf[bayesian])."
+            )
         if self.hyperband_factor < 2:
             raise ValueError(f"--hyperband_factor must be at least 2, got {self.hyperband_factor}.")
         if self.strategy not in ("default", "mirrored"):

@@ -129,6 +129,14 @@ def test_tune_config_errors(kwargs, match):
         TuneConfig(**kwargs).validate()
 
 
+def test_bayesian_oracle_names_its_missing_dependencies(monkeypatch):
+    import importlib.util
+
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(ValueError, match=r"sklearn, scipy missing\): pip install 'keras-tuner\[bayesian\]'"):
+        TuneConfig(oracle="bayesian").validate()
+
+
 def test_trial_configs_apply_values_to_search_and_training():
     config = TuneConfig(mode="search_train", hp_init_channels="8,16", hp_entropy_lambda="0..2")
     values = {"init_channels": 16, "entropy_lambda": 0.5, "train_learning_rate": 0.01, "binarization": "xnor",

@@ -22,7 +22,8 @@ from bnas_tf.apps import common
 
 HELP = {
     "mode": "search (short searches), search_train (search, then train the cell found) or "
-    "random_arch (the random-architecture baseline: train sampled cells).",
+    "random_arch (the random-architecture baseline: train cells sampled from the search flags' "
+    "--search_space, bnas_kim by default).",
     "oracle": "keras-tuner oracle: random, bayesian or hyperband.",
     "max_trials": "Trials of the random and bayesian oracles.",
     "max_epochs": "Hyperband: the most epochs a trial runs (the search's, or the training's in "
