@@ -318,7 +318,9 @@ def _tuner_class():
                 tf.keras.backend.clear_session()
                 trained = train_network(train, trial_dir / "train", resume=True, strategy=self.strategy)
                 metrics["test_accuracy"] = trained["test"]["accuracy"]
-                metrics["val_accuracy"] = validation_accuracy(trial_dir / "train", train, self.config.val_examples)
+                metrics["val_accuracy"] = validation_accuracy(
+                    trial_dir / "train", train, self.config.val_examples
+                )
             write_json(trial_dir / TRIAL_FILE, {"metrics": metrics, "genotype": genotype.to_dict(),
                                                        "values": hp.values})
             self._log(trial, "end", metrics)

@@ -161,7 +161,8 @@ def _train_config(data_dir) -> TrainConfig:
 
 
 def _trial_log(project: Path) -> list[dict]:
-    return [json.loads(line) for path in sorted(project.glob("trials_*.jsonl")) for line in path.read_text().splitlines()]
+    paths = sorted(project.glob("trials_*.jsonl"))
+    return [json.loads(line) for path in paths for line in path.read_text().splitlines()]
 
 
 def _statuses(project: Path) -> dict[str, str]:

@@ -66,7 +66,8 @@ def base_config(config_cls, flagfile: str | None):
     try:
         values(["bnas-tune"] + ([f"--flagfile={flagfile}"] if flagfile else []))
     except flags.Error as error:
-        raise app.UsageError(f"--{'search' if 'Search' in config_cls.__name__ else 'train'}_flagfile: {error}")
+        which = "search" if "Search" in config_cls.__name__ else "train"
+        raise app.UsageError(f"--{which}_flagfile: {error}") from None
     return common.config_from_flags(config_cls, values)
 
 
