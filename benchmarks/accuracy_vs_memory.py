@@ -49,12 +49,16 @@ def main(argv: list[str] | None = None) -> dict:
         C.write_results(out, payload)
         plot(payload, out.with_suffix(".png"))
 
-    searches = {name: C.run_search_unit(budget, name, args.fresh) for name in ("kim", "chen")}
-    for name, search in searches.items():
-        payload["genotypes"][f"searched_{name}"] = search["genotype"]
-        add(C.train_and_measure(budget, f"searched_{name}", C.family_spec(budget, name, search["genotype"]),
-                                args.fresh), "searched")
-    # Order: what the targets need first (an interrupted run keeps the most useful rows).
+    # Baselines first: they need no search, so this study can start while search_cost.py
+    # still searches (the searches come from its cache when it is done).
+    from bnas_tf.sampling import random_genotype
+
+    for seed in range(budget.random_genotypes):
+        genotype = random_genotype(seed, "bnas_kim").to_dict()
+        payload["genotypes"][f"random_{seed}"] = genotype
+        add(C.train_and_measure(budget, f"random_{seed}", C.genotype_spec(budget, genotype, source=f"random:{seed}"),
+                                args.fresh), "random")
+
     if not args.skip_zoo:
         for module, model in C.ZOO_MODELS:
             spec = C.zoo_spec(budget, module, model)
@@ -66,14 +70,11 @@ def main(argv: list[str] | None = None) -> dict:
             entry = C.train_and_measure(budget, model, spec, args.fresh)
             add({**entry, "name": f"{model}@{spec['input_size']}"}, "zoo")
 
-    from bnas_tf.sampling import random_genotype
-
-    for seed in range(budget.random_genotypes):
-        genotype = random_genotype(seed, "bnas_kim").to_dict()
-        payload["genotypes"][f"random_{seed}"] = genotype
-        add(C.train_and_measure(budget, f"random_{seed}", C.genotype_spec(budget, genotype, source=f"random:{seed}"),
-                                args.fresh), "random")
-
+    searches = {name: C.run_search_unit(budget, name, args.fresh) for name in ("kim", "chen")}
+    for name, search in searches.items():
+        payload["genotypes"][f"searched_{name}"] = search["genotype"]
+        add(C.train_and_measure(budget, f"searched_{name}", C.family_spec(budget, name, search["genotype"]),
+                                args.fresh), "searched")
     add(C.train_and_measure(budget, "full_precision_kim",
                             C.family_spec(budget, "kim", searches["kim"]["genotype"], full_precision=True),
                             args.fresh), "full_precision")
