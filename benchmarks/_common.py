@@ -325,6 +325,12 @@ def run_search_unit(budget: Budget, search: str, fresh: bool = False, timeout: f
     return cached(budget, "search", search, spec, compute, fresh)
 
 
+def is_cached_search(budget: Budget, search: str) -> bool:
+    """Whether :func:`run_search_unit` would read ``search`` from the cache."""
+    spec = {"search": search, "config": search_config(budget, search)}
+    return (CACHE / budget.name / "search" / f"{search}-{_key(spec)}.json").exists()
+
+
 def _search_child(config_json: str, out_dir: str) -> None:
     """Child process: one complete search; prints ``MARKER + json``."""
     import bnas_tf  # noqa: F401  (Keras 2 before TensorFlow)

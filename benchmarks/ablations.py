@@ -36,9 +36,19 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     C.add_budget_args(parser)
     parser.add_argument("--part", choices=("kim", "chen", "both"), default="both")
+    parser.add_argument("--only_cached_searches", action="store_true",
+                        help="run no search: variants whose search is not in the cache are listed as not run")
     args = parser.parse_args(argv)
     budget = C.BUDGETS[args.budget]
     out = C.results_path("ablations", budget, args.output)
+    not_run: list[str] = []
+
+    def search_unit(name: str) -> dict | None:
+        if args.only_cached_searches and not C.is_cached_search(budget, name):
+            not_run.append(name)
+            return None
+        return C.run_search_unit(budget, name, args.fresh)
+
     payload = {"study": "ablations", "budget": C.budget_dict(budget), "machine": C.machine_info(),
                "command": " ".join(["benchmarks/ablations.py", *(argv or sys.argv[1:])]),
                "kim": {}, "chen": {}, "kim_paper_cifar10": KIM_PAPER}
@@ -49,32 +59,40 @@ def main(argv: list[str] | None = None) -> dict:
     for part in ("kim", "chen"):
         if args.part in (part, "both"):
             for name in own[part]:
-                C.run_search_unit(budget, name, args.fresh)
+                search_unit(name)
     if args.part in ("kim", "both"):
         for variant in KIM:
-            search = C.run_search_unit(budget, KIM_SEARCH[variant], args.fresh)
+            search = search_unit(KIM_SEARCH[variant])
+            if search is None:
+                continue
             spec = C.family_spec(budget, "kim", search["genotype"], **({"inter_cell_skip": False}
                                                                          if variant == "no_skip" else {}))
             trained = C.train_and_measure(budget, f"kim_{variant}", spec, args.fresh)
             payload["kim"][variant] = {"search": _search_row(search), "trained": C.row(trained, "ablation"),
                                        "genotype": search["genotype"]}
             C.write_results(out, payload)
-        full = payload["kim"]["full"]["trained"]["accuracy_mean"]
-        payload["kim_direction"] = {
-            v: {"drop_points": 100 * (full - payload["kim"][v]["trained"]["accuracy_mean"]),
-                "same_direction_as_paper": full > payload["kim"][v]["trained"]["accuracy_mean"]}
-            for v in KIM[1:]
-        }
+        if "full" in payload["kim"]:
+            full = payload["kim"]["full"]["trained"]["accuracy_mean"]
+            payload["kim_direction"] = {
+                v: {"drop_points": 100 * (full - payload["kim"][v]["trained"]["accuracy_mean"]),
+                    "same_direction_as_paper": full > payload["kim"][v]["trained"]["accuracy_mean"]}
+                for v in KIM[1:] if v in payload["kim"]
+            }
     if args.part in ("chen", "both"):
         for name in CHEN:
-            search = C.run_search_unit(budget, name, args.fresh)
+            search = search_unit(name)
+            if search is None:
+                continue
             trained = C.train_and_measure(budget, f"searched_{name}", C.family_spec(budget, name, search["genotype"]),
                                           args.fresh)
             payload["chen"][name] = {"search": _search_row(search), "trained": C.row(trained, "ablation"),
                                      "genotype": search["genotype"]}
             C.write_results(out, payload)
-        base = payload["chen"]["darts"]["search"]["wall_s"]
-        payload["chen_wall_over_darts"] = {n: payload["chen"][n]["search"]["wall_s"] / base for n in CHEN}
+        if "darts" in payload["chen"]:
+            base = payload["chen"]["darts"]["search"]["wall_s"]
+            payload["chen_wall_over_darts"] = {n: e["search"]["wall_s"] / base for n, e in payload["chen"].items()}
+    payload["not_run"] = [{"search": n, "why": "search not run at this budget in this session (--only_cached_searches)"}
+                          for n in dict.fromkeys(not_run)]
     payload["machine"]["load_average_end"] = C.machine_info()["load_average"]
     C.write_results(out, payload)
     plot(payload, out.with_suffix(".png"))

@@ -150,6 +150,8 @@ def ablation_section(data: dict, path: Path) -> list[str]:
                 f"| {name} | {k} | {red} | {e['search']['wall_s']:.0f} | {'–' if ratio is None else f'{ratio:.2f}'} | "
                 f"{e['search']['cpu_s']:.0f} | {e['search']['peak_rss_gb']:.2f} | "
                 f"{C.fmt_acc(e['trained']['accuracy_mean'], e['trained']['accuracy_std'], e['trained']['seeds'])} |")
+    if data.get("not_run"):
+        lines += ["", "Not run: " + "; ".join(f"{x['search']} ({x['why']})" for x in data["not_run"]) + "."]
     return lines
 
 
