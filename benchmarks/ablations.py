@@ -67,7 +67,9 @@ def main(argv: list[str] | None = None) -> dict:
                 continue
             spec = C.family_spec(budget, "kim", search["genotype"], **({"inter_cell_skip": False}
                                                                          if variant == "no_skip" else {}))
-            trained = C.train_and_measure(budget, f"kim_{variant}", spec, args.fresh)
+            # "full" is search_cost.py's searched_kim training (same name: the cache is shared).
+            trained = C.train_and_measure(budget, "searched_kim" if variant == "full" else f"kim_{variant}", spec,
+                                          args.fresh)
             payload["kim"][variant] = {"search": _search_row(search), "trained": C.row(trained, "ablation"),
                                        "genotype": search["genotype"]}
             C.write_results(out, payload)
