@@ -13,12 +13,15 @@ import bnas_tf  # noqa: F401  (Keras 2 before TensorFlow)
 
 import gzip
 import json
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
 from bnas_tf import genotype as genotype_lib
 from reliability_helpers import TINY_SEARCH, TINY_TRAIN, read_only_dir, run_cases, snapshot
+
+pytestmark = pytest.mark.filterwarnings("ignore:You are saving your model as an HDF5 file")
 
 
 def _genotype_files(root: Path) -> dict[str, Path]:
@@ -87,9 +90,7 @@ def _check(result: dict, expected: list[str], out: Path | None, kept: dict[Path,
 
 # ------------------------------------------------------------------------------- bnas-train
 
-@pytest.fixture(scope="module")
-def train_cases(tmp_path_factory, tiny_idx_dir_module):
-    root = tmp_path_factory.mktemp("train_cases")
+def _train_specs(root: Path, tiny_idx_dir_module: Path) -> list[dict]:
     g = _genotype_files(root / "genotypes")
     d = _data_dirs(root / "data", tiny_idx_dir_module)
     runs = _previous_runs(root / "runs")
@@ -144,9 +145,7 @@ def train_cases(tmp_path_factory, tiny_idx_dir_module):
         specs.append({"name": "read_only_dir", "args": [*TINY_TRAIN, good_data, f"--output_dir={readonly}"],
                       "expected": [f"--output_dir {readonly} is not writable: Permission denied"], "out": None,
                       "kept": {readonly: snapshot(readonly)}})
-    results = run_cases("bnas_tf.apps.train", [{"args": s["args"], "fsize": s.get("fsize")} for s in specs],
-                        root, respect_modes=True)
-    return {s["name"]: (s, r) for s, r in zip(specs, results)}, root
+    return specs
 
 
 TRAIN_NAMES = [
@@ -159,19 +158,19 @@ TRAIN_NAMES = [
 
 @pytest.mark.parametrize("name", TRAIN_NAMES)
 def test_train_refuses(train_cases, name):
-    spec, result = train_cases[0][name]
+    spec, result = train_cases[name]
     _check(result, spec["expected"], spec["out"], spec["kept"])
 
 
 def test_train_refuses_a_read_only_output_dir_before_starting(train_cases):
-    if "read_only_dir" not in train_cases[0]:
+    if "read_only_dir" not in train_cases:
         pytest.skip("cannot make a directory read-only for a child process here")
-    spec, result = train_cases[0]["read_only_dir"]
+    spec, result = train_cases["read_only_dir"]
     _check(result, spec["expected"], None, spec["kept"])
 
 
 def test_train_on_a_full_disk_leaves_no_partial_outputs(train_cases):
-    spec, result = train_cases[0]["disk_full_mid_run"]
+    spec, result = train_cases["disk_full_mid_run"]
     _check(result, spec["expected"], None, {})
     run = Path(spec["args"][-1].split("=", 1)[1])
     assert (run / "network.json").exists()  # the run had started: the error came mid-run
@@ -196,9 +195,7 @@ SEARCH_CASES = {
 }
 
 
-@pytest.fixture(scope="module")
-def search_cases(tmp_path_factory, tiny_idx_dir_module):
-    root = tmp_path_factory.mktemp("search_cases")
+def _search_specs(root: Path, tiny_idx_dir_module: Path) -> list[dict]:
     d = _data_dirs(root / "data", tiny_idx_dir_module)
     cases = {**SEARCH_CASES, "missing_idx_files": ([f"--data_dir={d['empty']}"], [str(d["empty"]), "apt-get install"])}
     specs = []
@@ -206,8 +203,7 @@ def search_cases(tmp_path_factory, tiny_idx_dir_module):
         out = root / "out" / name
         specs.append({"name": name, "expected": expected, "out": out,
                       "args": [*TINY_SEARCH, f"--data_dir={tiny_idx_dir_module}", f"--output_dir={out}", *args]})
-    results = run_cases("bnas_tf.apps.search", [{"args": s["args"]} for s in specs], root)
-    return {s["name"]: (s, r) for s, r in zip(specs, results)}
+    return specs
 
 
 @pytest.mark.parametrize("name", [*SEARCH_CASES, "missing_idx_files"])
@@ -255,13 +251,11 @@ def _lambda_model_file(tmp: Path, marker: Path) -> bytes:
     return (tmp / "evil.h5").read_bytes()
 
 
-@pytest.fixture(scope="module")
-def evaluate_cases(tmp_path_factory, tiny_idx_dir_module):
-    root = tmp_path_factory.mktemp("evaluate_cases")
+def _evaluate_specs(root: Path, tiny_idx_dir_module: Path) -> list[dict]:
     tmp = root / "tmp"
     tmp.mkdir()
     good = _weights(tmp)
-    marker = root / "lambda_ran"
+    marker = root / MARKER
     bad_genotype = json.loads(json.dumps(SPEC))
     bad_genotype["genotype"]["normal"][0][0] = "rm_rf"
     dirs = {
@@ -287,8 +281,45 @@ def evaluate_cases(tmp_path_factory, tiny_idx_dir_module):
         out = root / "out" / name
         specs.append({"name": name, "expected": expected, "out": out, "kept": {model_dir: snapshot(model_dir)},
                       "args": [f"--model_dir={model_dir}", f"--data_dir={tiny_idx_dir_module}", f"--output_dir={out}"]})
-    results = run_cases("bnas_tf.apps.evaluate", [{"args": s["args"]} for s in specs], root)
-    return {s["name"]: (s, r) for s, r in zip(specs, results)}, marker
+    return specs
+
+
+MARKER = "lambda_ran"  # created by the Lambda layer of _lambda_model_file if it ever runs
+
+
+@pytest.fixture(scope="module")
+def cases(tmp_path_factory, tiny_idx_dir_module):
+    """Every case of this module; the three programs' processes run side by side."""
+    root = tmp_path_factory.mktemp("cases")
+    prepare = {"train": _train_specs, "search": _search_specs, "evaluate": _evaluate_specs}
+    specs = {}
+    for program, make in prepare.items():
+        (root / program).mkdir()
+        specs[program] = make(root / program, tiny_idx_dir_module)
+
+    def run(program):
+        payload = [{"args": s["args"], "fsize": s.get("fsize")} for s in specs[program]]
+        # the training runs without root's permission override (its read-only case)
+        return run_cases(f"bnas_tf.apps.{program}", payload, root / program, respect_modes=program == "train")
+
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        results = dict(zip(prepare, pool.map(run, prepare)))
+    return {program: {s["name"]: (s, r) for s, r in zip(specs[program], results[program])} for program in prepare}, root
+
+
+@pytest.fixture(scope="module")
+def train_cases(cases):
+    return cases[0]["train"]
+
+
+@pytest.fixture(scope="module")
+def search_cases(cases):
+    return cases[0]["search"]
+
+
+@pytest.fixture(scope="module")
+def evaluate_cases(cases):
+    return cases[0]["evaluate"], cases[1] / "evaluate" / MARKER
 
 
 EVALUATE_NAMES = [
@@ -305,3 +336,29 @@ def test_evaluate_refuses(evaluate_cases, name):
 
 def test_a_lambda_layer_in_a_weights_file_never_runs(evaluate_cases):
     assert not evaluate_cases[1].exists()
+
+
+# ------------------------------------------------------------------------- zoo weights files
+
+def test_zoo_refuses_a_weights_file_whose_hash_differs_from_the_registry(tmp_path, monkeypatch):
+    """A published file altered after publishing (same size, one byte changed) is refused
+    before use and leaves no copy in the cache; the intact file is accepted."""
+    from bnas_tf.zoo import registry
+
+    zoo_dir, cache = tmp_path / "zoo", tmp_path / "cache"
+    (zoo_dir / "weights").mkdir(parents=True)
+    weights = zoo_dir / "weights" / "BNASFM-tiny.h5"
+    weights.write_bytes(_weights(tmp_path))
+    entry = {"file": "weights/BNASFM-tiny.h5", "sha256": registry.sha256(weights), "network": SPEC}
+    table = {"format_version": registry.FORMAT_VERSION, "models": {"BNASFM": {"weights": {"tiny": entry}}}}
+    monkeypatch.setenv(registry.ZOO_DIR_ENV, str(zoo_dir))
+    monkeypatch.setenv(registry.CACHE_DIR_ENV, str(cache))
+    monkeypatch.delenv(registry.ZOO_URL_ENV, raising=False)
+    good = weights.read_bytes()
+    middle = len(good) // 2
+    weights.write_bytes(good[:middle] + bytes([good[middle] ^ 0xFF]) + good[middle + 1:])
+    with pytest.raises(registry.WeightsHashError, match=f"does not match the registry's {entry['sha256']}"):
+        registry.fetch("BNASFM", "tiny", registry=table)
+    assert not any(p.is_file() for p in cache.rglob("*"))
+    weights.write_bytes(good)
+    assert registry.sha256(registry.fetch("BNASFM", "tiny", registry=table)) == entry["sha256"]
