@@ -123,6 +123,9 @@ class _StepGuard(tf.keras.callbacks.Callback):
         super().__init__()
         self.guard, self.epoch, self.first_step, self.metrics = guard, epoch, first_step, metrics
 
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch  # a fit may run several epochs (a reduction stage)
+
     def on_train_batch_end(self, batch, logs=None):
         step = self.first_step + batch + 1  # steps of this epoch done
         if batch == 0 and self.metrics:
@@ -259,8 +262,12 @@ class RunGuard:
         :class:`Interrupted`. Returns normally when the epoch is complete."""
         if self._bad is not None:
             bad_epoch, step, key, value = self._bad
-            latest = tf.train.latest_checkpoint(str(self.checkpoint_dir))
-            kept = f"the last good checkpoint {latest} is kept" if latest else "no checkpoint had been written yet"
+            latest = tf.train.latest_checkpoint(str(self.checkpoint_dir)) if self.checkpoint else None
+            kept = (
+                f"the last good checkpoint {latest} is kept" if latest
+                else "the last complete checkpoint is kept" if self.checkpoint is None
+                else "no checkpoint had been written yet"
+            )
             raise NonFiniteLoss(
                 f"{self.program}: {key} became {value} at {self._where(bad_epoch, step)}; stopped "
                 f"without writing anything: {kept}. Lower --learning_rate (or clip gradients) and "
@@ -268,16 +275,18 @@ class RunGuard:
                 bad_epoch,
                 step,
             )
-        if self.signum is None or not self._stopped_early:
+        if self.signum is None:
             return
         step = self._steps_done
-        if self.checkpoint is None:
+        if self.checkpoint is None:  # the unit of resumption is larger than this fit
             raise Interrupted(
                 f"{self.program} stopped by {_name(self.signum)} at {self._where(epoch, step)}; the "
                 "unfinished part is abandoned and the last complete checkpoint is kept.",
                 self.signum,
                 None,
             )
+        if not self._stopped_early:
+            return  # the epoch was complete: committed() stops the run after saving it
         name = f"interrupted-{epoch}-{step}"
         old = self._interruption()
         self.checkpoint.write(str(self.checkpoint_dir / name))  # files first, then the pointer

@@ -98,6 +98,7 @@ import numpy as np
 import tensorflow as tf
 
 from bnas_tf import data as data_lib
+from bnas_tf import faults
 from bnas_tf import genotype as genotype_lib
 from bnas_tf import ops as ops_lib
 from bnas_tf.genotype import Genotype
@@ -814,67 +815,77 @@ def run_reduction_search(
     eval_pairs = data_lib.search_splits(config.dataset, seed=config.seed, **split).take(eval_take)
     eval_batches = [(x_a, y_a) for _, (x_a, y_a) in eval_pairs]
 
+    # A signal abandons the stage under way (stages are the unit of resumption); a
+    # non-finite loss stops the search before the stage is saved.
+    guard = faults.RunGuard(None, output_dir, steps_per_epoch=steps, program="bnas-search")
     started = time.time()
-    while not state.done:
-        stage_started = time.time()
-        stage = state.stage
-        before = state.active_ops
-        net = build_stage_supernet(config, info.num_classes, info.input_shape, total_steps, before)
-        copied = transfer_weights(prev, net) if prev is not None else 0
-        first_epoch = stage * reduction.stage_epochs
-        net.optimizer.iterations.assign(first_epoch * steps)  # continue the schedule
-        history = net.fit(
-            _epoch_pairs(config, split, first_epoch, reduction.stage_epochs, steps),
-            steps_per_epoch=steps,
-            initial_epoch=first_epoch,
-            epochs=first_epoch + reduction.stage_epochs,
-            verbose=config.verbose,
-        )
-        train_time = time.time() - stage_started
-        smaller = state.o_smaller(net)
-        samples: list[dict] = []
-        accuracies: list[float] = []
-        if max(len(ops) for cell in CELL_TYPES for ops in smaller[cell]) > 1:
-            samples = state.sample_architectures(smaller)
-            accuracies = state.evaluate_samples(net, samples, eval_batches)
-        likelihoods = state.update_scores(smaller, samples, accuracies)
-        removed = state.remove_worst(net)
-        for r in removed:
-            log(
-                f"stage {r['stage']}: {r['cell']} edge {r['edge']}: removed {r['op']} "
-                f"(score {r['score']:.6f})"
+    with guard:
+        while not state.done:
+            stage_started = time.time()
+            stage = state.stage
+            before = state.active_ops
+            net = build_stage_supernet(config, info.num_classes, info.input_shape, total_steps, before)
+            copied = transfer_weights(prev, net) if prev is not None else 0
+            first_epoch = stage * reduction.stage_epochs
+            net.optimizer.iterations.assign(first_epoch * steps)  # continue the schedule
+            pairs, guards = guard.epoch(
+                first_epoch, _epoch_pairs(config, split, first_epoch, reduction.stage_epochs, steps)
             )
-        stages.append(
-            {
-                "stage": stage,
-                "epochs": [first_epoch, first_epoch + reduction.stage_epochs],
-                "active_ops": before,
-                "weights_transferred": copied,
-                "train": {k: [float(x) for x in v] for k, v in history.history.items()},
-                "o_smaller": _jsonable_ops(smaller),
-                "samples": samples,
-                "accuracies": accuracies,
-                "likelihoods": likelihoods,
-                "removals": removed,
-                "train_time_s": train_time,
-                "wall_time_s": time.time() - stage_started,
-            }
-        )
-        # Checkpoint first, then the state that points at it.
-        tf.train.Checkpoint(model=net).write(str(checkpoint_dir / f"stage-{state.stage}"))
-        write_json(
-            output_dir / STATE_FILE,
-            {
-                "reduction": state.state_dict(),
-                "stages": stages,
-                "total_stages": total_stages,
-                "trained_ops": before,
-            },
-        )
-        for stale in checkpoint_dir.glob(f"stage-{state.stage - 1}.*"):
-            stale.unlink()  # only the last stage's supernet is needed to resume
-        prev = net
-        log(f"stage {stage}: {len(removed)} ops removed in {stages[-1]['wall_time_s']:.1f} s")
+            history = net.fit(
+                pairs,
+                steps_per_epoch=steps,
+                initial_epoch=first_epoch,
+                epochs=first_epoch + reduction.stage_epochs,
+                verbose=config.verbose,
+                callbacks=guards,
+            )
+            guard.check(first_epoch + reduction.stage_epochs - 1)  # NaN loss or signal: nothing saved
+            train_time = time.time() - stage_started
+            smaller = state.o_smaller(net)
+            samples: list[dict] = []
+            accuracies: list[float] = []
+            if max(len(ops) for cell in CELL_TYPES for ops in smaller[cell]) > 1:
+                samples = state.sample_architectures(smaller)
+                accuracies = state.evaluate_samples(net, samples, eval_batches)
+            likelihoods = state.update_scores(smaller, samples, accuracies)
+            removed = state.remove_worst(net)
+            for r in removed:
+                log(
+                    f"stage {r['stage']}: {r['cell']} edge {r['edge']}: removed {r['op']} "
+                    f"(score {r['score']:.6f})"
+                )
+            stages.append(
+                {
+                    "stage": stage,
+                    "epochs": [first_epoch, first_epoch + reduction.stage_epochs],
+                    "active_ops": before,
+                    "weights_transferred": copied,
+                    "train": {k: [float(x) for x in v] for k, v in history.history.items()},
+                    "o_smaller": _jsonable_ops(smaller),
+                    "samples": samples,
+                    "accuracies": accuracies,
+                    "likelihoods": likelihoods,
+                    "removals": removed,
+                    "train_time_s": train_time,
+                    "wall_time_s": time.time() - stage_started,
+                }
+            )
+            # Checkpoint first, then the state that points at it.
+            tf.train.Checkpoint(model=net).write(str(checkpoint_dir / f"stage-{state.stage}"))
+            write_json(
+                output_dir / STATE_FILE,
+                {
+                    "reduction": state.state_dict(),
+                    "stages": stages,
+                    "total_stages": total_stages,
+                    "trained_ops": before,
+                },
+            )
+            for stale in checkpoint_dir.glob(f"stage-{state.stage - 1}.*"):
+                stale.unlink()  # only the last stage's supernet is needed to resume
+            guard.committed(first_epoch + reduction.stage_epochs - 1)  # a signal after fit stops here
+            prev = net
+            log(f"stage {stage}: {len(removed)} ops removed in {stages[-1]['wall_time_s']:.1f} s")
     wall_time = time.time() - started
 
     genotype = state.genotype(prev, allow_none=config.allow_none)

@@ -203,6 +203,12 @@ def _search_specs(root: Path, tiny_idx_dir_module: Path) -> list[dict]:
         out = root / "out" / name
         specs.append({"name": name, "expected": expected, "out": out,
                       "args": [*TINY_SEARCH, f"--data_dir={tiny_idx_dir_module}", f"--output_dir={out}", *args]})
+    # Not bad input but a fault, run here to share the process: a NaN loss in the first
+    # stage of a search with operation space reduction (stages are its checkpoints).
+    out = root / "out" / "reduction_nan"
+    specs.append({"name": "reduction_nan", "expected": ["loss became nan at epoch 1, step 2 (global step 2)"],
+                  "out": None, "args": [*TINY_SEARCH, f"--data_dir={tiny_idx_dir_module}", f"--output_dir={out}",
+                                        "--operation_space_reduction", "--learning_rate=1e38"]})
     return specs
 
 
@@ -362,3 +368,12 @@ def test_zoo_refuses_a_weights_file_whose_hash_differs_from_the_registry(tmp_pat
     assert not any(p.is_file() for p in cache.rglob("*"))
     weights.write_bytes(good)
     assert registry.sha256(registry.fetch("BNASFM", "tiny", registry=table)) == entry["sha256"]
+
+
+def test_reduction_search_stops_on_a_nan_loss_before_saving_the_stage(search_cases):
+    spec, result = search_cases["reduction_nan"]
+    _check(result, spec["expected"], None, {})
+    run = Path(spec["args"][-3].split("=", 1)[1])
+    left = {str(p.relative_to(run)) for p in run.rglob("*") if p.is_file()}
+    assert "bnas_run.json" in left  # the search had started
+    assert not any(name.startswith(("genotype", "metrics", "reduction_state", "checkpoints/")) for name in left), left
