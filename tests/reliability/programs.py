@@ -8,7 +8,8 @@ flag parsing, validation and exit status are the program's own. ``fsize`` limits
 size of any file written during the case (``RLIMIT_FSIZE``, SIGXFSZ ignored): with 0,
 every write fails, as on a full disk. One process for all cases saves a TensorFlow
 import per case. The results are ``{"code", "out", "err"}`` per case, ``code`` being
-the exit status the program's process would have had.
+the exit status the program's process would have had. With ``$BNAS_LOGICAL_CPUS`` set,
+the CPU is split into that many logical devices first (replicas for ``--strategy``).
 """
 
 import bnas_tf  # noqa: F401  (Keras 2 before TensorFlow)
@@ -17,6 +18,7 @@ import contextlib
 import importlib
 import io
 import json
+import os
 import resource
 import signal
 import sys
@@ -48,6 +50,12 @@ def _exit_code(error: SystemExit) -> int:
 
 def main() -> None:
     module_name, cases_path, results_path = sys.argv[1:4]
+    if os.environ.get("BNAS_LOGICAL_CPUS"):  # e.g. 2: --strategy=mirrored then has 2 replicas
+        import tensorflow as tf
+
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        count = int(os.environ["BNAS_LOGICAL_CPUS"])
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * count)
     module = importlib.import_module(module_name)
     module.define_flags()
     with open(cases_path) as f:

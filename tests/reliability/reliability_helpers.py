@@ -69,15 +69,20 @@ def run_program(module: str, *args: str, fault: str | None = None, timeout: int 
     return subprocess.run(command, cwd=ROOT, env=environment, capture_output=True, text=True, timeout=timeout)
 
 
-def run_cases(module: str, cases: list[dict], work: Path, *, respect_modes: bool = False) -> list[dict]:
-    """Run ``cases`` (``{"args": [...], "fsize": n}``) of one program; their results in order."""
+def run_cases(
+    module: str, cases: list[dict], work: Path, *, respect_modes: bool = False, logical_cpus: int | None = None
+) -> list[dict]:
+    """Run ``cases`` (``{"args": [...], "fsize": n}``) of one program; their results in order.
+
+    ``respect_modes``: run without root's permission override; ``logical_cpus``: split
+    the CPU into that many devices (replicas of ``--strategy=mirrored``)."""
     work.mkdir(parents=True, exist_ok=True)
     cases_path, results_path = work / f"{module}.cases.json", work / f"{module}.results.json"
     cases_path.write_text(json.dumps(cases))
     process = subprocess.run(
         [sys.executable, str(HERE / "programs.py"), module, str(cases_path), str(results_path)],
-        cwd=ROOT, env=env(), capture_output=True, text=True, timeout=600,
-        preexec_fn=_drop_dac_override if respect_modes else None,
+        cwd=ROOT, env={**env(), **({"BNAS_LOGICAL_CPUS": str(logical_cpus)} if logical_cpus else {})},
+        capture_output=True, text=True, timeout=600, preexec_fn=_drop_dac_override if respect_modes else None,
     )
     assert process.returncode == 0 and results_path.exists(), process.stderr[-4000:]
     return json.loads(results_path.read_text())

@@ -6,7 +6,8 @@ test checks the exit status, that the message names the problem (flag, file, op,
 value), that its ``--output_dir`` was not created (validation comes before the run
 directory) and that every file that existed before is unchanged, byte for byte.
 The training harness runs without root's permission override, so a read-only
-directory is read-only for it.
+directory is read-only for it, and with its CPU split into 2 logical devices, so that
+``--strategy=mirrored`` has 2 replicas.
 """
 
 import bnas_tf  # noqa: F401  (Keras 2 before TensorFlow)
@@ -108,6 +109,8 @@ def _train_specs(root: Path, tiny_idx_dir_module: Path) -> list[dict]:
         "zero_learning_rate": (["--learning_rate=0"], ["--learning_rate must be positive, got 0.0"]),
         "zero_batch": (["--batch_size=0"], ["--batch_size must be positive, got 0"]),
         "batch_larger_than_data": (["--batch_size=128"], ["--batch_size=128", "64"]),
+        "batch_not_divisible_by_replicas": (["--strategy=mirrored", "--batch_size=7"],
+                                            ["--batch_size=7", "2 replicas", "multiple of 2"]),
         "unknown_optimizer": (["--optimizer=lbfgs"], ["--optimizer must be 'sgd' or 'adam'", "lbfgs"]),
         "unknown_dataset": (["--dataset=cifar11"], ["Unknown dataset 'cifar11'"]),
         "missing_idx_files": ([f"--data_dir={d['empty']}"], [str(d["empty"]), "apt-get install"]),
@@ -151,6 +154,7 @@ def _train_specs(root: Path, tiny_idx_dir_module: Path) -> list[dict]:
 TRAIN_NAMES = [
     "malformed_genotype", "truncated_genotype", "unknown_op", "input_out_of_range", "other_search_space",
     "op_of_another_space", "not_a_genotype", "negative_epochs", "zero_learning_rate", "zero_batch", "batch_larger_than_data",
+    "batch_not_divisible_by_replicas",
     "unknown_optimizer", "unknown_dataset", "missing_idx_files", "truncated_idx_gzip", "bad_idx_magic",
     "unknown_flag", "missing_flagfile", "existing_run", "overwrite_foreign_dir", "disk_full",
 ]
@@ -306,7 +310,8 @@ def cases(tmp_path_factory, tiny_idx_dir_module):
     def run(program):
         payload = [{"args": s["args"], "fsize": s.get("fsize")} for s in specs[program]]
         # the training runs without root's permission override (its read-only case)
-        return run_cases(f"bnas_tf.apps.{program}", payload, root / program, respect_modes=program == "train")
+        return run_cases(f"bnas_tf.apps.{program}", payload, root / program, respect_modes=program == "train",
+                         logical_cpus=2 if program == "train" else None)
 
     with ThreadPoolExecutor(max_workers=3) as pool:
         results = dict(zip(prepare, pool.map(run, prepare)))
