@@ -32,12 +32,12 @@ def _pct(x: float | None, digits: int = 2) -> str:
 
 
 def _compact(genotype: dict) -> str:
-    """``normal: op<in op<in | ... ; reduce: ...`` (``bin_`` dropped; nodes separated by ``|``)."""
+    """``normal: op<in op<in / ... ; reduce: ...`` (``bin_`` dropped; nodes separated by ``/``)."""
     cells = []
     for cell in ("normal", "reduce"):
         edges = [f"{op.replace('bin_', '')}<{j}" for op, j in genotype[cell]]
         nodes = [" ".join(edges[i:i + 2]) for i in range(0, len(edges), 2)]
-        cells.append(f"{cell}: " + " | ".join(nodes))
+        cells.append(f"{cell}: " + " / ".join(nodes))
     return "; ".join(cells)
 
 
@@ -108,6 +108,13 @@ def search_cost_section(data: dict, path: Path) -> list[str]:
             f"| {name} | {s['epochs_run']} | {s['wall_s']:.0f} | {s['cpu_s']:.0f} | {s['peak_rss_gb']:.2f} | "
             f"{s['rss_before_search_gb']:.2f} | {'–' if share is None else f'{100 * share:.0f} %'} | "
             f"{C.fmt_acc(t['accuracy_mean'], t['accuracy_std'], t['seeds'])} | `{_compact(s['genotype'])}` |")
+    for name, e in data["searches"].items():
+        genotype = e["search"]["genotype"]
+        nones = sum(op == "none" for cell in ("normal", "reduce") for op, _ in genotype[cell])
+        if nones and not e["search"].get("spec", {}).get("config", {}).get("allow_none", True):
+            lines += ["", f"Note: the `{name}` search ran with `allow_none=False`, yet its genotype has {nones} "
+                          "`none` edge(s): the operation space reduction can leave `none` as an edge's last op, "
+                          "and a node whose candidate edges are too few must then take it (`bnas_tf/search/reduction.py`)."]
     if "chen_wall_over_darts" in data:
         s = data["searches"]
         cpu = s["chen"]["search"]["cpu_s"] / s["darts"]["search"]["cpu_s"]
@@ -136,6 +143,11 @@ def ablation_section(data: dict, path: Path) -> list[str]:
                 f"| {name} | {C.fmt_acc(e['trained']['accuracy_mean'], e['trained']['accuracy_std'], e['trained']['seeds'])}"
                 f" | {drop} | {same} | "
                 f"{e['trained']['memory_kib']:.1f} | {e['search']['wall_s']:.0f} |")
+        if "full" in data["kim"] and "no_skip" in data["kim"]:
+            lines += ["", f"Without inter-cell skips the network's memory falls from "
+                          f"{data['kim']['full']['trained']['memory_kib']:.1f} to "
+                          f"{data['kim']['no_skip']['trained']['memory_kib']:.1f} KiB: most of the Kim template's memory "
+                          "is its full-precision 2x2 skip convolutions in the reduction cells."]
         lines.append("")
     if data.get("chen"):
         lines += ["Chen et al., 2 x 2 (channel sampling K=4 / K=1, operation space reduction on / off), equal epochs:",
