@@ -559,6 +559,22 @@ def recalibrate_batch_norm(model, images) -> int:
     return len(layers)
 
 
+def _model_spec(spec: dict) -> dict:
+    return {k: v for k, v in spec.items() if k not in ("status", "profile", "why", "errors")}
+
+
+def _train_unit(budget: Budget, spec: dict, seed: int) -> dict:
+    return {"model": spec, "seed": seed, "train": dataclasses.asdict(_train_config(budget, seed)),
+            "bn_recalibration_momentum": RECALIBRATION_MOMENTUM}
+
+
+def is_cached_training(budget: Budget, name: str, spec: dict) -> bool:
+    """Whether :func:`train_and_measure` would read every seed of ``name`` from the cache."""
+    spec = _model_spec(spec)
+    return all((CACHE / budget.name / "train" / f"{name}-{_key(_train_unit(budget, spec, seed))}.json").exists()
+               for seed in budget.seeds)
+
+
 def train_and_measure(budget: Budget, name: str, spec: dict, fresh: bool = False) -> dict:
     """Train ``spec`` once per seed of the budget (each cached); accuracy mean and spread.
 
@@ -566,11 +582,10 @@ def train_and_measure(budget: Budget, name: str, spec: dict, fresh: bool = False
     (sample standard deviation; 0 with one seed), ``accuracy_min``/``max``, the
     ``profile`` (parameters, memory, MACs by precision) and mean training time.
     """
-    spec = {k: v for k, v in spec.items() if k not in ("status", "profile", "why", "errors")}
+    spec = _model_spec(spec)
     runs = []
     for seed in budget.seeds:
-        unit = {"model": spec, "seed": seed, "train": dataclasses.asdict(_train_config(budget, seed)),
-                "bn_recalibration_momentum": RECALIBRATION_MOMENTUM}
+        unit = _train_unit(budget, spec, seed)
         runs.append(cached(budget, "train", name, unit, lambda: train_once(spec, budget, seed), fresh))
     accuracies = [r["test_accuracy"] for r in runs]
     mean = sum(accuracies) / len(accuracies)

@@ -38,10 +38,13 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--part", choices=("kim", "chen", "both"), default="both")
     parser.add_argument("--only_cached_searches", action="store_true",
                         help="run no search: variants whose search is not in the cache are listed as not run")
+    parser.add_argument("--only_cached", action="store_true",
+                        help="run nothing: collect the cached searches and trainings only")
     args = parser.parse_args(argv)
     budget = C.BUDGETS[args.budget]
     out = C.results_path("ablations", budget, args.output)
     not_run: list[str] = []
+    args.only_cached_searches = args.only_cached_searches or args.only_cached
 
     def search_unit(name: str) -> dict | None:
         if args.only_cached_searches and not C.is_cached_search(budget, name):
@@ -68,8 +71,11 @@ def main(argv: list[str] | None = None) -> dict:
             spec = C.family_spec(budget, "kim", search["genotype"], **({"inter_cell_skip": False}
                                                                          if variant == "no_skip" else {}))
             # "full" is search_cost.py's searched_kim training (same name: the cache is shared).
-            trained = C.train_and_measure(budget, "searched_kim" if variant == "full" else f"kim_{variant}", spec,
-                                          args.fresh)
+            name = "searched_kim" if variant == "full" else f"kim_{variant}"
+            if args.only_cached and not C.is_cached_training(budget, name, spec):
+                not_run.append(f"{variant} (training)")
+                continue
+            trained = C.train_and_measure(budget, name, spec, args.fresh)
             payload["kim"][variant] = {"search": _search_row(search), "trained": C.row(trained, "ablation"),
                                        "genotype": search["genotype"]}
             C.write_results(out, payload)
@@ -85,15 +91,18 @@ def main(argv: list[str] | None = None) -> dict:
             search = search_unit(name)
             if search is None:
                 continue
-            trained = C.train_and_measure(budget, f"searched_{name}", C.family_spec(budget, name, search["genotype"]),
-                                          args.fresh)
+            spec = C.family_spec(budget, name, search["genotype"])
+            if args.only_cached and not C.is_cached_training(budget, f"searched_{name}", spec):
+                not_run.append(f"{name} (training)")
+                continue
+            trained = C.train_and_measure(budget, f"searched_{name}", spec, args.fresh)
             payload["chen"][name] = {"search": _search_row(search), "trained": C.row(trained, "ablation"),
                                      "genotype": search["genotype"]}
             C.write_results(out, payload)
         if "darts" in payload["chen"]:
             base = payload["chen"]["darts"]["search"]["wall_s"]
             payload["chen_wall_over_darts"] = {n: e["search"]["wall_s"] / base for n, e in payload["chen"].items()}
-    payload["not_run"] = [{"search": n, "why": "search not run at this budget in this session (--only_cached_searches)"}
+    payload["not_run"] = [{"search": n, "why": "not run at this budget in this session (time)"}
                           for n in dict.fromkeys(not_run)]
     payload["machine"]["load_average_end"] = C.machine_info()["load_average"]
     C.write_results(out, payload)

@@ -36,6 +36,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     C.add_budget_args(parser)
     parser.add_argument("--skip_zoo", action="store_true", help="leave the larq-zoo baselines out")
+    parser.add_argument("--only_cached", action="store_true",
+                        help="train nothing: collect cached trainings, list the others as not run")
     args = parser.parse_args(argv)
     budget = C.BUDGETS[args.budget]
     out = C.results_path("accuracy_vs_memory", budget, args.output)
@@ -43,7 +45,15 @@ def main(argv: list[str] | None = None) -> dict:
                "command": " ".join(["benchmarks/accuracy_vs_memory.py", *(argv or sys.argv[1:])]),
                "rows": [], "left_out": [], "genotypes": {}}
 
-    def add(entry: dict, group: str) -> None:
+    def train(name: str, spec: dict) -> dict | None:
+        if args.only_cached and not C.is_cached_training(budget, name, spec):
+            payload["left_out"].append({"name": name, "why": "not trained at this budget in this session (time)"})
+            return None
+        return C.train_and_measure(budget, name, spec, args.fresh)
+
+    def add(entry: dict | None, group: str) -> None:
+        if entry is None:
+            return
         payload["rows"].append({**C.row(entry, group), "runs": entry["runs"]})
         payload["summary"] = summarize(payload["rows"])  # kept current: an interrupted run is reported
         C.write_results(out, payload)
@@ -56,8 +66,7 @@ def main(argv: list[str] | None = None) -> dict:
     for seed in range(budget.random_genotypes):
         genotype = random_genotype(seed, "bnas_kim").to_dict()
         payload["genotypes"][f"random_{seed}"] = genotype
-        add(C.train_and_measure(budget, f"random_{seed}", C.genotype_spec(budget, genotype, source=f"random:{seed}"),
-                                args.fresh), "random")
+        add(train(f"random_{seed}", C.genotype_spec(budget, genotype, source=f"random:{seed}")), "random")
 
     if not args.skip_zoo:
         for module, model in C.ZOO_MODELS:
@@ -67,23 +76,20 @@ def main(argv: list[str] | None = None) -> dict:
                                             "input_size": spec.get("input_size")})
                 C.write_results(out, payload)
                 continue
-            entry = C.train_and_measure(budget, model, spec, args.fresh)
-            add({**entry, "name": f"{model}@{spec['input_size']}"}, "zoo")
+            entry = train(model, spec)
+            add(entry and {**entry, "name": f"{model}@{spec['input_size']}"}, "zoo")
 
     searches = {name: C.run_search_unit(budget, name, args.fresh) for name in ("kim", "chen")}
     for name, search in searches.items():
         payload["genotypes"][f"searched_{name}"] = search["genotype"]
-        add(C.train_and_measure(budget, f"searched_{name}", C.family_spec(budget, name, search["genotype"]),
-                                args.fresh), "searched")
-    add(C.train_and_measure(budget, "full_precision_kim",
-                            C.family_spec(budget, "kim", searches["kim"]["genotype"], full_precision=True),
-                            args.fresh), "full_precision")
+        add(train(f"searched_{name}", C.family_spec(budget, name, search["genotype"])), "searched")
+    add(train("full_precision_kim", C.family_spec(budget, "kim", searches["kim"]["genotype"], full_precision=True)),
+        "full_precision")
 
     if DEMO_GENOTYPE.exists():
         demo = json.loads(DEMO_GENOTYPE.read_text())
         payload["genotypes"]["searched_demo"] = demo
-        add(C.train_and_measure(budget, "searched_demo", C.genotype_spec(budget, demo, source=str(DEMO_GENOTYPE)),
-                                args.fresh), "searched")
+        add(train("searched_demo", C.genotype_spec(budget, demo, source=str(DEMO_GENOTYPE))), "searched")
     else:
         payload["left_out"].append({"name": "searched_demo", "why": f"{DEMO_GENOTYPE} missing (run make demo)"})
 
