@@ -28,9 +28,9 @@ from larq_zoo.core import utils as zoo_utils
 
 from bnas_tf import ops as ops_lib
 from bnas_tf.genotype import Genotype
-from bnas_tf.quantizers import get_binarization
+from bnas_tf.layers import binary_conv2d
+from bnas_tf.quantizers import Binarization, get_binarization
 
-import larq as lq
 
 __all__ = ["build_network", "DropPath", "set_drop_path_progress", "seed_drop_path", "STEMS", "min_input_size"]
 
@@ -105,14 +105,9 @@ def min_input_size(stem: str) -> int:
 
 def _binary_conv(x, channels, kernel, stride, binarization, name):
     x = tf.keras.layers.BatchNormalization(name=f"{name}_bn")(x)
-    return lq.layers.QuantConv2D(
-        channels,
-        kernel,
-        strides=stride,
-        padding="same",
-        use_bias=False,
+    return binary_conv2d(
+        binarization, channels, kernel, strides=stride, padding="same", use_bias=False,
         name=f"{name}_conv",
-        **binarization.layer_kwargs(),
     )(x)
 
 
@@ -191,7 +186,7 @@ def build_network(
     input_shape: tuple[int, int, int] | None = (32, 32, 3),
     input_tensor: tf.Tensor | None = None,
     stem: str = "cifar",
-    binarization: str = "sign_scale",
+    binarization: str | Binarization = "sign_scale",
     auxiliary: bool = False,
     drop_path_rate: float = 0.0,
     inter_cell_skip: bool = True,

@@ -29,6 +29,7 @@ from bnas_tf import distribute
 from bnas_tf import faults
 from bnas_tf import genotype as genotype_lib
 from bnas_tf.network import build_network, seed_drop_path, set_drop_path_progress
+from bnas_tf.quantizers import binarization_of
 from bnas_tf.runs import atomic_path, read_json, write_json
 
 __all__ = [
@@ -66,6 +67,8 @@ class TrainConfig:
     init_channels: int = 36
     stem: str = "cifar"
     binarization: str = "sign_scale"
+    xnor_activation_scale: bool = False
+    pcnn_lambda: float = 1e-4
     inter_cell_skip: bool = True
     epochs: int = 600
     batch_size: int = 256
@@ -99,6 +102,7 @@ class TrainConfig:
             raise ValueError(f"--label_smoothing must be in [0, 1), got {self.label_smoothing}.")
         if self.auxiliary_weight < 0 or self.weight_decay < 0:
             raise ValueError("--auxiliary_weight and --weight_decay must be >= 0.")
+        binarization_of(self)
         if self.strategy not in distribute.STRATEGIES:
             raise ValueError(f"--strategy must be one of {', '.join(distribute.STRATEGIES)}, got {self.strategy!r}.")
         data_lib.info(self.dataset)
@@ -168,6 +172,8 @@ def _network_spec(config: TrainConfig, genotype: genotype_lib.Genotype) -> dict:
         "input_shape": list(info.input_shape),
         "stem": config.stem,
         "binarization": config.binarization,
+        "xnor_activation_scale": config.xnor_activation_scale,
+        "pcnn_lambda": config.pcnn_lambda,
         "inter_cell_skip": config.inter_cell_skip,
         "dataset": config.dataset,
     }
@@ -181,7 +187,7 @@ def build_from_spec(spec: dict, **overrides) -> tf.keras.Model:
         "num_classes": spec["num_classes"],
         "input_shape": tuple(spec["input_shape"]),
         "stem": spec["stem"],
-        "binarization": spec["binarization"],
+        "binarization": binarization_of(spec),
         "inter_cell_skip": spec.get("inter_cell_skip", True),
     }
     kwargs.update(overrides)

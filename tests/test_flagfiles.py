@@ -20,7 +20,8 @@ FLAGFILES = sorted(  # bnas-tune's tune_*.cfg: tests/test_tuner.py
 
 @pytest.mark.parametrize("path", FLAGFILES, ids=lambda p: p.name)
 def test_flagfile_parses_and_validates(path):
-    is_train = "train" in path.name
+    # Training flagfiles: *train*.cfg and the zoo's training runs (zoo_*.cfg, bnas-train flags).
+    is_train = "train" in path.name or path.name.startswith("zoo_")
     app, config_cls = (train_app, TrainConfig) if is_train else (search_app, SearchConfig)
     flag_values = flags.FlagValues()
     app.define_flags(flag_values)

@@ -24,6 +24,8 @@ HELP = {
     "init_channels": "Channels of the first cells.",
     "stem": "cifar or imagenet.",
     "binarization": "sign_scale, xnor or pcnn.",
+    "xnor_activation_scale": "XNOR-Net's activation scaling map K on every binary convolution (xnor only).",
+    "pcnn_lambda": "Weight lambda of PCNN's projection loss (pcnn only).",
     "inter_cell_skip": "Kim et al.'s skip connections between cells.",
     "epochs": "Training epochs.",
     "batch_size": "Batch size.",

@@ -29,6 +29,7 @@ from bnas_tf import distribute
 from bnas_tf import faults
 from bnas_tf import genotype as genotype_lib
 from bnas_tf.genotype import Genotype
+from bnas_tf.quantizers import binarization_of
 from bnas_tf.runs import write_json
 from bnas_tf.search.supernet import Supernet, default_optimizers
 
@@ -50,6 +51,8 @@ class SearchConfig:
     init_channels: int = 16
     search_space: str = "bnas_kim"
     binarization: str = "sign_scale"
+    xnor_activation_scale: bool = False
+    pcnn_lambda: float = 1e-4
     partial_channels: int = 1
     edge_normalization: bool | None = None
     inter_cell_skip: bool = True
@@ -110,6 +113,7 @@ class SearchConfig:
             raise ValueError(f"--strategy must be one of {', '.join(distribute.STRATEGIES)}, got {self.strategy!r}.")
         if self.strategy != "default" and (self.unrolled or self.operation_space_reduction):
             raise ValueError("--unrolled and --operation_space_reduction run on one device: use --strategy=default.")
+        binarization_of(self)
         data_lib.info(self.dataset)
         return self
 
@@ -151,7 +155,7 @@ def _make_supernet(config, num_classes, input_shape, total_steps, active_ops) ->
         layers=config.layers,
         init_channels=config.init_channels,
         search_space=config.search_space,
-        binarization=config.binarization,
+        binarization=binarization_of(config),
         partial_channels=config.partial_channels,
         edge_normalization=config.edge_normalization,
         inter_cell_skip=config.inter_cell_skip,
