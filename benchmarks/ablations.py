@@ -15,11 +15,14 @@ plain), ``darts`` (neither; plain binary DARTS). Reported: search wall time, pea
 and the accuracy of the genotype after the same training.
 
     python benchmarks/ablations.py --budget=cpu-small
+    # later, only what an earlier run left out, kept beside its rows:
+    python benchmarks/ablations.py --budget=cpu-small --merge --variants=chen_no_sampling,chen_no_reduction
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
 import _common as C
@@ -40,11 +43,19 @@ def main(argv: list[str] | None = None) -> dict:
                         help="run no search: variants whose search is not in the cache are listed as not run")
     parser.add_argument("--only_cached", action="store_true",
                         help="run nothing: collect the cached searches and trainings only")
+    parser.add_argument("--variants", default=None,
+                        help="comma-separated variants to run (default: all of --part), e.g. chen_no_sampling")
+    parser.add_argument("--merge", action="store_true",
+                        help="keep the rows of the existing results file for the variants not run now")
     args = parser.parse_args(argv)
     budget = C.BUDGETS[args.budget]
     out = C.results_path("ablations", budget, args.output)
     not_run: list[str] = []
     args.only_cached_searches = args.only_cached_searches or args.only_cached
+    selected = set(KIM + CHEN) if args.variants is None else set(args.variants.split(","))
+    unknown = selected - set(KIM + CHEN)
+    if unknown:
+        parser.error(f"--variants: unknown {sorted(unknown)}; choose from {', '.join(KIM + CHEN)}")
 
     def search_unit(name: str) -> dict | None:
         if args.only_cached_searches and not C.is_cached_search(budget, name):
@@ -55,6 +66,13 @@ def main(argv: list[str] | None = None) -> dict:
     payload = {"study": "ablations", "budget": C.budget_dict(budget), "machine": C.machine_info(),
                "command": " ".join(["benchmarks/ablations.py", *(argv or sys.argv[1:])]),
                "kim": {}, "chen": {}, "kim_paper_cifar10": KIM_PAPER}
+    if args.merge and out.exists():
+        # Rows of the variants not selected now come from the earlier run, with its machine line.
+        earlier = json.loads(out.read_text())
+        for part in ("kim", "chen"):
+            payload[part] = {n: e for n, e in earlier.get(part, {}).items() if n not in selected}
+        payload["earlier_rows"] = {"machine": earlier.get("machine"), "command": earlier.get("command"),
+                                   "variants": sorted(n for p in ("kim", "chen") for n in payload[p])}
 
     # The searches no other study runs first (search_cost.py runs kim, chen and darts), so
     # that this script can run beside search_cost.py without searching anything twice.
@@ -62,9 +80,10 @@ def main(argv: list[str] | None = None) -> dict:
     for part in ("kim", "chen"):
         if args.part in (part, "both"):
             for name in own[part]:
-                search_unit(name)
+                if name.removeprefix("kim_") in selected or name in selected:
+                    search_unit(name)
     if args.part in ("kim", "both"):
-        for variant in KIM:
+        for variant in (v for v in KIM if v in selected):
             search = search_unit(KIM_SEARCH[variant])
             if search is None:
                 continue
@@ -87,7 +106,7 @@ def main(argv: list[str] | None = None) -> dict:
                 for v in KIM[1:] if v in payload["kim"]
             }
     if args.part in ("chen", "both"):
-        for name in CHEN:
+        for name in (n for n in CHEN if n in selected):
             search = search_unit(name)
             if search is None:
                 continue
