@@ -56,6 +56,7 @@ def main(argv: list[str] | None = None) -> dict:
     unknown = selected - set(KIM + CHEN)
     if unknown:
         parser.error(f"--variants: unknown {sorted(unknown)}; choose from {', '.join(KIM + CHEN)}")
+    searches = {KIM_SEARCH[v] for v in KIM if v in selected} | {n for n in CHEN if n in selected}
 
     def search_unit(name: str) -> dict | None:
         if args.only_cached_searches and not C.is_cached_search(budget, name):
@@ -80,7 +81,7 @@ def main(argv: list[str] | None = None) -> dict:
     for part in ("kim", "chen"):
         if args.part in (part, "both"):
             for name in own[part]:
-                if name.removeprefix("kim_") in selected or name in selected:
+                if name in searches:
                     search_unit(name)
     if args.part in ("kim", "both"):
         for variant in (v for v in KIM if v in selected):

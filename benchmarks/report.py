@@ -125,15 +125,16 @@ def search_cost_section(data: dict, path: Path) -> list[str]:
 
 
 def ablation_section(data: dict, path: Path) -> list[str]:
-    lines = [f"Source: `{_rel(path)}`, plot `{_rel(path.with_suffix('.png'))}`.  ",
-             _budget_line(data["budget"]) + ".  ", "Machine: " + _machine_line(data["machine"]) + ".", "",
-             f"![ablations](../{_rel(path.with_suffix('.png'))})", ""]
-    if data.get("earlier_rows"):
+    machine = ["Machine: " + _machine_line(data["machine"]) + "."]
+    if data.get("earlier_rows"):  # ablations.py --merge: rows of two runs
         earlier = data["earlier_rows"]
         latest = [n for part in ("kim", "chen") for n in data[part] if n not in earlier["variants"]]
-        lines[2:3] = [f"Machine (rows {', '.join(latest)}, run last): " + _machine_line(data["machine"]) + ".  ",
-                      f"Machine (rows {', '.join(earlier['variants'])}, kept from an earlier run): "
-                      + _machine_line(earlier["machine"]) + "."]
+        machine = [f"Machine (rows {', '.join(latest)}, run last): " + _machine_line(data["machine"]) + ".  ",
+                   f"Machine (rows {', '.join(earlier['variants'])}, kept from an earlier run): "
+                   + _machine_line(earlier["machine"]) + "."]
+    lines = [f"Source: `{_rel(path)}`, plot `{_rel(path.with_suffix('.png'))}`.  ",
+             _budget_line(data["budget"]) + ".  ", *machine, "",
+             f"![ablations](../{_rel(path.with_suffix('.png'))})", ""]
     if data.get("kim"):
         paper = data["kim_paper_cifar10"]
         lines += ["Kim et al. (their CIFAR-10 numbers: "

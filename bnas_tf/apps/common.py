@@ -19,9 +19,17 @@ from bnas_tf.runs import prepare_output_dir
 
 __all__ = [
     "define_config_flags", "config_from_flags", "define_run_flags", "start_run", "check_data",
+    "BINARIZATION_HELP",
 ]
 
 _NONE = "none"
+
+#: Help of the binarization flags, shared by ``bnas-search`` and ``bnas-train``.
+BINARIZATION_HELP = {
+    "binarization": "sign_scale, xnor or pcnn.",
+    "xnor_activation_scale": "XNOR-Net's activation scaling map K on every binary convolution (xnor only).",
+    "pcnn_lambda": "Weight lambda of PCNN's projection loss (pcnn only).",
+}
 
 
 def _kind(annotation: str) -> tuple[str, bool]:

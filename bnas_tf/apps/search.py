@@ -22,9 +22,7 @@ HELP = {
     "layers": "Cells of the supernet.",
     "init_channels": "Channels of the first cells.",
     "search_space": "bnas_kim (Kim et al.) or bnas_darts (Chen et al.).",
-    "binarization": "sign_scale, xnor or pcnn.",
-    "xnor_activation_scale": "XNOR-Net's activation scaling map K on every binary convolution (xnor only).",
-    "pcnn_lambda": "Weight lambda of PCNN's projection loss (pcnn only).",
+    **common.BINARIZATION_HELP,
     "partial_channels": "K of channel sampling (PC-DARTS); 1 = all channels.",
     "edge_normalization": "Learn edge-normalization weights beta (default: on when K > 1).",
     "inter_cell_skip": "Kim et al.'s skip connections between cells.",
@@ -63,8 +61,8 @@ def define_flags(flag_values=flags.FLAGS) -> None:
 def main(argv) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
-    from bnas_tf import distribute
     from bnas_tf import data as data_lib
+    from bnas_tf import distribute
     from bnas_tf import faults
     from bnas_tf.search.driver import SearchConfig, run_search
 
