@@ -335,7 +335,8 @@ def _search_child(config_json: str, out_dir: str) -> None:
     """Child process: one complete search; prints ``MARKER + json``."""
     import bnas_tf  # noqa: F401  (Keras 2 before TensorFlow)
     from bnas_tf.search.driver import SearchConfig, run_search
-    from bnas_tf.search.reduction import ReductionConfig, run_reduction_search
+    from bnas_tf.search.reduction import ReductionConfig
+    from bnas_tf.search.reduction_search import run_reduction_search
 
     config = SearchConfig(**json.loads(config_json))
     rss_before = _status_gb("VmRSS")

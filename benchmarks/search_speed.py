@@ -345,7 +345,8 @@ def single_search(kind: str, epochs: int) -> dict:
     from bnas_tf import ops as ops_lib
     from bnas_tf.search.cell import num_edges
     from bnas_tf.search.driver import SearchConfig, run_search
-    from bnas_tf.search.reduction import ReductionConfig, run_reduction_search
+    from bnas_tf.search.reduction import ReductionConfig
+    from bnas_tf.search.reduction_search import run_reduction_search
 
     ops = list(ops_lib.search_space(TINY_SEARCH["search_space"]))
     if epochs + 1 > len(ops):

@@ -80,7 +80,8 @@ def main(argv) -> None:
     if config.operation_space_reduction:
         from absl import logging
 
-        from bnas_tf.search.reduction import ReductionConfig, run_reduction_search
+        from bnas_tf.search.reduction import ReductionConfig
+        from bnas_tf.search.reduction_search import run_reduction_search
 
         reduction = ReductionConfig(
             stage_epochs=config.stage_epochs,

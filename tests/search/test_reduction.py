@@ -19,13 +19,9 @@ from bnas_tf.genotype import Genotype
 from bnas_tf.ops import SEARCH_SPACES
 from bnas_tf.search import Supernet, default_optimizers
 from bnas_tf.search.driver import SearchConfig
-from bnas_tf.search.reduction import (
-    OperationSpaceReduction,
-    ReductionConfig,
-    run_reduction_search,
-    single_path_alphas,
-    transfer_weights,
-)
+from bnas_tf.search.reduction import OperationSpaceReduction, ReductionConfig, single_path_alphas
+from bnas_tf.search.reduction_search import run_reduction_search
+from bnas_tf.search.transfer import transfer_weights
 
 SPACE = "bnas_kim"
 OPS = SEARCH_SPACES[SPACE]  # 7 ops
