@@ -98,8 +98,10 @@ CONFIGS = {
     "k4": dict(partial_channels=4, share_computation=True, meta_optimizer=True),
     "k1_textbook": dict(partial_channels=1, share_computation=False, meta_optimizer=True),
     "k1_nometa": dict(partial_channels=1, share_computation=True, meta_optimizer=False),
+    "k1_bf16": dict(partial_channels=1, share_computation=True, meta_optimizer=True, dtype_policy="mixed_bfloat16"),
+    "k4_bf16": dict(partial_channels=4, share_computation=True, meta_optimizer=True, dtype_policy="mixed_bfloat16"),
 }
-DEFAULT_CONFIGS = ["k1", "k4", "k1_textbook", "k1_nometa"]
+DEFAULT_CONFIGS = ["k1", "k4", "k1_textbook", "k1_nometa", "k1_bf16", "k4_bf16"]
 
 
 # ---------------------------------------------------------------------- helpers
@@ -256,6 +258,7 @@ def single_step_config(name: str, steps: int, quick: bool) -> dict:
         entropy_lambda=net_spec["entropy_lambda"],
         partial_channels=spec["partial_channels"],
         share_computation=spec["share_computation"],
+        dtype_policy=spec.get("dtype_policy", "float32"),
         seed=0,
     )
     net.compile(**default_optimizers(1000))
@@ -448,6 +451,8 @@ def step_table(results: dict, quick: bool) -> str:
             lines.append(f"| {name} | error: {r['error']} | | | | | | | | | |")
             continue
         label = name + (" (no Grappler meta optimizer)" if not r["meta_optimizer"] else "")
+        if r.get("dtype_policy", "float32") != "float32":
+            label += f" ({r['dtype_policy']})"
         lines.append(
             f"| {label} | {r['partial_channels']} | {'yes' if r['share_computation'] else 'no'} "
             f"| {_f(r['first_step_s'])} ({_f(r['trace_s'])} + {_f(r['first_call_s'])}) "

@@ -24,6 +24,8 @@ HELP = {
     "search_space": "bnas_kim (Kim et al.) or bnas_darts (Chen et al.).",
     **common.BINARIZATION_HELP,
     "partial_channels": "K of channel sampling (PC-DARTS); 1 = all channels.",
+    "dtype_policy": "Keras dtype policy of the supernet's cells: float32, or mixed_bfloat16 (bfloat16 "
+    "activations and convolutions, float32 variables, alpha and losses; fast on CPUs with AVX512-BF16).",
     "edge_normalization": "Learn edge-normalization weights beta (default: on when K > 1).",
     "inter_cell_skip": "Kim et al.'s skip connections between cells.",
     "allow_none": "Let Zeroise (none) win in the derived genotype (Kim: yes, DARTS: no).",

@@ -31,7 +31,7 @@ from bnas_tf import genotype as genotype_lib
 from bnas_tf.genotype import Genotype
 from bnas_tf.quantizers import binarization_of
 from bnas_tf.runs import write_json
-from bnas_tf.search.supernet import Supernet, default_optimizers
+from bnas_tf.search.supernet import DTYPE_POLICIES, Supernet, default_optimizers
 
 __all__ = ["SearchConfig", "SearchResult", "build_supernet", "run_search"]
 
@@ -54,6 +54,7 @@ class SearchConfig:
     xnor_activation_scale: bool = False
     pcnn_lambda: float = 1e-4
     partial_channels: int = 1
+    dtype_policy: str = "float32"
     edge_normalization: bool | None = None
     inter_cell_skip: bool = True
     allow_none: bool = True
@@ -101,6 +102,10 @@ class SearchConfig:
         if not 0 <= self.learning_rate_min <= self.learning_rate:
             raise ValueError(
                 f"--learning_rate_min must be in [0, learning_rate], got {self.learning_rate_min}."
+            )
+        if self.dtype_policy not in DTYPE_POLICIES:
+            raise ValueError(
+                f"--dtype_policy must be one of {', '.join(DTYPE_POLICIES)}, got {self.dtype_policy!r}."
             )
         if self.genotype_selection not in ("best", "last"):
             raise ValueError(f"--genotype_selection must be 'best' or 'last', got {self.genotype_selection!r}.")
@@ -157,6 +162,7 @@ def _make_supernet(config, num_classes, input_shape, total_steps, active_ops) ->
         search_space=config.search_space,
         binarization=binarization_of(config),
         partial_channels=config.partial_channels,
+        dtype_policy=config.dtype_policy,
         edge_normalization=config.edge_normalization,
         inter_cell_skip=config.inter_cell_skip,
         allow_none=config.allow_none,

@@ -123,6 +123,7 @@ class MixedOp(tf.keras.layers.Layer):
         # _branch["op/edge"] -> (layer key, channel slice); op_layers[key] computes it.
         self.op_layers = {}
         self._branch = {}
+        self._widths = {}  # widened conv -> number of edges it serves
         for op in all_ops:
             edges = [e for e, ops in enumerate(self.edge_ops) if op in ops]
             if op == "none":
@@ -132,6 +133,7 @@ class MixedOp(tf.keras.layers.Layer):
                 self._branch.update({f"{op}/{e}": (op, None) for e in edges})
             elif share_computation and op in _WIDENABLE:
                 self.op_layers[op] = build(op, c * len(edges), op)
+                self._widths[op] = len(edges)
                 self._branch.update({f"{op}/{e}": (op, i) for i, e in enumerate(edges)})
             else:
                 for e in edges:
@@ -144,7 +146,8 @@ class MixedOp(tf.keras.layers.Layer):
     def call(self, inputs, weights, training=None):
         x = inputs
         if self.partial_channels > 1:
-            x, rest = x[..., : self.sampled_channels], x[..., self.sampled_channels :]
+            # tf.split, not slicing: the gradient of a slice is a zero-padded full tensor.
+            x, rest = tf.split(x, [self.sampled_channels, self.channels - self.sampled_channels], axis=-1)
             if self.stride > 1:
                 rest = self.bypass_pool(rest)
         binary_input = None
@@ -152,7 +155,6 @@ class MixedOp(tf.keras.layers.Layer):
             binary_input = self.input_quantizer(self.input_bn(x, training=training))
         computed = {}
         outputs = []
-        c = self.sampled_channels
         for e, edge_ops in enumerate(self.edge_ops):
             out = None
             for index, op in enumerate(edge_ops):
@@ -161,8 +163,11 @@ class MixedOp(tf.keras.layers.Layer):
                 key, part = self._branch[f"{op}/{e}"]
                 if key not in computed:
                     shared = binary_input is not None and op in ops_lib.BINARY_CONV_OPS
-                    computed[key] = self.op_layers[key](binary_input if shared else x, training=training)
-                y = computed[key] if part is None else computed[key][..., part * c : (part + 1) * c]
+                    y = self.op_layers[key](binary_input if shared else x, training=training)
+                    # A widened conv's edges: one tf.split (its gradient is a concat; the
+                    # gradient of each slice would be a zero-padded full-width tensor).
+                    computed[key] = y if part is None else tf.split(y, self._widths[key], axis=-1)
+                y = computed[key] if part is None else computed[key][part]
                 y = weights[e][index] * y
                 out = y if out is None else out + y
             if out is None:  # only Zeroise is left on this edge

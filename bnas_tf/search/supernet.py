@@ -24,8 +24,9 @@ the gradient of the whole global batch and holds the same alpha.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -36,9 +37,24 @@ from bnas_tf.search.cell import SearchCell, edge_inputs, num_edges
 from bnas_tf.search.regularizers import entropy_coefficient, masked_softmax, mean_edge_entropy
 from bnas_tf.search.unrolled import unrolled_arch_gradients
 
-__all__ = ["Supernet", "default_optimizers", "CELL_TYPES"]
+__all__ = ["Supernet", "default_optimizers", "CELL_TYPES", "DTYPE_POLICIES"]
 
 CELL_TYPES = ("normal", "reduce")
+# Keras dtype policies of the cells (and stem). ``mixed_bfloat16``: activations and
+# convolutions in bfloat16 (fast on CPUs with AVX512-BF16 or AMX, and on TPUs/GPUs),
+# variables, alpha, softmax, losses and the classifier in float32.
+DTYPE_POLICIES = ("float32", "mixed_bfloat16")
+
+
+@contextlib.contextmanager
+def policy_scope(policy: str) -> Iterator[None]:
+    """Build layers under the Keras global dtype policy ``policy``, then restore the old one."""
+    previous = tf.keras.mixed_precision.global_policy()
+    tf.keras.mixed_precision.set_global_policy(policy)
+    try:
+        yield
+    finally:
+        tf.keras.mixed_precision.set_global_policy(previous)
 
 
 def default_optimizers(
@@ -90,6 +106,9 @@ class Supernet(tf.keras.Model):
         active_ops: ``{"normal": [[op, ...] x 14], "reduce": [...]}``, the ops still
             alive on each edge (operation space reduction); default: the whole space.
         share_computation: compute what edges leaving one node share only once (exact).
+        dtype_policy: Keras dtype policy of the stem and cells (:data:`DTYPE_POLICIES`);
+            ``mixed_bfloat16`` keeps every variable, alpha's softmax, the classifier
+            and the losses in float32 and casts the op weights to bfloat16 at use.
         seed: seed of the alpha initialisation ``1e-3 * N(0, 1)``.
     """
 
@@ -117,11 +136,15 @@ class Supernet(tf.keras.Model):
         multiplier: int = 4,
         stem_multiplier: int = 3,
         share_computation: bool = True,
+        dtype_policy: str = "float32",
         seed: int | None = None,
         name: str = "supernet",
         **kwargs,
     ):
-        super().__init__(name=name, **kwargs)
+        super().__init__(name=name, dtype="float32", **kwargs)
+        if dtype_policy not in DTYPE_POLICIES:
+            raise ValueError(f"dtype_policy must be one of {', '.join(DTYPE_POLICIES)}, got {dtype_policy!r}.")
+        self.cell_dtype_policy = dtype_policy  # (Layer.dtype_policy is the supernet's own: float32)
         if num_classes < 2:
             raise ValueError(f"num_classes must be at least 2, got {num_classes}.")
         if layers < 1:
@@ -176,40 +199,41 @@ class Supernet(tf.keras.Model):
             name="epoch", shape=(), dtype=tf.int64, initializer="zeros", trainable=False
         )
 
-        stem_channels = stem_multiplier * init_channels
-        self.stem = tf.keras.Sequential(
-            [
-                tf.keras.layers.Conv2D(stem_channels, 3, padding="same", use_bias=False),
-                tf.keras.layers.BatchNormalization(),
-            ],
-            name="stem",
-        )
-        prev, channels = stem_channels, init_channels
-        reduction_prev = False
-        self.cells = []
-        for index in range(layers):
-            reduction = index in (layers // 3, 2 * layers // 3)
-            if reduction:
-                channels *= 2
-            cell_type = "reduce" if reduction else "normal"
-            self.cells.append(
-                SearchCell(
-                    channels,
-                    reduction=reduction,
-                    reduction_prev=reduction_prev,
-                    prev_channels=prev,
-                    edge_ops=self.active_ops[cell_type],
-                    binarization=binarization,
-                    partial_channels=partial_channels,
-                    inter_cell_skip=inter_cell_skip and index > 0,
-                    steps=steps,
-                    multiplier=multiplier,
-                    share_computation=share_computation,
-                    name=f"cell_{index}",
-                )
+        with policy_scope(dtype_policy):
+            stem_channels = stem_multiplier * init_channels
+            self.stem = tf.keras.Sequential(
+                [
+                    tf.keras.layers.Conv2D(stem_channels, 3, padding="same", use_bias=False),
+                    tf.keras.layers.BatchNormalization(),
+                ],
+                name="stem",
             )
-            prev = multiplier * channels
-            reduction_prev = reduction
+            prev, channels = stem_channels, init_channels
+            reduction_prev = False
+            self.cells = []
+            for index in range(layers):
+                reduction = index in (layers // 3, 2 * layers // 3)
+                if reduction:
+                    channels *= 2
+                cell_type = "reduce" if reduction else "normal"
+                self.cells.append(
+                    SearchCell(
+                        channels,
+                        reduction=reduction,
+                        reduction_prev=reduction_prev,
+                        prev_channels=prev,
+                        edge_ops=self.active_ops[cell_type],
+                        binarization=binarization,
+                        partial_channels=partial_channels,
+                        inter_cell_skip=inter_cell_skip and index > 0,
+                        steps=steps,
+                        multiplier=multiplier,
+                        share_computation=share_computation,
+                        name=f"cell_{index}",
+                    )
+                )
+                prev = multiplier * channels
+                reduction_prev = reduction
         self.global_pool = tf.keras.layers.GlobalAveragePooling2D()
         self.classifier = tf.keras.layers.Dense(num_classes, name="classifier")
         self.loss_fn = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)
@@ -289,10 +313,12 @@ class Supernet(tf.keras.Model):
     # ------------------------------------------------------------------ forward
     def call(self, inputs, training=None):
         weights, betas = {}, {}
+        compute_dtype = self.stem.compute_dtype  # float32, or bfloat16 with mixed_bfloat16
         for cell in CELL_TYPES:
-            probs = self.op_probabilities(cell)
+            probs = tf.cast(self.op_probabilities(cell), compute_dtype)
             weights[cell] = [tf.gather(probs[e], idx) for e, idx in enumerate(self._active_index[cell])]
-            betas[cell] = self.edge_betas(cell)
+            beta = self.edge_betas(cell)
+            betas[cell] = None if beta is None else tf.cast(beta, compute_dtype)
         s0 = s1 = self.stem(inputs, training=training)
         for cell in self.cells:
             kind = "reduce" if cell.reduction else "normal"

@@ -73,6 +73,8 @@ CONFIGS = {
     "kim-3cells": dict(search_space="bnas_kim", layers=3, partial_channels=1),
     # 2 cells: both are reduction cells; channel sampling turns edge normalization on.
     "darts-2cells-K2": dict(search_space="bnas_darts", layers=2, partial_channels=2),
+    # bfloat16 cells (float32 variables, alpha and losses), with channel sampling.
+    "kim-3cells-K2-bf16": dict(search_space="bnas_kim", layers=3, partial_channels=2, dtype_policy="mixed_bfloat16"),
 }
 
 
@@ -445,9 +447,43 @@ def test_active_ops_wrong_edge_count_or_empty_edge():
         _small_net(active_ops={"normal": empty, "reduce": full})
 
 
+def test_mixed_bfloat16_cells_float32_variables_and_logits():
+    before = tf.keras.mixed_precision.global_policy().name
+    net = Supernet(10, layers=3, init_channels=4, dtype_policy="mixed_bfloat16", **SMALL_CELL)
+    assert tf.keras.mixed_precision.global_policy().name == before  # restored after building
+    logits = net(_data()[0][0, :BATCH], training=True)
+    assert logits.dtype == tf.float32
+    assert net.stem.compute_dtype == "bfloat16"
+    assert {cell.compute_dtype for cell in net.cells} == {"bfloat16"}
+    assert {m.compute_dtype for cell in net.cells for m in cell.mixed_ops} == {"bfloat16"}
+    assert net.classifier.compute_dtype == "float32"
+    assert {v.dtype for v in net.trainable_variables} == {tf.float32}
+
+
+def test_mixed_bfloat16_gradients_follow_float32():
+    """Same initial weights: bfloat16 cells give nearly the float32 loss and gradients
+    (not equal: bfloat16 rounding flips the sign of some pre-activations near 0)."""
+    x, y = _data()
+    results = {}
+    for policy in ("float32", "mixed_bfloat16"):
+        tf.keras.utils.set_random_seed(0)
+        net = Supernet(10, layers=3, init_channels=8, dtype_policy=policy, seed=0, **SMALL_CELL)
+        net(x[0], training=True)
+        with tf.GradientTape() as tape:
+            loss = net.loss_fn(y[0], net(x[0], training=True))
+        results[policy] = (float(loss), tape.gradient(loss, net.arch_variables + net.weight_variables))
+    (l32, g32), (l16, g16) = results["float32"], results["mixed_bfloat16"]
+    assert abs(l16 - l32) < 0.05 * l32
+    assert all(g.dtype == tf.float32 for g in g16)
+    flat32 = np.concatenate([g.numpy().ravel() for g in g32])
+    flat16 = np.concatenate([g.numpy().ravel() for g in g16])
+    assert flat32 @ flat16 / np.linalg.norm(flat32) / np.linalg.norm(flat16) > 0.9
+
+
 @pytest.mark.parametrize(
     "kwargs, match",
     [
+        (dict(dtype_policy="mixed_float16"), "dtype_policy must be one of float32, mixed_bfloat16"),
         (dict(num_classes=1), "num_classes must be at least 2"),
         (dict(layers=0), "layers must be at least 1"),
         (dict(entropy_tau=0.0), "entropy_tau must be positive"),
