@@ -12,7 +12,12 @@ entropy_lambda=1.0)``, batch 64 of random 32x32x3 images, first-order alpha step
   op, the textbook form): the effect of sharing;
 * ``k1_nometa``: K=1 with Grappler's meta optimizer disabled
   (``tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})``):
-  a lever on the first-step (graph optimization) time.
+  a lever on the first-step (graph optimization) time;
+* ``k1_two_traces``: K=1 with ``trace_forward_once=False``: the alpha step's and the weight
+  step's forward passes traced separately (the first-step lever of the nested forward);
+* ``k1_bf16``, ``k4_bf16``: K=1 and K=4 with ``dtype_policy="mixed_bfloat16"`` (bfloat16
+  activations and convolutions, float32 variables, alpha and losses; this machine's
+  CPUs have AVX512-BF16).
 
 Each configuration runs in its own subprocess (``--single CONFIG``), so that its
 peak resident memory (``VmHWM``) is its own. In the child, ``tf.function(net.train_step)``
@@ -98,10 +103,11 @@ CONFIGS = {
     "k4": dict(partial_channels=4, share_computation=True, meta_optimizer=True),
     "k1_textbook": dict(partial_channels=1, share_computation=False, meta_optimizer=True),
     "k1_nometa": dict(partial_channels=1, share_computation=True, meta_optimizer=False),
+    "k1_two_traces": dict(partial_channels=1, share_computation=True, meta_optimizer=True, trace_forward_once=False),
     "k1_bf16": dict(partial_channels=1, share_computation=True, meta_optimizer=True, dtype_policy="mixed_bfloat16"),
     "k4_bf16": dict(partial_channels=4, share_computation=True, meta_optimizer=True, dtype_policy="mixed_bfloat16"),
 }
-DEFAULT_CONFIGS = ["k1", "k4", "k1_textbook", "k1_nometa", "k1_bf16", "k4_bf16"]
+DEFAULT_CONFIGS = ["k1", "k4", "k1_textbook", "k1_nometa", "k1_two_traces", "k1_bf16", "k4_bf16"]
 
 
 # ---------------------------------------------------------------------- helpers
@@ -259,6 +265,7 @@ def single_step_config(name: str, steps: int, quick: bool) -> dict:
         partial_channels=spec["partial_channels"],
         share_computation=spec["share_computation"],
         dtype_policy=spec.get("dtype_policy", "float32"),
+        trace_forward_once=spec.get("trace_forward_once", True),
         seed=0,
     )
     net.compile(**default_optimizers(1000))
@@ -451,6 +458,8 @@ def step_table(results: dict, quick: bool) -> str:
             lines.append(f"| {name} | error: {r['error']} | | | | | | | | | |")
             continue
         label = name + (" (no Grappler meta optimizer)" if not r["meta_optimizer"] else "")
+        if not r.get("trace_forward_once", True):
+            label += " (forward traced twice)"
         if r.get("dtype_policy", "float32") != "float32":
             label += f" ({r['dtype_policy']})"
         lines.append(

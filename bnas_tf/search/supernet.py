@@ -33,6 +33,7 @@ import tensorflow as tf
 
 from bnas_tf import ops as ops_lib
 from bnas_tf.genotype import Genotype
+from bnas_tf.quantizers import get_binarization
 from bnas_tf.search.cell import SearchCell, edge_inputs, num_edges
 from bnas_tf.search.regularizers import entropy_coefficient, masked_softmax, mean_edge_entropy
 from bnas_tf.search.unrolled import unrolled_arch_gradients
@@ -109,6 +110,11 @@ class Supernet(tf.keras.Model):
         dtype_policy: Keras dtype policy of the stem and cells (:data:`DTYPE_POLICIES`);
             ``mixed_bfloat16`` keeps every variable, alpha's softmax, the classifier
             and the losses in float32 and casts the op weights to bfloat16 at use.
+        trace_forward_once: inside a ``tf.function`` (the train step), run training-mode
+            forward passes through one nested ``tf.function``, so that the alpha step's
+            and the weight step's forward (and backward) are traced once, not twice;
+            the same computation (off for PCNN, whose loss is added inside the forward,
+            and under a ``tf.distribute`` strategy).
         seed: seed of the alpha initialisation ``1e-3 * N(0, 1)``.
     """
 
@@ -137,6 +143,7 @@ class Supernet(tf.keras.Model):
         stem_multiplier: int = 3,
         share_computation: bool = True,
         dtype_policy: str = "float32",
+        trace_forward_once: bool = True,
         seed: int | None = None,
         name: str = "supernet",
         **kwargs,
@@ -144,7 +151,9 @@ class Supernet(tf.keras.Model):
         super().__init__(name=name, dtype="float32", **kwargs)
         if dtype_policy not in DTYPE_POLICIES:
             raise ValueError(f"dtype_policy must be one of {', '.join(DTYPE_POLICIES)}, got {dtype_policy!r}.")
-        self.cell_dtype_policy = dtype_policy  # (Layer.dtype_policy is the supernet's own: float32)
+        self.cell_dtype_policy = dtype_policy
+        self.trace_forward_once = bool(trace_forward_once)
+        self._training_forward = None  # (Layer.dtype_policy is the supernet's own: float32)
         if num_classes < 2:
             raise ValueError(f"num_classes must be at least 2, got {num_classes}.")
         if layers < 1:
@@ -312,6 +321,28 @@ class Supernet(tf.keras.Model):
 
     # ------------------------------------------------------------------ forward
     def call(self, inputs, training=None):
+        """Logits. Inside a ``tf.function``, training-mode calls go through one nested
+        ``tf.function`` (see :attr:`trace_forward_once`)."""
+        if training is True and self._nests_forward():
+            if self._training_forward is None:
+                self._training_forward = tf.function(self._training_call, reduce_retracing=True)
+            return self._training_forward(inputs)
+        return self._forward(inputs, training=training)
+
+    def _training_call(self, inputs):
+        return self._forward(inputs, training=True)
+
+    def _nests_forward(self) -> bool:
+        # PCNN's projection loss (add_loss) would stay inside the nested graph; a
+        # tf.distribute strategy's synchronized batch norm needs the replica context.
+        return (
+            self.trace_forward_once
+            and tf.inside_function()
+            and not tf.distribute.has_strategy()
+            and get_binarization(self.binarization).name != "pcnn"
+        )
+
+    def _forward(self, inputs, training=None):
         weights, betas = {}, {}
         compute_dtype = self.stem.compute_dtype  # float32, or bfloat16 with mixed_bfloat16
         for cell in CELL_TYPES:
