@@ -169,9 +169,33 @@ def ablation_section(data: dict, path: Path) -> list[str]:
                 f"| {name} | {k} | {red} | {e['search']['wall_s']:.0f} | {'–' if ratio is None else f'{ratio:.2f}'} | "
                 f"{e['search']['cpu_s']:.0f} | {e['search']['peak_rss_gb']:.2f} | "
                 f"{C.fmt_acc(e['trained']['accuracy_mean'], e['trained']['accuracy_std'], e['trained']['seeds'])} |")
+        lines += chen_effects(data["chen"])
     if data.get("not_run"):
         lines += ["", "Not run: " + "; ".join(f"{x['search']} ({x['why']})" for x in data["not_run"]) + "."]
     return lines
+
+
+def chen_effects(chen: dict) -> list[str]:
+    """Each factor of the 2 x 2 at the other's two levels: wall-time ratio and top-1 change."""
+
+    def effect(on: str, off: str) -> str | None:
+        if on not in chen or off not in chen:
+            return None
+        a, b = chen[on], chen[off]
+        ratio = a["search"]["wall_s"] / b["search"]["wall_s"]
+        points = 100 * (a["trained"]["accuracy_mean"] - b["trained"]["accuracy_mean"])
+        return f"{on} / {off}: wall {ratio:.2f}x, top-1 {points:+.2f} points"
+
+    pairs = {
+        "Channel sampling (K=4 against K=1)": [("chen_no_reduction", "darts"), ("chen", "chen_no_sampling")],
+        "Operation space reduction (on against off)": [("chen_no_sampling", "darts"), ("chen", "chen_no_reduction")],
+    }
+    lines = []
+    for label, comparisons in pairs.items():
+        found = [x for x in (effect(on, off) for on, off in comparisons) if x]
+        if found:
+            lines.append(f"- {label}: " + "; ".join(found) + ".")
+    return ([""] + lines) if lines else []
 
 
 def inference_section(data: dict, path: Path) -> list[str]:
