@@ -112,9 +112,12 @@ class Supernet(tf.keras.Model):
             and the losses in float32 and casts the op weights to bfloat16 at use.
         trace_forward_once: inside a ``tf.function`` (the train step), run training-mode
             forward passes through one nested ``tf.function``, so that the alpha step's
-            and the weight step's forward (and backward) are traced once, not twice;
-            the same computation (off for PCNN, whose loss is added inside the forward,
-            and under a ``tf.distribute`` strategy).
+            and the weight step's forward (and backward) are traced once, not twice.
+            The same computation, but optimized by Grappler as a function, so not bit
+            for bit the float rounding of the unnested graph (measured: 0.89x the peak
+            memory, 1.07x the first step; see benchmarks/results/search_speed.md). Off
+            for PCNN (its loss is added inside the forward) and under a
+            ``tf.distribute`` strategy.
         seed: seed of the alpha initialisation ``1e-3 * N(0, 1)``.
     """
 
@@ -151,9 +154,9 @@ class Supernet(tf.keras.Model):
         super().__init__(name=name, dtype="float32", **kwargs)
         if dtype_policy not in DTYPE_POLICIES:
             raise ValueError(f"dtype_policy must be one of {', '.join(DTYPE_POLICIES)}, got {dtype_policy!r}.")
-        self.cell_dtype_policy = dtype_policy
+        self.cell_dtype_policy = dtype_policy  # (Layer.dtype_policy is the supernet's own: float32)
         self.trace_forward_once = bool(trace_forward_once)
-        self._training_forward = None  # (Layer.dtype_policy is the supernet's own: float32)
+        self._training_forward = None
         if num_classes < 2:
             raise ValueError(f"num_classes must be at least 2, got {num_classes}.")
         if layers < 1:
