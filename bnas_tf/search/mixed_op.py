@@ -123,7 +123,6 @@ class MixedOp(tf.keras.layers.Layer):
         # _branch["op/edge"] -> (layer key, channel slice); op_layers[key] computes it.
         self.op_layers = {}
         self._branch = {}
-        self._widths = {}  # widened conv -> number of edges it serves
         for op in all_ops:
             edges = [e for e, ops in enumerate(self.edge_ops) if op in ops]
             if op == "none":
@@ -133,7 +132,6 @@ class MixedOp(tf.keras.layers.Layer):
                 self._branch.update({f"{op}/{e}": (op, None) for e in edges})
             elif share_computation and op in _WIDENABLE:
                 self.op_layers[op] = build(op, c * len(edges), op)
-                self._widths[op] = len(edges)
                 self._branch.update({f"{op}/{e}": (op, i) for i, e in enumerate(edges)})
             else:
                 for e in edges:
@@ -166,7 +164,8 @@ class MixedOp(tf.keras.layers.Layer):
                     y = self.op_layers[key](binary_input if shared else x, training=training)
                     # A widened conv's edges: one tf.split (its gradient is a concat; the
                     # gradient of each slice would be a zero-padded full-width tensor).
-                    computed[key] = y if part is None else tf.split(y, self._widths[key], axis=-1)
+                    edges = y.shape[-1] // self.sampled_channels
+                    computed[key] = y if part is None else tf.split(y, edges, axis=-1)
                 y = computed[key] if part is None else computed[key][part]
                 y = weights[e][index] * y
                 out = y if out is None else out + y
