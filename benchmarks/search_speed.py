@@ -38,6 +38,9 @@ Usage::
     .venv/bin/python benchmarks/search_speed.py --steps 3
     .venv/bin/python benchmarks/search_speed.py --quick            # smoke test, seconds
     .venv/bin/python benchmarks/search_speed.py --part reduction
+    # the PyTorch reference's step side by side (a venv with torch, a gistvision/bnas checkout):
+    .venv/bin/python benchmarks/search_speed.py --pytorch_python /tmp/torchvenv/bin/python \
+        --reference_src ~/src/bnas/src
 
 Writes ``--output`` (JSON) and the same path with ``.md`` (the table).
 """
@@ -85,6 +88,22 @@ REFERENCE = {
         "seconds_per_step": 4.6,
     },
 }
+
+
+def pytorch_reference(step: dict | None) -> dict:
+    """The PyTorch reference figures to compare with: measured in this run
+    (``--pytorch_python``, ``--reference_src``) when it could be, else reference.md's."""
+    measured = (step or {}).get("pytorch_reference") or {}
+    if measured.get("median_step_s"):
+        return {
+            "what": measured["what"] + f" (torch {measured['torch']}, measured in this run)",
+            "seconds_per_step": measured["median_step_s"],
+            "images_per_second": measured["images_per_s"],
+            "peak_memory_gb": measured["peak_rss_gb"],
+            "first_step_seconds": measured["first_step_s"],
+            "measured": True,
+        }
+    return dict(REFERENCE["pytorch_bnas_kim"], measured=False)
 
 REFERENCE_NET = dict(
     num_classes=10,
@@ -205,14 +224,16 @@ def _children_cpu_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def _run_child(args: list[str], timeout: float) -> dict:
+def _run_child(args: list[str], timeout: float, *, cmd: list[str] | None = None, marker: str = MARKER) -> dict:
     """Run this script with ``args`` in a fresh interpreter; return the JSON it emits.
+
+    ``cmd``/``marker``: run that command instead, and read the line that starts with ``marker``.
 
     Also measures how busy the machine was with *other* work meanwhile: the machine's
     busy CPU seconds (/proc/stat) minus the child's own CPU seconds, as a fraction of
     the CPU capacity over the child's wall time (``others_cpu_share``; 0 = quiet).
     """
-    cmd = [sys.executable, str(Path(__file__).resolve()), *args]
+    cmd = cmd or [sys.executable, str(Path(__file__).resolve()), *args]
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL=os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"))
     started = time.time()
     busy0, child0 = _busy_cpu_s(), _children_cpu_s()
@@ -231,8 +252,8 @@ def _run_child(args: list[str], timeout: float) -> dict:
             "others_cpu_share": others / (wall * (os.cpu_count() or 1)),
         }
     for line in reversed(proc.stdout.splitlines()):
-        if line.startswith(MARKER):
-            result = json.loads(line[len(MARKER):])
+        if line.startswith(marker):
+            result = json.loads(line[len(marker):])
             result["process_wall_s"] = wall
             result.update(noise)
             return result
@@ -408,9 +429,11 @@ def _f(value, digits=1, suffix=""):
     return "–" if value is None else f"{value:.{digits}f}{suffix}"
 
 
-def step_ratios(results: dict, quick: bool = False) -> dict:
-    """Ratios to the reference numbers (only for the reference configuration) and between configs."""
-    ref, pc = REFERENCE["pytorch_bnas_kim"], REFERENCE["pytorch_pc_darts_k4"]
+def step_ratios(results: dict, quick: bool = False, ref: dict | None = None) -> dict:
+    """Ratios to the reference numbers (only for the reference configuration) and between configs.
+
+    ``ref``: the PyTorch reference's figures (:func:`pytorch_reference`)."""
+    ref, pc = ref or REFERENCE["pytorch_bnas_kim"], REFERENCE["pytorch_pc_darts_k4"]
     proto, proto4 = REFERENCE["tf_prototype_k1"], REFERENCE["tf_prototype_k4"]
     ratios = {}
     for name, r in results.items():
@@ -447,10 +470,11 @@ def step_ratios(results: dict, quick: bool = False) -> dict:
     return ratios
 
 
-def step_table(results: dict, quick: bool) -> str:
-    ref = REFERENCE["pytorch_bnas_kim"]
+def step_table(results: dict, quick: bool, ref: dict | None = None, measured_ref: dict | None = None) -> str:
+    ref = ref or REFERENCE["pytorch_bnas_kim"]
     lines = [
-        "| config | K | shared | first step s (trace + 1st call) | s/step (median) | img/s | CPU s/step | peak RSS GB | img/s vs PyTorch 2.7 | mem vs PyTorch 7.2 GB | other load |",
+        f"| config | K | shared | first step s (trace + 1st call) | s/step (median) | img/s | CPU s/step | peak RSS GB "
+        f"| img/s vs PyTorch {ref['images_per_second']:.1f} | mem vs PyTorch {ref['peak_memory_gb']:.1f} GB | other load |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, r in results.items():
@@ -472,6 +496,16 @@ def step_table(results: dict, quick: bool) -> str:
                f"| {_f(r['peak_rss_gb'] / ref['peak_memory_gb'], 2, 'x')} ")
             + f"| {_f(100 * r['others_cpu_share'] if 'others_cpu_share' in r else None, 0, '%')} |"
         )
+    if measured_ref and measured_ref.get("median_step_s"):
+        m = measured_ref
+        lines.append(
+            f"| PyTorch reference (gistvision/bnas, torch {m['torch']}, this run) | 1 | – | {_f(m['first_step_s'])} "
+            f"| {_f(m['median_step_s'], 2)} | {_f(m['images_per_s'], 1)} | {_f(m['median_cpu_s_per_step'], 1)} "
+            f"| {_f(m['peak_rss_gb'], 2)} | 1.00x | 1.00x "
+            f"| {_f(100 * m['others_cpu_share'] if 'others_cpu_share' in m else None, 0, '%')} |"
+        )
+    elif measured_ref and measured_ref.get("error"):
+        lines.append(f"| PyTorch reference (this run) | error: {measured_ref['error']} | | | | | | | | | |")
     if not quick:
         for key, label in (
             ("pytorch_bnas_kim", "PyTorch reference (gistvision/bnas)"),
@@ -579,7 +613,7 @@ def _markdown(payload: dict) -> str:
             "(includes the TensorFlow runtime). GB = 1e9 bytes. *Other load*: CPU time of other "
             "processes on the machine while the config ran, as a share of all CPUs (0% = quiet machine).",
             "",
-            step_table(step["results"], step["quick"]),
+            step_table(step["results"], step["quick"], pytorch_reference(step), step.get("pytorch_reference")),
             "",
             "Ratios:",
             "",
@@ -634,11 +668,17 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="a tiny smoke configuration (seconds)")
     parser.add_argument("--reduction-epochs", type=int, default=6, help="epochs of each tiny search (part 2)")
     parser.add_argument("--timeout", type=float, default=1800, help="seconds per child process")
+    parser.add_argument(
+        "--pytorch_python", help="a Python with torch: time the PyTorch reference's step in this run too"
+    )
+    parser.add_argument("--reference_src", help="gistvision/bnas's src/ folder (with --pytorch_python)")
     parser.add_argument("--output", type=Path, default=ROOT / "benchmarks/results/search_speed.json")
     parser.add_argument("--render", action="store_true", help="only rewrite the .md table from --output")
     parser.add_argument("--single", choices=sorted(CONFIGS), help=argparse.SUPPRESS)
     parser.add_argument("--single-search", choices=("plain", "reduction"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if bool(args.pytorch_python) != bool(args.reference_src):
+        parser.error("--pytorch_python and --reference_src go together.")
 
     if args.single:
         _emit(single_step_config(args.single, args.steps, args.quick))
@@ -672,12 +712,18 @@ def main(argv=None) -> int:
             "ratios": {},
         }
         payload["step"] = step
+        if args.pytorch_python and args.reference_src and not args.quick:
+            print(f"[{time.strftime('%H:%M:%S')}] PyTorch reference ...", flush=True)
+            harness = Path(__file__).resolve().with_name("pytorch_reference_step.py")
+            cmd = [args.pytorch_python, str(harness), "--reference_src", args.reference_src, "--steps", str(args.steps)]
+            step["pytorch_reference"] = _run_child([], args.timeout, cmd=cmd, marker="PYTORCH_REFERENCE_JSON:")
+            print(f"  PyTorch reference: {step['pytorch_reference'].get('median_step_s') or step['pytorch_reference']}", flush=True)
         for name in configs:
             print(f"[{time.strftime('%H:%M:%S')}] {name} ...", flush=True)
             child = ["--single", name, "--steps", str(args.steps)] + (["--quick"] if args.quick else [])
             r = _run_child(child, args.timeout)
             step["results"][name] = r
-            step["ratios"] = step_ratios(step["results"], args.quick)
+            step["ratios"] = step_ratios(step["results"], args.quick, pytorch_reference(step))
             print(
                 f"  {name}: " + (r["error"] if r.get("error") else
                 f"first step {r['first_step_s']:.1f} s, {r['median_step_s']:.2f} s/step, "
