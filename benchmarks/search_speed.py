@@ -17,7 +17,10 @@ entropy_lambda=1.0)``, batch 64 of random 32x32x3 images, first-order alpha step
   step's forward passes traced separately (the first-step lever of the nested forward);
 * ``k1_bf16``, ``k4_bf16``: K=1 and K=4 with ``dtype_policy="mixed_bfloat16"`` (bfloat16
   activations and convolutions, float32 variables, alpha and losses; this machine's
-  CPUs have AVX512-BF16).
+  CPUs have AVX512-BF16 and AMX);
+* ``k1_arenas2``, ``k1_bf16_arenas2``: K=1 float32 / bfloat16 with glibc's malloc arenas
+  capped at 2 (:func:`bnas_tf.memory.limit_malloc_arenas`, what ``bnas-search`` does by
+  default): the peak-memory lever of allocator fragmentation.
 
 Each configuration runs in its own subprocess (``--single CONFIG``), so that its
 peak resident memory (``VmHWM``) is its own. In the child, ``tf.function(net.train_step)``
@@ -125,6 +128,10 @@ CONFIGS = {
     "k1_two_traces": dict(partial_channels=1, share_computation=True, meta_optimizer=True, trace_forward_once=False),
     "k1_bf16": dict(partial_channels=1, share_computation=True, meta_optimizer=True, dtype_policy="mixed_bfloat16"),
     "k4_bf16": dict(partial_channels=4, share_computation=True, meta_optimizer=True, dtype_policy="mixed_bfloat16"),
+    "k1_bf16_arenas2": dict(
+        partial_channels=1, share_computation=True, meta_optimizer=True, dtype_policy="mixed_bfloat16", malloc_arenas=2
+    ),
+    "k1_arenas2": dict(partial_channels=1, share_computation=True, meta_optimizer=True, malloc_arenas=2),
 }
 DEFAULT_CONFIGS = ["k1", "k4", "k1_textbook", "k1_nometa", "k1_two_traces", "k1_bf16", "k4_bf16"]
 
@@ -269,6 +276,10 @@ def single_step_config(name: str, steps: int, quick: bool) -> dict:
     import bnas_tf  # noqa: F401  (before tensorflow)
     import tensorflow as tf
 
+    if spec.get("malloc_arenas"):
+        from bnas_tf.memory import limit_malloc_arenas
+
+        limit_malloc_arenas(spec["malloc_arenas"])  # before the first op starts the thread pools
     if not spec["meta_optimizer"]:
         tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
     from bnas_tf.search.supernet import Supernet, default_optimizers
@@ -486,6 +497,8 @@ def step_table(results: dict, quick: bool, ref: dict | None = None, measured_ref
             label += " (forward traced twice)"
         if r.get("dtype_policy", "float32") != "float32":
             label += f" ({r['dtype_policy']})"
+        if r.get("malloc_arenas"):
+            label += f" (malloc arenas {r['malloc_arenas']})"
         lines.append(
             f"| {label} | {r['partial_channels']} | {'yes' if r['share_computation'] else 'no'} "
             f"| {_f(r['first_step_s'])} ({_f(r['trace_s'])} + {_f(r['first_call_s'])}) "
