@@ -42,15 +42,9 @@ import sys
 import time
 import types
 
+from search_speed import _peak_rss_gb  # this folder; the standard library only
+
 MARKER = "PYTORCH_REFERENCE_JSON:"
-
-
-def _peak_rss_gb() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024 / 1e9
-    return float("nan")
 
 
 def _patch_for_cpu(torch) -> None:

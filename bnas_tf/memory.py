@@ -7,8 +7,9 @@ A search step allocates and frees gigabytes of activations from TensorFlow's thr
 pools, so the process's peak resident memory grows above what the step needs at once.
 Capping the arenas (``mallopt(M_ARENA_MAX, n)``, the same as the environment variable
 ``MALLOC_ARENA_MAX=n``) brings it down without slowing the step: measured on the
-reference search step (8 cells x 16 channels, batch 64, ``mixed_bfloat16``), peak RSS
-3.78 -> 3.55 GB at the same s/step (``benchmarks/results/search_speed.md``).
+reference search step (8 cells x 16 channels, batch 64), peak RSS 3.72 -> 3.59 GB with
+``mixed_bfloat16`` and 5.08 -> 4.96 GB in float32, at the same s/step, side by side in one
+run (``benchmarks/results/search_speed_arenas.md``).
 
 Example::
 
