@@ -35,12 +35,17 @@ Fashion-MNIST ``limit=640``, batch 32): ``run_search`` for E epochs against
 of the space (E stages of 1 epoch each). The default E=6 starts the reduction
 from the whole 7-op Kim space, the space the plain search uses (``run_search``
 takes no op subset, so the plain search needs E=6). Each in its own subprocess.
+``--reduction-limit N`` uses N images instead of 640, so that the training steps
+rather than each stage's build and trace dominate; ``benchmarks/reduction_stages.py``
+then times each stage's supernet step on its own.
 
 Usage::
 
     .venv/bin/python benchmarks/search_speed.py --steps 3
     .venv/bin/python benchmarks/search_speed.py --quick            # smoke test, seconds
     .venv/bin/python benchmarks/search_speed.py --part reduction
+    .venv/bin/python benchmarks/search_speed.py --part reduction --reduction-limit 6400 \
+        --output benchmarks/results/search_speed_reduction_6400.json
     # the PyTorch reference's step side by side (a venv with torch, a gistvision/bnas checkout):
     .venv/bin/python benchmarks/search_speed.py --pytorch_python /tmp/torchvenv/bin/python \
         --reference_src ~/src/bnas/src
@@ -380,7 +385,12 @@ TINY_SEARCH = dict(
 )
 
 
-def single_search(kind: str, epochs: int) -> dict:
+def _tiny_search(limit: int | None) -> dict:
+    """The complete search's settings; ``limit`` overrides the images of Fashion-MNIST used."""
+    return dict(TINY_SEARCH, **({"limit": limit} if limit else {}))
+
+
+def single_search(kind: str, epochs: int, limit: int | None = None) -> dict:
     load_start = list(os.getloadavg())
     import bnas_tf  # noqa: F401  (before tensorflow)
     import tensorflow as tf  # noqa: F401
@@ -390,12 +400,13 @@ def single_search(kind: str, epochs: int) -> dict:
     from bnas_tf.search.reduction import ReductionConfig
     from bnas_tf.search.reduction_search import run_reduction_search
 
-    ops = list(ops_lib.search_space(TINY_SEARCH["search_space"]))
+    search = _tiny_search(limit)
+    ops = list(ops_lib.search_space(search["search_space"]))
     if epochs + 1 > len(ops):
         raise SystemExit(f"--reduction-epochs {epochs}: the space has only {len(ops)} ops (at most {len(ops) - 1}).")
     start_ops = ops[: epochs + 1]
     full_space = len(start_ops) == len(ops)
-    config = SearchConfig(epochs=epochs, **TINY_SEARCH)
+    config = SearchConfig(epochs=epochs, **search)
     out_dir = tempfile.mkdtemp(prefix=f"search_speed_{kind}_")
     t = time.perf_counter()
     c0 = time.process_time()
@@ -420,7 +431,7 @@ def single_search(kind: str, epochs: int) -> dict:
     wall = time.perf_counter() - t
     return {
         "kind": kind,
-        "search": TINY_SEARCH,
+        "search": search,
         "epochs": epochs,
         "start_ops": start_ops,
         "wall_s": wall,
@@ -680,6 +691,11 @@ def main(argv=None) -> int:
     parser.add_argument("--configs", nargs="+", choices=sorted(CONFIGS), default=None)
     parser.add_argument("--quick", action="store_true", help="a tiny smoke configuration (seconds)")
     parser.add_argument("--reduction-epochs", type=int, default=6, help="epochs of each tiny search (part 2)")
+    parser.add_argument(
+        "--reduction-limit", type=int, default=None,
+        help=f"images of Fashion-MNIST in each search of part 2 (default {TINY_SEARCH['limit']}; "
+        "larger makes the training steps, not the per-stage tracing, dominate)",
+    )
     parser.add_argument("--timeout", type=float, default=1800, help="seconds per child process")
     parser.add_argument(
         "--pytorch_python", help="a Python with torch: time the PyTorch reference's step in this run too"
@@ -697,7 +713,7 @@ def main(argv=None) -> int:
         _emit(single_step_config(args.single, args.steps, args.quick))
         return 0
     if args.single_search:
-        _emit(single_search(args.single_search, args.reduction_epochs))
+        _emit(single_search(args.single_search, args.reduction_epochs, args.reduction_limit))
         return 0
 
     payload = _existing(args.output)  # keep the other part's results
@@ -760,14 +776,17 @@ def main(argv=None) -> int:
             )
         red = {
             "machine": payload["machine"],
-            "search": TINY_SEARCH,
+            "search": _tiny_search(args.reduction_limit),
             "epochs": args.reduction_epochs,
             "results": {},
         }
         payload["reduction"] = red
         for kind in ("plain", "reduction"):
             print(f"[{time.strftime('%H:%M:%S')}] tiny search: {kind} ...", flush=True)
-            r = _run_child(["--single-search", kind, "--reduction-epochs", str(args.reduction_epochs)], args.timeout)
+            child = ["--single-search", kind, "--reduction-epochs", str(args.reduction_epochs)]
+            if args.reduction_limit:
+                child += ["--reduction-limit", str(args.reduction_limit)]
+            r = _run_child(child, args.timeout)
             red["results"][kind] = r
             print(f"  {kind}: " + (r["error"] if r.get("error") else f"{r['wall_s']:.1f} s"), flush=True)
             _write(args.output, payload, _markdown(payload))

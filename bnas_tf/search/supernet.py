@@ -328,7 +328,7 @@ class Supernet(tf.keras.Model):
         ``tf.function`` (see :attr:`trace_forward_once`)."""
         if training is True and self._nests_forward():
             if self._training_forward is None:
-                self._training_forward = tf.function(self._training_call, reduce_retracing=True)
+                self._training_forward = tf.function(self._training_call, reduce_retracing=True, autograph=False)
             return self._training_forward(inputs)
         return self._forward(inputs, training=training)
 
