@@ -17,6 +17,10 @@ Usage (after ``search_speed.py --part reduction``, which keeps the search's fold
     .venv/bin/python benchmarks/reduction_stages.py \
         --metrics /tmp/search_speed_reduction_XXXX/metrics.json \
         --output benchmarks/results/reduction_stages.json
+    # the same stages' op spaces in the reference configuration, where steps dominate:
+    .venv/bin/python benchmarks/reduction_stages.py --net reference --steps 3 \
+        --metrics benchmarks/results/search_speed_reduction_6400_metrics.json \
+        --output benchmarks/results/reduction_stages_6400_reference.json
 """
 
 from __future__ import annotations
@@ -30,28 +34,59 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from search_speed import TINY_SEARCH, _peak_rss_gb, machine_info  # noqa: E402
+from search_speed import REFERENCE_NET, TINY_SEARCH, _peak_rss_gb, machine_info  # noqa: E402
 
 
-def time_stages(metrics: dict, steps: int) -> list[dict]:
+def _random_pairs(shape: tuple, batch: int, num_classes: int, count: int) -> list:
+    """``count`` (weight batch, architecture batch) pairs of uniform images and labels."""
+    import tensorflow as tf
+
+    rng = tf.random.Generator.from_seed(0)
+
+    def one():
+        return rng.uniform((batch, *shape)), rng.uniform((batch,), maxval=num_classes, dtype=tf.int32)
+
+    return [(one(), one()) for _ in range(count)]
+
+
+def time_stages(metrics: dict, steps: int, network: str = "search") -> list[dict]:
+    """Per stage of ``metrics``: first step and median step of its supernet.
+
+    ``network="search"``: the searched network on the search's own batches; ``"reference"``:
+    the same op spaces (the cells' active ops do not depend on the cell count) in the
+    reference configuration (8 cells, 16 channels, batch 64, 32x32x3, random batches).
+    """
+    import dataclasses
+
     import bnas_tf  # noqa: F401  (before tensorflow)
     from bnas_tf import data as data_lib
     from bnas_tf.search.driver import SearchConfig, build_supernet
 
     config = SearchConfig(**{k: v for k, v in metrics["config"].items() if k in SearchConfig.__dataclass_fields__})
-    info = data_lib.info(config.dataset)
-    pairs = data_lib.search_splits(
-        config.dataset,
-        seed=config.seed,
-        data_dir=config.data_dir,
-        batch_size=config.batch_size,
-        portion=config.train_portion,
-        limit=config.limit,
-    )
-    batches = list(pairs.take(4))
+    if network == "reference":
+        config = dataclasses.replace(
+            config,
+            layers=REFERENCE_NET["layers"],
+            init_channels=REFERENCE_NET["init_channels"],
+            batch_size=REFERENCE_NET["batch"],
+        )
+        input_shape, num_classes = REFERENCE_NET["image"], REFERENCE_NET["num_classes"]
+        batches = _random_pairs(input_shape, config.batch_size, num_classes, 2)
+    else:
+        info = data_lib.info(config.dataset)
+        input_shape, num_classes = info.input_shape, info.num_classes
+        pairs = data_lib.search_splits(
+            config.dataset,
+            seed=config.seed,
+            data_dir=config.data_dir,
+            batch_size=config.batch_size,
+            portion=config.train_portion,
+            limit=config.limit,
+        )
+        batches = list(pairs.take(4))
     rows = []
     for stage in metrics["stages"]:
-        net = build_supernet(config, info.num_classes, info.input_shape, 100, active_ops=stage["active_ops"])
+        net = build_supernet(config, num_classes, input_shape, 100, active_ops=stage["active_ops"])
         net.build_optimizers()
         step = net.make_train_function()
         stream = iter(batches * (steps + 1))
@@ -79,10 +114,36 @@ def time_stages(metrics: dict, steps: int) -> list[dict]:
     return rows
 
 
+def ratio_with_first_steps(rows: list[dict], stage_steps: int) -> float:
+    """Reduction / plain wall time over the steps and each supernet's first (tracing) step::
+
+        sum_k (first_k + (N - 1) step_k) / (first_0 + (n N - 1) step_0)
+
+    for ``n`` stages of ``N`` steps each; the plain search traces once. Building the
+    supernets and evaluating the samples (1-2.5 s per stage each) are left out.
+    """
+    if stage_steps < 1:
+        raise ValueError(f"stage_steps={stage_steps}: a stage has at least one step.")
+    reduction = sum(r["first_step_s"] + (stage_steps - 1) * r["median_step_s"] for r in rows)
+    base = rows[0]
+    plain = base["first_step_s"] + (len(rows) * stage_steps - 1) * base["median_step_s"]
+    return reduction / plain
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--metrics", type=Path, required=True, help="metrics.json of a reduction search")
     parser.add_argument("--steps", type=int, default=8, help="timed steps per stage after the first")
+    parser.add_argument(
+        "--net", choices=("search", "reference"), default="search",
+        help="time the searched network (default) or each stage's op space in the reference "
+        "configuration (8 cells x 16 channels, batch 64, 32x32x3)",
+    )
+    parser.add_argument(
+        "--stage-steps", type=int, nargs="+", default=None,
+        help="also report the ratio with each supernet's first step for stages of these many "
+        "steps (default: the search's steps_per_epoch x stage_epochs)",
+    )
     parser.add_argument("--output", type=Path, default=Path(__file__).resolve().parent / "results/reduction_stages.json")
     args = parser.parse_args(argv)
     if not args.metrics.is_file():
@@ -90,22 +151,30 @@ def main(argv=None) -> int:
     metrics = json.loads(args.metrics.read_text())
     if "stages" not in metrics:
         parser.error(f"--metrics {args.metrics}: not the metrics.json of a reduction search (no 'stages')")
-    rows = time_stages(metrics, args.steps)
+    rows = time_stages(metrics, args.steps, args.net)
     base = rows[0]["median_step_s"]
     payload = {
         "machine": machine_info(),
         "search": {k: metrics["config"].get(k) for k in TINY_SEARCH},
+        "net": args.net,
+        **({"reference_net": REFERENCE_NET} if args.net == "reference" else {}),
         "metrics": str(args.metrics),
         "stages": rows,
         "step_vs_first_stage": [r["median_step_s"] / base for r in rows],
         "ratio_steps_only": sum(r["median_step_s"] for r in rows) / (len(rows) * base),
         "first_step_s_sum": sum(r["first_step_s"] for r in rows),
+        "ratio_with_first_steps": {
+            str(n): ratio_with_first_steps(rows, n)
+            for n in args.stage_steps
+            or [metrics["steps_per_epoch"] * metrics.get("reduction", {}).get("stage_epochs", 1)]
+        },
         "peak_rss_gb": _peak_rss_gb(),
     }
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(payload, indent=2) + "\n")
     print(f"steps-only ratio reduction / plain: {payload['ratio_steps_only']:.2f}; "
-          f"first steps (tracing) {payload['first_step_s_sum']:.1f} s in all")
+          f"first steps (tracing) {payload['first_step_s_sum']:.1f} s in all; with them: "
+          + ", ".join(f"{x:.2f} at {n} steps per stage" for n, x in payload["ratio_with_first_steps"].items()))
     return 0
 
 

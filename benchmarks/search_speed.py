@@ -36,8 +36,11 @@ of the space (E stages of 1 epoch each). The default E=6 starts the reduction
 from the whole 7-op Kim space, the space the plain search uses (``run_search``
 takes no op subset, so the plain search needs E=6). Each in its own subprocess.
 ``--reduction-limit N`` uses N images instead of 640, so that the training steps
-rather than each stage's build and trace dominate; ``benchmarks/reduction_stages.py``
-then times each stage's supernet step on its own.
+rather than each stage's build and trace dominate; ``--reduction-repeats R`` runs R
+interleaved rounds (plain, reduction) and reports median walls, since a single
+search on this machine can take 30-40 s longer for no reason found (see the
+README). ``benchmarks/reduction_stages.py`` then times each stage's supernet step
+on its own.
 
 Usage::
 
@@ -45,7 +48,7 @@ Usage::
     .venv/bin/python benchmarks/search_speed.py --quick            # smoke test, seconds
     .venv/bin/python benchmarks/search_speed.py --part reduction
     .venv/bin/python benchmarks/search_speed.py --part reduction --reduction-limit 6400 \
-        --output benchmarks/results/search_speed_reduction_6400.json
+        --reduction-repeats 3 --output benchmarks/results/search_speed_reduction_6400.json
     # the PyTorch reference's step side by side (a venv with torch, a gistvision/bnas checkout):
     .venv/bin/python benchmarks/search_speed.py --pytorch_python /tmp/torchvenv/bin/python \
         --reference_src ~/src/bnas/src
@@ -578,6 +581,32 @@ def reduction_table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def summarize_rounds(rounds: list[dict]) -> dict:
+    """Medians over interleaved rounds of (plain, reduction) searches.
+
+    ``results[kind]`` is the run of median wall time of each kind (for the table);
+    ``ratio_reduction_over_plain`` = median reduction wall / median plain wall, and
+    ``round_ratios`` the ratio within each complete round.
+    """
+    out: dict = {"results": {}, "round_ratios": [], "ratio_reduction_over_plain": None}
+    walls = {}
+    for kind in ("plain", "reduction"):
+        ok = [r[kind] for r in rounds if kind in r and not r[kind].get("error")]
+        if ok:
+            ok.sort(key=lambda r: r["wall_s"])
+            out["results"][kind] = ok[(len(ok) - 1) // 2]  # the lower median: a real run
+            walls[kind] = statistics.median(r["wall_s"] for r in ok)
+        elif any(kind in r for r in rounds):
+            out["results"][kind] = next(r[kind] for r in rounds if kind in r)  # the error
+    for r in rounds:
+        if all(k in r and not r[k].get("error") for k in ("plain", "reduction")):
+            out["round_ratios"].append(r["reduction"]["wall_s"] / r["plain"]["wall_s"])
+    out["median_wall_s"] = walls
+    if len(walls) == 2:
+        out["ratio_reduction_over_plain"] = walls["reduction"] / walls["plain"]
+    return out
+
+
 def _summary(step: dict) -> dict:
     machine = step.get("machine")
     keys = ("first_step_s", "median_step_s", "images_per_s", "median_cpu_s_per_step", "peak_rss_gb", "others_cpu_share")
@@ -668,8 +697,25 @@ def _markdown(payload: dict) -> str:
             "",
             reduction_table(red["results"]),
         ]
+        rounds = red.get("rounds") or []
+        if len(rounds) > 1:
+            parts += [
+                "",
+                f"{len(rounds)} rounds, each a plain then a reduction search; the table shows "
+                "the run of median wall time of each kind. Wall s per round: "
+                + "; ".join(
+                    ", ".join(f"{k} {_f(r[k].get('wall_s'))}" for k in ("plain", "reduction")
+                              if k in r)
+                    for r in rounds
+                )
+                + ".",
+            ]
         if red.get("ratio_reduction_over_plain") is not None:
-            parts += ["", f"Wall time ratio reduction / plain: {red['ratio_reduction_over_plain']:.2f}"]
+            line = f"Wall time ratio reduction / plain: {red['ratio_reduction_over_plain']:.2f}"
+            if len(red.get("round_ratios", [])) > 1:
+                per_round = ", ".join(f"{x:.2f}" for x in red["round_ratios"])
+                line += f" (median walls); per round: {per_round}"
+            parts += ["", line]
         for run in payload.get("previous_reduction_runs", []):
             parts += [
                 "",
@@ -696,6 +742,10 @@ def main(argv=None) -> int:
         help=f"images of Fashion-MNIST in each search of part 2 (default {TINY_SEARCH['limit']}; "
         "larger makes the training steps, not the per-stage tracing, dominate)",
     )
+    parser.add_argument(
+        "--reduction-repeats", type=int, default=1,
+        help="rounds of (plain, reduction) searches in part 2, interleaved; medians are reported",
+    )
     parser.add_argument("--timeout", type=float, default=1800, help="seconds per child process")
     parser.add_argument(
         "--pytorch_python", help="a Python with torch: time the PyTorch reference's step in this run too"
@@ -706,6 +756,8 @@ def main(argv=None) -> int:
     parser.add_argument("--single", choices=sorted(CONFIGS), help=argparse.SUPPRESS)
     parser.add_argument("--single-search", choices=("plain", "reduction"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.reduction_repeats < 1:
+        parser.error(f"--reduction-repeats {args.reduction_repeats}: needs at least 1 round.")
     if bool(args.pytorch_python) != bool(args.reference_src):
         parser.error("--pytorch_python and --reference_src go together.")
 
@@ -781,18 +833,20 @@ def main(argv=None) -> int:
             "results": {},
         }
         payload["reduction"] = red
-        for kind in ("plain", "reduction"):
-            print(f"[{time.strftime('%H:%M:%S')}] tiny search: {kind} ...", flush=True)
-            child = ["--single-search", kind, "--reduction-epochs", str(args.reduction_epochs)]
-            if args.reduction_limit:
-                child += ["--reduction-limit", str(args.reduction_limit)]
-            r = _run_child(child, args.timeout)
-            red["results"][kind] = r
-            print(f"  {kind}: " + (r["error"] if r.get("error") else f"{r['wall_s']:.1f} s"), flush=True)
-            _write(args.output, payload, _markdown(payload))
-        plain, reduc = red["results"]["plain"], red["results"]["reduction"]
-        if not plain.get("error") and not reduc.get("error"):
-            red["ratio_reduction_over_plain"] = reduc["wall_s"] / plain["wall_s"]
+        rounds = red["rounds"] = []
+        child = ["--reduction-epochs", str(args.reduction_epochs)]
+        if args.reduction_limit:
+            child += ["--reduction-limit", str(args.reduction_limit)]
+        for i in range(args.reduction_repeats):
+            rounds.append({})
+            for kind in ("plain", "reduction"):  # interleaved: both kinds see the same machine drift
+                when = time.strftime("%H:%M:%S")
+                print(f"[{when}] tiny search {i + 1}/{args.reduction_repeats}: {kind} ...", flush=True)
+                r = _run_child(["--single-search", kind, *child], args.timeout)
+                rounds[-1][kind] = r
+                print(f"  {kind}: " + (r["error"] if r.get("error") else f"{r['wall_s']:.1f} s"), flush=True)
+                red.update(summarize_rounds(rounds))
+                _write(args.output, payload, _markdown(payload))
 
     payload["machine"]["load_average_at_end"] = list(os.getloadavg())
     markdown = _markdown(payload)

@@ -37,3 +37,57 @@ def test_upsampled_zoo_model_emits_logits_and_is_profiled_as_the_zoo_network():
     assert not np.allclose(logits.sum(axis=-1), 1.0)  # the softmax was removed
     direct = larq_zoo.sota.QuickNetSmall(input_shape=(32, 32, 1), weights=None, num_classes=C.NUM_CLASSES)
     assert model_summary(C.profiled(model))["macs_total"] == model_summary(direct)["macs_total"]
+
+
+def test_search_speed_rounds_report_median_walls_and_per_round_ratios():
+    import search_speed
+
+    def run(wall):
+        return {"wall_s": wall}
+
+    rounds = [
+        {"plain": run(300.0), "reduction": run(270.0)},
+        {"plain": run(340.0), "reduction": run(260.0)},  # a stalled plain run
+        {"plain": run(305.0), "reduction": {"error": "timed out"}},
+    ]
+    summary = search_speed.summarize_rounds(rounds)
+    assert summary["median_wall_s"] == {"plain": 305.0, "reduction": 265.0}
+    assert summary["ratio_reduction_over_plain"] == pytest.approx(265.0 / 305.0)
+    assert summary["round_ratios"] == pytest.approx([0.9, 260.0 / 340.0])  # complete rounds only
+    assert summary["results"]["plain"]["wall_s"] == 305.0  # the median run itself
+    assert summary["results"]["reduction"]["wall_s"] == 260.0  # lower median of two
+    only_errors = search_speed.summarize_rounds([{"plain": {"error": "x"}}])
+    assert only_errors["results"]["plain"] == {"error": "x"} and only_errors["ratio_reduction_over_plain"] is None
+
+
+def test_reduction_stage_ratio_counts_one_trace_per_stage_against_one_for_the_plain_search():
+    import reduction_stages
+
+    rows = [{"first_step_s": 10.0, "median_step_s": 1.0}, {"first_step_s": 6.0, "median_step_s": 0.5}]
+    # reduction: (10 + 9 * 1) + (6 + 9 * 0.5) = 29.5; plain: 10 + 19 * 1 = 29
+    assert reduction_stages.ratio_with_first_steps(rows, 10) == pytest.approx(29.5 / 29.0)
+    # long stages approach the steps-only ratio (1 + 0.5) / 2
+    assert reduction_stages.ratio_with_first_steps(rows, 10**6) == pytest.approx(0.75, abs=1e-4)
+    with pytest.raises(ValueError, match="stage_steps=0"):
+        reduction_stages.ratio_with_first_steps(rows, 0)
+
+
+def test_stall_profile_splits_a_fit_into_batches_start_up_and_tear_down():
+    import stall_profile
+
+    events = [
+        ("fit_call", 0.0), ("batch_begin", 1.0), ("batch_end", 3.0), ("batch_begin", 3.0),
+        ("batch_end", 4.0), ("train_end", 4.5), ("fit_return", 40.0), ("fit_call", 41.0),
+        ("batch_begin", 41.0), ("batch_end", 42.0), ("train_end", 42.0), ("fit_return", 42.5),
+    ]
+    samples = [(2.0, ["step"]), (20.0, ["teardown", "fit"]), (30.0, ["teardown", "fit"]), (40.5, ["save"])]
+    summary = stall_profile.summarize(events, samples, [(2, 0.2), (0, 0.01)])
+    first, second = summary["fits"]
+    assert first["batches"] == 2 and first["first_batch_s"] == 2.0 and first["median_batch_s"] == 1.0
+    assert first["outside_batches_s"] == pytest.approx(37.0)
+    assert first["after_train_end_s"] == pytest.approx(35.5)
+    assert second["after_train_end_s"] == pytest.approx(0.5)
+    assert summary["gaps_between_fits_s"] == [1.0] and summary["longest_gc_s"] == 0.2
+    stacks = summary["top_stacks_outside_batches"]
+    assert stacks["fit 0 outside batches"] == [("teardown < fit", 2)]  # the batch sample is left out
+    assert stacks["between fits"] == [("save", 1)]

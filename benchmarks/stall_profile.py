@@ -1,0 +1,183 @@
+"""Where a tiny search spends the time outside its training steps: a sampling profile.
+
+Runs one search of ``search_speed.py``'s tiny configuration in this process while a
+thread records the main thread's Python stack every ``--interval`` seconds, a
+callback records every batch, and ``gc.callbacks`` every garbage collection. For each
+``fit`` call (a reduction stage, or one epoch of the plain search) it reports::
+
+    outside = fit wall - sum(batch walls)         # start-up and tear-down
+    after_train_end = fit return - on_train_end   # releasing fit's locals
+
+and the most frequent stacks sampled outside the batches, between the fits and after
+the last one. It was written to find the 30-70 s stalls that some runs of
+``search_speed.py --part reduction`` show (see its results' notes).
+
+Usage::
+
+    .venv/bin/python benchmarks/stall_profile.py --kind reduction --limit 6400 \\
+        --output /tmp/stall_reduction.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import gc
+import json
+import statistics
+import sys
+import tempfile
+import threading
+import time
+import traceback
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from search_speed import _tiny_search  # noqa: E402
+
+
+class _Sampler(threading.Thread):
+    """The main thread's stack (innermost first, ``file:function:line``) every ``interval`` s."""
+
+    def __init__(self, interval: float):
+        super().__init__(daemon=True)
+        self.interval, self.samples, self.stopped = interval, [], False
+        self.main = threading.main_thread().ident
+
+    def run(self):
+        while not self.stopped:
+            frame = sys._current_frames().get(self.main)
+            if frame is not None:
+                stack = [
+                    f"{f.f_code.co_filename.split('site-packages/')[-1]}:{f.f_code.co_name}:{line}"
+                    for f, line in traceback.walk_stack(frame)
+                ]
+                self.samples.append((time.perf_counter(), stack))
+            time.sleep(self.interval)
+
+
+def summarize(events: list, samples: list, collections_: list, depth: int = 4) -> dict:
+    """Per-fit times and the top stacks outside batches from the recorded events."""
+    fits, current = [], None
+    for name, t in events:
+        if name == "fit_call":
+            current = {"start": t, "batches": [], "train_end": None}
+        elif name == "fit_return":
+            current["end"] = t
+            fits.append(current)
+        elif name == "batch_begin":
+            current["batches"].append([t, None])
+        elif name == "batch_end":
+            current["batches"][-1][1] = t
+        elif name == "train_end":
+            current["train_end"] = t
+
+    def where(t):
+        for k, fit in enumerate(fits):
+            if fit["start"] <= t <= fit["end"]:
+                inside = any(e is not None and b <= t <= e for b, e in fit["batches"])
+                return f"fit {k} " + ("batch" if inside else "outside batches")
+        return "between fits"
+
+    rows = []
+    for fit in fits:
+        walls = [e - b for b, e in fit["batches"] if e is not None]
+        rows.append(
+            {
+                "wall_s": fit["end"] - fit["start"],
+                "batches": len(walls),
+                "first_batch_s": walls[0] if walls else None,
+                "median_batch_s": statistics.median(walls[1:]) if len(walls) > 1 else None,
+                "outside_batches_s": fit["end"] - fit["start"] - sum(walls),
+                "after_train_end_s": fit["end"] - fit["train_end"] if fit["train_end"] else None,
+            }
+        )
+    stacks = collections.defaultdict(collections.Counter)
+    for t, stack in samples:
+        place = where(t)
+        if not place.endswith(" batch"):
+            stacks[place][" < ".join(stack[:depth])] += 1
+    return {
+        "fits": rows,
+        "gaps_between_fits_s": [b["start"] - a["end"] for a, b in zip(fits, fits[1:])],
+        "longest_gc_s": max((c[1] for c in collections_), default=0.0),
+        "gc_collections": len(collections_),
+        "top_stacks_outside_batches": {
+            place: counter.most_common(5) for place, counter in sorted(stacks.items())
+        },
+    }
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--kind", choices=("plain", "reduction"), default="reduction")
+    parser.add_argument("--limit", type=int, default=6400, help="images of Fashion-MNIST")
+    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--interval", type=float, default=0.1, help="seconds between stack samples")
+    parser.add_argument("--output", type=Path, required=True)
+    args = parser.parse_args(argv)
+
+    import bnas_tf  # noqa: F401  (before tensorflow)
+    import tensorflow as tf
+
+    from bnas_tf.search.driver import SearchConfig, run_search
+    from bnas_tf.search.reduction import ReductionConfig
+    from bnas_tf.search.reduction_search import run_reduction_search
+
+    events, collected, gc_start = [], [], {}
+
+    def on_gc(phase, info):
+        if phase == "start":
+            gc_start["t"] = time.perf_counter()
+        else:
+            collected.append((info["generation"], time.perf_counter() - gc_start.get("t", 0.0)))
+
+    class Recorder(tf.keras.callbacks.Callback):
+        def on_train_batch_begin(self, batch, logs=None):
+            events.append(("batch_begin", time.perf_counter()))
+
+        def on_train_batch_end(self, batch, logs=None):
+            events.append(("batch_end", time.perf_counter()))
+
+        def on_train_end(self, logs=None):
+            events.append(("train_end", time.perf_counter()))
+
+    plain_fit = tf.keras.Model.fit
+
+    def recorded_fit(self, *a, **kw):
+        events.append(("fit_call", time.perf_counter()))
+        kw["callbacks"] = [*(kw.get("callbacks") or []), Recorder()]
+        try:
+            return plain_fit(self, *a, **kw)
+        finally:
+            events.append(("fit_return", time.perf_counter()))
+
+    tf.keras.Model.fit = recorded_fit
+    gc.callbacks.append(on_gc)
+    sampler = _Sampler(args.interval)
+    sampler.start()
+    config = SearchConfig(epochs=args.epochs, **_tiny_search(args.limit))
+    out = tempfile.mkdtemp(prefix=f"stall_profile_{args.kind}_")
+    started = time.perf_counter()
+    if args.kind == "plain":
+        run_search(config, out)
+    else:
+        run_reduction_search(config, ReductionConfig(stage_epochs=1), out, log=lambda _: None)
+    wall = time.perf_counter() - started
+    sampler.stopped = True
+    gc.callbacks.remove(on_gc)
+    payload = {"kind": args.kind, "search": _tiny_search(args.limit), "wall_s": wall}
+    payload.update(summarize(events, sampler.samples, collected))
+    payload["after_last_fit_s"] = started + wall - events[-1][1]
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(payload, indent=2) + "\n")
+    for k, row in enumerate(payload["fits"]):
+        print(f"fit {k}: {row['wall_s']:.1f} s, outside batches {row['outside_batches_s']:.1f} s, "
+              f"after on_train_end {row['after_train_end_s']:.1f} s")
+    print(f"wall {wall:.1f} s; longest garbage collection {payload['longest_gc_s']:.2f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
