@@ -11,6 +11,14 @@ connection from the previous cell (identity in a normal cell; BN then a 2x2
 stride-2 convolution in a reduction cell). Input preprocessing is full precision
 during the search: a 1x1 convolution, or a 3x3 stride-2 one when the previous
 cell reduced.
+
+With channel sampling, every edge's output is ``shuffle_K(concat(mixed, bypass))``
+(PC-DARTS). The shuffle is one fixed channel permutation ``P`` for all edges of a
+cell, so a node shuffles once instead of once per incoming edge, exactly::
+
+    sum_j beta_ij P(concat(m_j, r_j)) = P(concat(sum_j beta_ij m_j, sum_j beta_ij r_j))
+
+(``share_computation=False`` keeps the per-edge form, for tests and benchmarks).
 """
 
 from __future__ import annotations
@@ -19,7 +27,7 @@ from collections.abc import Sequence
 
 import tensorflow as tf
 
-from bnas_tf.search.mixed_op import MixedOp
+from bnas_tf.search.mixed_op import MixedOp, channel_shuffle
 
 __all__ = ["SearchCell", "edge_inputs", "num_edges"]
 
@@ -78,6 +86,9 @@ class SearchCell(tf.keras.layers.Layer):
         if len(edge_ops) != num_edges(steps):
             raise ValueError(f"{self.name}: expected {num_edges(steps)} edges, got {len(edge_ops)}.")
         self.reduction = reduction
+        self.partial_channels = partial_channels
+        # Sum the (mixed, bypass) pairs of a node's edges, then shuffle once (module doc).
+        self._node_shuffle = share_computation and partial_channels > 1
         self.steps = steps
         self.multiplier = multiplier
         self.preprocess0 = _relu_conv_bn(channels, 3 if reduction_prev else 1, 2 if reduction_prev else 1, "preprocess0")
@@ -124,15 +135,24 @@ class SearchCell(tf.keras.layers.Layer):
         for j in range(self.steps + 1):
             # State j is complete: run the mixed ops of every edge that leaves it.
             edges = self._edges_from[j]
-            outputs = self.mixed_ops[j](states[j], [weights[e] for e in edges], training=training)
+            outputs = self.mixed_ops[j](
+                states[j], [weights[e] for e in edges], training=training, shuffle=not self._node_shuffle
+            )
             for e, y in zip(edges, outputs):
                 if betas is not None:
-                    y = betas[e] * y
+                    y = tuple(betas[e] * part for part in y) if self._node_shuffle else betas[e] * y
                 incoming[self._edge_node[e]].append(y)
             if j >= 1:
                 # Node j - 1 has all its inputs (states 0..j) now.
-                states.append(tf.add_n(incoming[j - 1]))
+                states.append(self._node_sum(incoming[j - 1]))
         out = tf.concat(states[-self.multiplier :], axis=-1)
         if self.inter_cell_skip:
             out = out + (self.skip(s1, training=training) if self.reduction else s1)
         return out
+
+    def _node_sum(self, parts: list) -> tf.Tensor:
+        if not self._node_shuffle:
+            return tf.add_n(parts)
+        mixed = tf.add_n([m for m, _ in parts])
+        bypass = tf.add_n([r for _, r in parts])
+        return channel_shuffle(tf.concat([mixed, bypass], axis=-1), self.partial_channels)

@@ -72,7 +72,10 @@ class MixedOp(tf.keras.layers.Layer):
             branch per edge and op, the textbook form, for tests and benchmarks).
 
     Call with ``(x, weights)``, ``weights[e]`` a vector with one weight per active
-    op of edge ``e``; returns the list of edge outputs.
+    op of edge ``e``; returns the list of edge outputs. With channel sampling and
+    ``shuffle=False`` each edge output is the unshuffled pair ``(mixed, bypass)``
+    instead: the shuffle is a fixed channel permutation, so a node can sum the pairs of
+    its incoming edges and shuffle once (:class:`~bnas_tf.search.cell.SearchCell`).
     """
 
     def __init__(
@@ -141,7 +144,7 @@ class MixedOp(tf.keras.layers.Layer):
         if partial_channels > 1 and stride > 1:
             self.bypass_pool = tf.keras.layers.MaxPool2D(2, strides=2, padding="same")
 
-    def call(self, inputs, weights, training=None):
+    def call(self, inputs, weights, training=None, shuffle=True):
         x = inputs
         if self.partial_channels > 1:
             # tf.split, not slicing: the gradient of a slice is a zero-padded full tensor.
@@ -172,6 +175,9 @@ class MixedOp(tf.keras.layers.Layer):
             if out is None:  # only Zeroise is left on this edge
                 out = tf.zeros_like(x[:, :: self.stride, :: self.stride, :])
             if self.partial_channels > 1:
-                out = channel_shuffle(tf.concat([out, rest], axis=-1), self.partial_channels)
+                if not shuffle:
+                    out = (out, rest)  # the node sums the pairs of its edges, then shuffles
+                else:
+                    out = channel_shuffle(tf.concat([out, rest], axis=-1), self.partial_channels)
             outputs.append(out)
         return outputs
