@@ -34,19 +34,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from search_speed import REFERENCE_NET, TINY_SEARCH, _peak_rss_gb, machine_info  # noqa: E402
-
-
-def _random_pairs(shape: tuple, batch: int, num_classes: int, count: int) -> list:
-    """``count`` (weight batch, architecture batch) pairs of uniform images and labels."""
-    import tensorflow as tf
-
-    rng = tf.random.Generator.from_seed(0)
-
-    def one():
-        return rng.uniform((batch, *shape)), rng.uniform((batch,), maxval=num_classes, dtype=tf.int32)
-
-    return [(one(), one()) for _ in range(count)]
+from search_speed import REFERENCE_NET, TINY_SEARCH, _peak_rss_gb, machine_info, random_pairs  # noqa: E402
 
 
 def time_stages(metrics: dict, steps: int, network: str = "search") -> list[dict]:
@@ -71,18 +59,11 @@ def time_stages(metrics: dict, steps: int, network: str = "search") -> list[dict
             batch_size=REFERENCE_NET["batch"],
         )
         input_shape, num_classes = REFERENCE_NET["image"], REFERENCE_NET["num_classes"]
-        batches = _random_pairs(input_shape, config.batch_size, num_classes, 2)
+        batches = random_pairs(input_shape, config.batch_size, num_classes, 2)
     else:
         info = data_lib.info(config.dataset)
         input_shape, num_classes = info.input_shape, info.num_classes
-        pairs = data_lib.search_splits(
-            config.dataset,
-            seed=config.seed,
-            data_dir=config.data_dir,
-            batch_size=config.batch_size,
-            portion=config.train_portion,
-            limit=config.limit,
-        )
+        pairs = data_lib.search_splits(config.dataset, seed=config.seed, **config.split_args())
         batches = list(pairs.take(4))
     rows = []
     for stage in metrics["stages"]:

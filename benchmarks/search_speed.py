@@ -277,6 +277,19 @@ def _run_child(args: list[str], timeout: float, *, cmd: list[str] | None = None,
 
 
 # ---------------------------------------------------------------------- part 1: one config
+def random_pairs(shape: tuple, batch: int, num_classes: int, count: int) -> list:
+    """``count`` (weight batch, architecture batch) pairs of uniform images and labels
+    from one generator seeded with 0."""
+    import tensorflow as tf
+
+    rng = tf.random.Generator.from_seed(0)
+
+    def one():
+        return rng.uniform((batch, *shape)), rng.uniform((batch,), maxval=num_classes, dtype=tf.int32)
+
+    return [(one(), one()) for _ in range(count)]
+
+
 def single_step_config(name: str, steps: int, quick: bool) -> dict:
     load_start = list(os.getloadavg())
     spec = CONFIGS[name]
@@ -316,14 +329,7 @@ def single_step_config(name: str, steps: int, quick: bool) -> dict:
     rss_after_build = _rss_gb()
 
     batch = net_spec["batch"]
-    rng = tf.random.Generator.from_seed(0)
-
-    def batch_pair():
-        x = rng.uniform((batch, h, w, c))
-        y = rng.uniform((batch,), maxval=net_spec["num_classes"], dtype=tf.int32)
-        return x, y
-
-    data = (batch_pair(), batch_pair())
+    data = random_pairs((h, w, c), batch, net_spec["num_classes"], 1)[0]
     train_fn = tf.function(net.train_step)
 
     def sync(logs):

@@ -83,10 +83,7 @@ def main(argv) -> None:
     try:
         config.validate()
         common.check_data(config.dataset, config.data_dir)
-        data_lib.search_split_sizes(  # both halves must hold a batch
-            config.dataset, data_dir=config.data_dir, batch_size=config.batch_size,
-            portion=config.train_portion, limit=config.limit,
-        )
+        data_lib.search_split_sizes(config.dataset, **config.split_args())  # both halves hold a batch
     except (ValueError, FileNotFoundError) as error:
         raise app.UsageError(str(error)) from None
     strategy, output_dir = strategy_lib.start_run("bnas-search", config)  # the strategy first

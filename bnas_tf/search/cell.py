@@ -139,20 +139,24 @@ class SearchCell(tf.keras.layers.Layer):
                 states[j], [weights[e] for e in edges], training=training, shuffle=not self._node_shuffle
             )
             for e, y in zip(edges, outputs):
-                if betas is not None:
-                    y = tuple(betas[e] * part for part in y) if self._node_shuffle else betas[e] * y
-                incoming[self._edge_node[e]].append(y)
+                incoming[self._edge_node[e]].append((e, y))
             if j >= 1:
                 # Node j - 1 has all its inputs (states 0..j) now.
-                states.append(self._node_sum(incoming[j - 1]))
+                states.append(self._node_sum(incoming[j - 1], betas))
         out = tf.concat(states[-self.multiplier :], axis=-1)
         if self.inter_cell_skip:
             out = out + (self.skip(s1, training=training) if self.reduction else s1)
         return out
 
-    def _node_sum(self, parts: list) -> tf.Tensor:
+    def _node_sum(self, parts: list, betas) -> tf.Tensor:
+        """``sum_e beta_e y_e`` over a node's ``(edge, y_e)``; with the node-level shuffle
+        ``y_e`` is the pair ``(mixed, bypass)``, summed part by part, then shuffled."""
+
+        def weighted(e, y):
+            return y if betas is None else betas[e] * y
+
         if not self._node_shuffle:
-            return tf.add_n(parts)
-        mixed = tf.add_n([m for m, _ in parts])
-        bypass = tf.add_n([r for _, r in parts])
+            return tf.add_n([weighted(e, y) for e, y in parts])
+        mixed = tf.add_n([weighted(e, m) for e, (m, _) in parts])
+        bypass = tf.add_n([weighted(e, r) for e, (_, r) in parts])
         return channel_shuffle(tf.concat([mixed, bypass], axis=-1), self.partial_channels)

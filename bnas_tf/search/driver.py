@@ -79,6 +79,16 @@ class SearchConfig:
     verbose: int = 2
     strategy: str = "default"
 
+    def split_args(self) -> dict:
+        """The keyword arguments of :func:`bnas_tf.data.search_splits` and
+        :func:`~bnas_tf.data.search_split_sizes` that this config fixes (not the seeds)."""
+        return dict(
+            data_dir=self.data_dir,
+            batch_size=self.batch_size,
+            portion=self.train_portion,
+            limit=self.limit,
+        )
+
     def validate(self) -> "SearchConfig":
         """Raise ``ValueError`` naming the first bad setting."""
         positive = {
@@ -242,13 +252,7 @@ def run_search(
     tf.keras.utils.set_random_seed(config.seed)
     tf.config.experimental.enable_op_determinism()
     info = data_lib.info(config.dataset)
-    sizes = data_lib.search_split_sizes(
-        config.dataset,
-        data_dir=config.data_dir,
-        batch_size=config.batch_size,
-        portion=config.train_portion,
-        limit=config.limit,
-    )
+    sizes = data_lib.search_split_sizes(config.dataset, **config.split_args())
     net = build_supernet(
         config, info.num_classes, info.input_shape, sizes.steps_per_epoch * config.epochs, strategy=strategy
     )
@@ -278,12 +282,9 @@ def run_search(
         for epoch in range(start_epoch, config.epochs):
             pairs, guards = guard.epoch(epoch, distribute.shard_by_data(data_lib.search_splits(
                 config.dataset,
-                data_dir=config.data_dir,
-                batch_size=config.batch_size,
                 seed=config.seed,  # the same halves in every epoch
                 shuffle_seed=config.seed * 1000 + epoch,
-                portion=config.train_portion,
-                limit=config.limit,
+                **config.split_args(),
             ), strategy))
             net.fit(
                 pairs,

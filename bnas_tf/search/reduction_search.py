@@ -69,7 +69,7 @@ def build_stage_supernet(
     return driver_lib.build_supernet(config, num_classes, input_shape, total_steps, active_ops=active_ops)
 
 
-def _epoch_pairs(config, split: dict, first_epoch: int, epochs: int, steps: int) -> tf.data.Dataset:
+def _epoch_pairs(config, first_epoch: int, epochs: int, steps: int) -> tf.data.Dataset:
     """Epochs ``first_epoch ..`` of one endless, seeded stream over fixed search halves.
 
     ``search_splits`` ties the split to its seed, so the halves are made once
@@ -77,7 +77,7 @@ def _epoch_pairs(config, split: dict, first_epoch: int, epochs: int, steps: int)
     search sees exactly the batches it would have seen). The epochs before
     ``first_epoch`` are produced and skipped (data work only).
     """
-    ds = data_lib.search_splits(config.dataset, seed=config.seed, **split).repeat()
+    ds = data_lib.search_splits(config.dataset, seed=config.seed, **config.split_args()).repeat()
     return ds.skip(first_epoch * steps).take(epochs * steps)
 
 
@@ -110,13 +110,7 @@ def run_reduction_search(
     output_dir.mkdir(parents=True, exist_ok=True)
     tf.keras.utils.set_random_seed(config.seed)
     info = data_lib.info(config.dataset)
-    split = dict(
-        data_dir=config.data_dir,
-        batch_size=config.batch_size,
-        portion=config.train_portion,
-        limit=config.limit,
-    )
-    sizes = data_lib.search_split_sizes(config.dataset, **split)
+    sizes = data_lib.search_split_sizes(config.dataset, **config.split_args())
     op_names = ops_lib.search_space(config.search_space)
     state = OperationSpaceReduction(
         op_names,
@@ -149,8 +143,8 @@ def run_reduction_search(
     steps = sizes.steps_per_epoch
     # One split for the whole search: the weights never train on the architecture half.
     eval_take = min(reduction.eval_batches, steps)
-    eval_pairs = data_lib.search_splits(config.dataset, seed=config.seed, **split).take(eval_take)
-    eval_batches = [(x_a, y_a) for _, (x_a, y_a) in eval_pairs]
+    eval_pairs = data_lib.search_splits(config.dataset, seed=config.seed, **config.split_args())
+    eval_batches = [(x_a, y_a) for _, (x_a, y_a) in eval_pairs.take(eval_take)]
 
     # A signal abandons the stage under way (stages are the unit of resumption); a
     # non-finite loss stops the search before the stage is saved.
@@ -166,7 +160,7 @@ def run_reduction_search(
             first_epoch = stage * reduction.stage_epochs
             net.optimizer.iterations.assign(first_epoch * steps)  # continue the schedule
             pairs, guards = guard.epoch(
-                first_epoch, _epoch_pairs(config, split, first_epoch, reduction.stage_epochs, steps)
+                first_epoch, _epoch_pairs(config, first_epoch, reduction.stage_epochs, steps)
             )
             history = net.fit(
                 pairs,
