@@ -37,6 +37,28 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from search_speed import REFERENCE_NET, TINY_SEARCH, _peak_rss_gb, machine_info, random_pairs  # noqa: E402
 
 
+# The search settings that shape the timed supernets (recorded with the results).
+_NETWORK_FIELDS = (
+    "search_space", "binarization", "partial_channels", "edge_normalization",
+    "inter_cell_skip", "entropy_lambda", "layers", "init_channels", "batch_size",
+)
+
+
+def timed_network(metrics: dict, network: str = "search") -> dict:
+    """The supernet settings :func:`time_stages` times: the search's own, or with
+    ``network="reference"`` its op spaces at the reference size (8 cells, 16 channels,
+    batch 64, 32x32x3); the search space, binarization and K stay the search's."""
+    net = {k: metrics["config"].get(k) for k in _NETWORK_FIELDS}
+    if network == "reference":
+        net.update(
+            layers=REFERENCE_NET["layers"],
+            init_channels=REFERENCE_NET["init_channels"],
+            batch_size=REFERENCE_NET["batch"],
+            image=list(REFERENCE_NET["image"]),
+        )
+    return net
+
+
 def time_stages(metrics: dict, steps: int, network: str = "search") -> list[dict]:
     """Per stage of ``metrics``: first step and median step of its supernet.
 
@@ -52,11 +74,9 @@ def time_stages(metrics: dict, steps: int, network: str = "search") -> list[dict
 
     config = SearchConfig(**{k: v for k, v in metrics["config"].items() if k in SearchConfig.__dataclass_fields__})
     if network == "reference":
+        net = timed_network(metrics, network)
         config = dataclasses.replace(
-            config,
-            layers=REFERENCE_NET["layers"],
-            init_channels=REFERENCE_NET["init_channels"],
-            batch_size=REFERENCE_NET["batch"],
+            config, layers=net["layers"], init_channels=net["init_channels"], batch_size=net["batch_size"]
         )
         input_shape, num_classes = REFERENCE_NET["image"], REFERENCE_NET["num_classes"]
         batches = random_pairs(input_shape, config.batch_size, num_classes, 2)
@@ -138,7 +158,7 @@ def main(argv=None) -> int:
         "machine": machine_info(),
         "search": {k: metrics["config"].get(k) for k in TINY_SEARCH},
         "net": args.net,
-        **({"reference_net": REFERENCE_NET} if args.net == "reference" else {}),
+        "timed_network": timed_network(metrics, args.net),
         "metrics": str(args.metrics),
         "stages": rows,
         "step_vs_first_stage": [r["median_step_s"] / base for r in rows],

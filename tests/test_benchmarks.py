@@ -72,6 +72,34 @@ def test_reduction_stage_ratio_counts_one_trace_per_stage_against_one_for_the_pl
         reduction_stages.ratio_with_first_steps(rows, 0)
 
 
+def test_reduction_stages_record_the_timed_network_with_the_search_space_and_k_kept():
+    import reduction_stages
+
+    metrics = {"config": {"search_space": "bnas_darts", "binarization": "xnor", "partial_channels": 4,
+                          "layers": 3, "init_channels": 8, "batch_size": 32}}
+    own = reduction_stages.timed_network(metrics)
+    assert (own["layers"], own["init_channels"], own["batch_size"]) == (3, 8, 32) and "image" not in own
+    ref = reduction_stages.timed_network(metrics, "reference")
+    assert (ref["layers"], ref["init_channels"], ref["batch_size"], ref["image"]) == (8, 16, 64, [32, 32, 3])
+    assert (ref["search_space"], ref["binarization"], ref["partial_channels"]) == ("bnas_darts", "xnor", 4)
+
+
+def test_report_marks_each_reduction_measurement_met_or_missed_against_0_6(tmp_path, monkeypatch):
+    import json
+
+    import report
+
+    monkeypatch.setattr(C, "RESULTS", tmp_path)
+    assert report.reduction_rows() == []  # no results files: no rows
+    (tmp_path / "reduction_stages_6400_reference.json").write_text(json.dumps({"ratio_steps_only": 0.584}))
+    (tmp_path / "search_speed_reduction_6400.json").write_text(
+        json.dumps({"reduction": {"ratio_reduction_over_plain": 0.87}})
+    )
+    met, missed = report.reduction_rows("OSR: ")
+    assert met.startswith("| OSR: step times") and "| met | 0.58x" in met
+    assert "timed complete small search" in missed and "| **missed** | 0.87x" in missed
+
+
 def test_stall_profile_splits_a_fit_into_batches_start_up_and_tear_down():
     import stall_profile
 
