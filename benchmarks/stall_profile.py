@@ -10,12 +10,15 @@ callback records every batch, and ``gc.callbacks`` every garbage collection. For
 
 and the most frequent stacks sampled outside the batches, between the fits and after
 the last one. It was written to find the 30-70 s stalls that some runs of
-``search_speed.py --part reduction`` show (see its results' notes).
+``search_speed.py --part reduction`` show (see its results' notes). With
+``--gdb-after S`` a stack that stands still S seconds outside the batches is also dumped
+natively, every thread (``gdb``), next to ``--output``: the Python stack alone ends where
+TensorFlow's C++ begins.
 
 Usage::
 
     .venv/bin/python benchmarks/stall_profile.py --kind reduction --limit 6400 \\
-        --output /tmp/stall_reduction.json
+        --output /tmp/stall_reduction.json --gdb-after 4
 """
 
 from __future__ import annotations
@@ -24,7 +27,9 @@ import argparse
 import collections
 import gc
 import json
+import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -37,13 +42,58 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from search_speed import _tiny_search  # noqa: E402
 
 
-class _Sampler(threading.Thread):
-    """The main thread's stack (innermost first, ``file:function:line``) every ``interval`` s."""
+class StallWatch:
+    """Says when the main thread's stack has stood still ``after`` seconds outside a batch.
 
-    def __init__(self, interval: float):
+    Feed it every sample; it answers True once per ``after`` seconds of one unchanged stack
+    (``after <= 0``: never). A batch is never a stall: a first step traces for many seconds.
+    """
+
+    def __init__(self, after: float):
+        self.after, self.since, self.last = after, None, None
+
+    def observe(self, now: float, stack: list, in_batch: bool) -> bool:
+        if self.after <= 0:
+            return False
+        if in_batch or stack != self.last or self.since is None:
+            self.since, self.last = now, stack
+            return False
+        if now - self.since >= self.after:
+            self.since = now
+            return True
+        return False
+
+    def restart(self, now: float) -> None:
+        """Count the next ``after`` seconds from ``now`` (after a slow dump)."""
+        self.since = now
+
+
+class _Sampler(threading.Thread):
+    """The main thread's stack (innermost first, ``file:function:line``) every ``interval`` s.
+
+    With ``gdb_after`` seconds set, a stack unchanged for that long while ``in_batch()`` is
+    false (a stall outside the training steps) is dumped once more natively, every thread,
+    with ``gdb -p <pid> -batch -ex "thread apply all bt"``, into ``gdb_dir``.
+    """
+
+    def __init__(self, interval: float, gdb_after: float = 0.0, gdb_dir: Path | None = None,
+                 in_batch=lambda: False):
         super().__init__(daemon=True)
         self.interval, self.samples, self.stopped = interval, [], False
         self.main = threading.main_thread().ident
+        self.watch, self.gdb_dir, self.in_batch = StallWatch(gdb_after), gdb_dir, in_batch
+        self.dumps: list[dict] = []
+
+    def _dump(self, stack: list) -> None:
+        path = self.gdb_dir / f"gdb_{len(self.dumps)}.txt"
+        started = time.perf_counter()
+        result = subprocess.run(
+            ["gdb", "-p", str(os.getpid()), "-batch", "-ex", "thread apply all bt"],
+            capture_output=True, text=True, timeout=300,
+        )
+        path.write_text(result.stdout + result.stderr)
+        self.dumps.append({"t": started, "python_stack": stack[:8], "path": str(path),
+                           "gdb_s": time.perf_counter() - started})
 
     def run(self):
         while not self.stopped:
@@ -53,7 +103,11 @@ class _Sampler(threading.Thread):
                     f"{f.f_code.co_filename.split('site-packages/')[-1]}:{f.f_code.co_name}:{line}"
                     for f, line in traceback.walk_stack(frame)
                 ]
-                self.samples.append((time.perf_counter(), stack))
+                now = time.perf_counter()
+                self.samples.append((now, stack))
+                if self.watch.observe(now, stack, self.in_batch()):
+                    self._dump(stack)
+                    self.watch.restart(time.perf_counter())
             time.sleep(self.interval)
 
 
@@ -116,6 +170,10 @@ def main(argv=None) -> int:
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--interval", type=float, default=0.1, help="seconds between stack samples")
     parser.add_argument("--output", type=Path, required=True)
+    parser.add_argument(
+        "--gdb-after", type=float, default=0.0,
+        help="seconds of one unchanged stack outside a batch before a native gdb dump (0: off)",
+    )
     args = parser.parse_args(argv)
 
     import bnas_tf  # noqa: F401  (before tensorflow)
@@ -155,7 +213,10 @@ def main(argv=None) -> int:
 
     tf.keras.Model.fit = recorded_fit
     gc.callbacks.append(on_gc)
-    sampler = _Sampler(args.interval)
+    def in_batch() -> bool:
+        return bool(events) and events[-1][0] == "batch_begin"
+
+    sampler = _Sampler(args.interval, args.gdb_after, args.output.parent, in_batch)
     sampler.start()
     config = SearchConfig(epochs=args.epochs, **_tiny_search(args.limit))
     out = tempfile.mkdtemp(prefix=f"stall_profile_{args.kind}_")
@@ -170,6 +231,7 @@ def main(argv=None) -> int:
     payload = {"kind": args.kind, "search": _tiny_search(args.limit), "wall_s": wall}
     payload.update(summarize(events, sampler.samples, collected))
     payload["after_last_fit_s"] = started + wall - events[-1][1]
+    payload["gdb_dumps"] = [{**d, "t": d["t"] - started} for d in sampler.dumps]
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(payload, indent=2) + "\n")
     for k, row in enumerate(payload["fits"]):

@@ -100,6 +100,19 @@ def test_report_marks_each_reduction_measurement_met_or_missed_against_0_6(tmp_p
     assert "timed complete small search" in missed and "| **missed** | 0.87x" in missed
 
 
+def test_stall_watch_fires_once_per_period_of_one_still_stack_outside_batches():
+    import stall_profile
+
+    watch = stall_profile.StallWatch(after=3.0)
+    fired = [t for t in range(12) if watch.observe(float(t), ["save", "fit"], in_batch=False)]
+    assert fired == [3, 6, 9]
+    moving = stall_profile.StallWatch(after=3.0)
+    assert not any(moving.observe(float(t), [f"line {t}"], in_batch=False) for t in range(10))
+    tracing = stall_profile.StallWatch(after=3.0)  # a long first step is not a stall
+    assert not any(tracing.observe(float(t), ["trace"], in_batch=True) for t in range(10))
+    assert not any(stall_profile.StallWatch(after=0).observe(float(t), ["x"], False) for t in range(10))
+
+
 def test_stall_profile_splits_a_fit_into_batches_start_up_and_tear_down():
     import stall_profile
 
