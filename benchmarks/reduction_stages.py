@@ -78,7 +78,7 @@ def time_stages(metrics: dict, steps: int, network: str = "search") -> list[dict
         config = dataclasses.replace(
             config, layers=net["layers"], init_channels=net["init_channels"], batch_size=net["batch_size"]
         )
-        input_shape, num_classes = REFERENCE_NET["image"], REFERENCE_NET["num_classes"]
+        input_shape, num_classes = tuple(net["image"]), REFERENCE_NET["num_classes"]
         batches = random_pairs(input_shape, config.batch_size, num_classes, 2)
     else:
         info = data_lib.info(config.dataset)

@@ -213,9 +213,11 @@ def main(argv=None) -> int:
 
     tf.keras.Model.fit = recorded_fit
     gc.callbacks.append(on_gc)
+
     def in_batch() -> bool:
         return bool(events) and events[-1][0] == "batch_begin"
 
+    args.output.parent.mkdir(parents=True, exist_ok=True)  # the gdb dumps go there too
     sampler = _Sampler(args.interval, args.gdb_after, args.output.parent, in_batch)
     sampler.start()
     config = SearchConfig(epochs=args.epochs, **_tiny_search(args.limit))
@@ -232,7 +234,6 @@ def main(argv=None) -> int:
     payload.update(summarize(events, sampler.samples, collected))
     payload["after_last_fit_s"] = started + wall - events[-1][1]
     payload["gdb_dumps"] = [{**d, "t": d["t"] - started} for d in sampler.dumps]
-    args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(payload, indent=2) + "\n")
     for k, row in enumerate(payload["fits"]):
         print(f"fit {k}: {row['wall_s']:.1f} s, outside batches {row['outside_batches_s']:.1f} s, "
