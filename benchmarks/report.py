@@ -129,6 +129,14 @@ def search_cost_section(data: dict, path: Path) -> list[str]:
                       "(README, Benchmarks):", ""]
         lines += ["| measurement | <= 0.60x | reduction / without |", "|---|---|---|"]
         lines += reduction_rows() or ["| – | not run | |"]
+        bounds = reduction_bound_rows()
+        if bounds:
+            lines += ["", "What any removal order could reach at the reference size (`benchmarks/reduction_bounds.py`: "
+                          "each op's step cost from leave-one-out spaces, an additive model of the stages; "
+                          "equal stages, ratio to the plain search):", "",
+                      "| configuration | plain step s | fixed part | costliest first | random order | "
+                      "cheapest first | the searches' own orders, measured (model) |",
+                      "|---|---:|---:|---:|---:|---:|---|", *bounds]
     return lines
 
 
@@ -160,6 +168,28 @@ def reduction_rows(prefix: str = "") -> list[str]:
         median = f", median over {len(ratios)} searches' removal sequences" if len(ratios) > 1 else ""
         rows.append(f"| {prefix}{label}{median} | {'met' if ratio <= 0.60 else '**missed**'} | "
                     f"{ratio:.2f}x{each} ({files}) |")
+    return rows
+
+
+# reduction_bounds.py results: (label, file).
+_BOUND_RESULTS = (
+    ("Kim et al.'s space (K=1)", "reduction_bounds_kim.json"),
+    ("Chen et al.'s configuration (DARTS space, XNOR, K=4)", "reduction_bounds_chen.json"),
+)
+
+
+def reduction_bound_rows() -> list[str]:
+    """Table rows of the removal-order bounds, one per ``reduction_bounds.py`` result present."""
+    rows = []
+    for label, name in _BOUND_RESULTS:
+        path = C.RESULTS / name
+        if not path.exists():
+            continue
+        d = json.loads(path.read_text())
+        b = d["bounds"]
+        own = ", ".join(f"{s['measured_ratio']:.2f} ({s['predicted_ratio']:.2f})" for s in d["sequences"]) or "–"
+        rows.append(f"| {label} (`{_rel(path)}`) | {d['full_step_s']:.2f} | {d['fixed_s'] / d['full_step_s']:.2f} | "
+                    f"{b['costliest_first']:.2f} | {b['random_order']:.2f} | {b['cheapest_first']:.2f} | {own} |")
     return rows
 
 

@@ -138,3 +138,62 @@ def test_stall_profile_splits_a_fit_into_batches_start_up_and_tear_down():
     stacks = summary["top_stacks_outside_batches"]
     assert stacks["fit 0 outside batches"] == [("teardown < fit", 2)]  # the batch sample is left out
     assert stacks["between fits"] == [("save", 1)]
+
+
+def test_reduction_bounds_derive_op_costs_and_the_ratio_of_each_removal_order():
+    import reduction_bounds as rb
+
+    # full step 10 s; removing conv from every edge saves 3 s, pool 1 s, none nothing
+    fixed, costs = rb.op_costs(10.0, {"conv": 7.0, "pool": 9.0, "none": 10.0})
+    assert fixed == pytest.approx(6.0) and costs == pytest.approx({"conv": 3.0, "pool": 1.0, "none": 0.0})
+    b = rb.bounds(fixed, costs)
+    # two stages: the second keeps (pool, none) = 7 s, or (pool, conv) = 10 s, or on average 6 + 2/3 * 4 s
+    assert b["costliest_first"] == pytest.approx((10 + 7) / 20)
+    assert b["cheapest_first"] == pytest.approx((10 + 10) / 20)
+    assert b["random_order"] == pytest.approx((10 + 6 + 8 / 3) / 20)
+    assert b["equal_cost_no_fixed"] == pytest.approx(5 / 6)
+    # equal costs and no fixed part: a random order gives the op-count bound (n + 2) / (2 n)
+    seven = {f"op{i}": 1.0 for i in range(7)}
+    assert rb.bounds(0.0, seven)["random_order"] == pytest.approx(9 / 14)
+    assert rb.bounds(0.0, seven)["costliest_first"] == pytest.approx(9 / 14)  # every order is alike
+    with pytest.raises(ValueError, match="not a permutation"):
+        rb.order_steps(fixed, costs, ["conv", "pool"])
+    with pytest.raises(ValueError, match="no stages"):
+        rb.ratio_of_steps([])
+
+
+def test_reduction_bounds_predict_a_search_s_own_removal_sequence_from_its_op_shares():
+    import reduction_bounds as rb
+
+    ops = ["none", "pool", "conv"]
+    full = rb.full_space(ops, edges=2)
+    assert rb.without(ops, "pool", edges=2) == {"normal": [["none", "conv"]] * 2, "reduce": [["none", "conv"]] * 2}
+    stage1 = {"normal": [["none", "conv"], ["pool", "conv"]], "reduce": [["none", "pool"], ["none", "conv"]]}
+    shares = rb.op_shares(stage1, ops)
+    assert shares == {"none": 0.75, "pool": 0.5, "conv": 0.75}
+    fixed, costs = 6.0, {"none": 0.0, "pool": 1.0, "conv": 3.0}
+    assert rb.stage_step(fixed, costs, rb.op_shares(full, ops)) == pytest.approx(10.0)
+    metrics = {"op_names": ops, "config": {"seed": 4}, "stages": [{"active_ops": full}, {"active_ops": stage1}]}
+    measured = {"metrics": "m.json", "stages": [{"median_step_s": 10.2}, {"median_step_s": 9.0}]}
+    row = rb.sequence_row(fixed, costs, measured, metrics)
+    assert row["seed"] == 4 and row["predicted_step_s"] == pytest.approx([10.0, 6.0 + 0.5 + 2.25])
+    assert row["predicted_ratio"] == pytest.approx((10.0 + 8.75) / 20.0)
+    assert row["measured_ratio"] == pytest.approx(19.2 / 20.4)
+    assert row["removable_share_kept"] == pytest.approx([1.0, 2.75 / 4.0])
+
+
+def test_report_lists_the_removal_order_bounds_of_each_configuration_measured(tmp_path, monkeypatch):
+    import json
+
+    import report
+
+    monkeypatch.setattr(C, "RESULTS", tmp_path)
+    assert report.reduction_bound_rows() == []
+    (tmp_path / "reduction_bounds_kim.json").write_text(json.dumps({
+        "full_step_s": 8.0, "fixed_s": 1.0,
+        "bounds": {"costliest_first": 0.5, "random_order": 0.66, "cheapest_first": 0.81},
+        "sequences": [{"measured_ratio": 0.58, "predicted_ratio": 0.6}, {"measured_ratio": 0.69, "predicted_ratio": 0.7}],
+    }))
+    (row,) = report.reduction_bound_rows()
+    assert row.startswith("| Kim et al.'s space (K=1) (`")
+    assert row.endswith("| 8.00 | 0.12 | 0.50 | 0.66 | 0.81 | 0.58 (0.60), 0.69 (0.70) |")

@@ -1,0 +1,209 @@
+"""What operation space reduction can save at all: per-op step costs and removal-order bounds.
+
+Removal saves what the removed ops cost, so the wall-time ratio of a reduction search
+against the plain one depends on *which* ops its scores remove first. This benchmark
+measures, at the reference size (8 cells x 16 channels, batch 64, 32x32x3), the search
+step of the full op space and of every space with one op removed from all edges
+(leave-one-out), in one process. The difference is that op's cost summed over the
+edges, and what remains is the part no removal touches::
+
+    c_o = T_full - T_{-o}            F = T_full - sum_o c_o
+
+(stem, edge preprocessing, classifier, optimizer, with K > 1 the bypassed channels).
+With ``n`` ops per edge and ``n - 1`` stages of equal length, stage ``k`` keeping
+``n - k`` ops on every edge, a removal order reaches::
+
+    ratio = sum_k T_k / ((n - 1) T_0),   T_k = F + sum_o c_o * (share of edges keeping o at stage k)
+
+- **costliest first** on every edge: the lowest ratio any removal rule can reach;
+- **cheapest first**: the highest;
+- **uniform random order** per edge: ``E[T_k] = F + (n - k) / n * sum_o c_o``; with
+  ``F = 0`` this is ``(n + 2) / (2 n)`` (0.64 for Kim et al.'s 7 ops, 0.63 for the
+  DARTS space's 8): above 0.6 before any fixed cost;
+- **the searches' own removal sequences** (a reduction search's ``metrics.json``):
+  predicted from each stage's op shares with this additive model, next to the ratio
+  ``reduction_stages.py`` measured for the same stages, which checks the model.
+
+Usage (about 12 minutes for Kim et al.'s space, 10 for Chen et al.'s, on 2 cores)::
+
+    .venv/bin/python benchmarks/reduction_bounds.py \
+        --config benchmarks/results/search_reduction_6400_seed1_metrics.json \
+        --measured benchmarks/results/reduction_stages_6400_reference*.json \
+        --output benchmarks/results/reduction_bounds_kim.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from reduction_stages import time_stages, timed_network  # noqa: E402
+from search_speed import _peak_rss_gb, machine_info  # noqa: E402
+
+CELL_TYPES = ("normal", "reduce")
+EDGES_PER_CELL = 14
+
+
+def full_space(op_names: Sequence[str], edges: int = EDGES_PER_CELL) -> dict[str, list[list[str]]]:
+    """Every op on every edge of both cell types."""
+    return {cell: [list(op_names)] * edges for cell in CELL_TYPES}
+
+
+def without(op_names: Sequence[str], op: str, edges: int = EDGES_PER_CELL) -> dict[str, list[list[str]]]:
+    """The full space with ``op`` removed from every edge."""
+    return full_space([o for o in op_names if o != op], edges)
+
+
+def op_costs(full_step: float, leave_one_out: Mapping[str, float]) -> tuple[float, dict[str, float]]:
+    """``(F, {op: c_op})`` from the full space's step and each leave-one-out step.
+
+    ``c_op = full_step - leave_one_out[op]``; ``F = full_step - sum(c_op)``. A cost near
+    zero may come out slightly negative (timing noise); it is kept as measured.
+    """
+    costs = {op: full_step - step for op, step in leave_one_out.items()}
+    return full_step - sum(costs.values()), costs
+
+
+def op_shares(active_ops: Mapping[str, Sequence[Sequence[str]]], op_names: Sequence[str]) -> dict[str, float]:
+    """Share of all edges (both cell types) on which each op is still active."""
+    edges = [set(ops) for cell in CELL_TYPES for ops in active_ops[cell]]
+    return {op: sum(op in ops for ops in edges) / len(edges) for op in op_names}
+
+
+def stage_step(fixed: float, costs: Mapping[str, float], shares: Mapping[str, float]) -> float:
+    """Additive model of one stage's step: ``F + sum_o c_o * share_o``."""
+    return fixed + sum(costs[op] * shares.get(op, 0.0) for op in costs)
+
+
+def ratio_of_steps(steps: Sequence[float]) -> float:
+    """Reduction / plain wall time for equal stages: ``sum_k T_k / (len * T_0)``."""
+    if not steps:
+        raise ValueError("ratio_of_steps: no stages.")
+    return sum(steps) / (len(steps) * steps[0])
+
+
+def order_steps(fixed: float, costs: Mapping[str, float], order: Sequence[str]) -> list[float]:
+    """Stage steps when every edge removes its ops in ``order`` (the last op is kept)."""
+    if sorted(order) != sorted(costs):
+        raise ValueError(f"order {list(order)} is not a permutation of the ops {sorted(costs)}.")
+    return [stage_step(fixed, costs, {op: 1.0 for op in order[k:]}) for k in range(len(order) - 1)]
+
+
+def random_order_steps(fixed: float, costs: Mapping[str, float]) -> list[float]:
+    """Expected stage steps when each edge removes its ops in a uniformly random order:
+    an op survives to stage ``k`` on ``(n - k) / n`` of the edges."""
+    n = len(costs)
+    return [stage_step(fixed, costs, {op: (n - k) / n for op in costs}) for k in range(n - 1)]
+
+
+def bounds(fixed: float, costs: Mapping[str, float]) -> dict[str, float]:
+    """Ratios of the costliest-first, random and cheapest-first removal orders, and the
+    op-count bound ``(n + 2) / (2 n)`` of equal-cost ops without fixed cost."""
+    by_cost = sorted(costs, key=costs.get)
+    n = len(costs)
+    return {
+        "costliest_first": ratio_of_steps(order_steps(fixed, costs, by_cost[::-1])),
+        "random_order": ratio_of_steps(random_order_steps(fixed, costs)),
+        "cheapest_first": ratio_of_steps(order_steps(fixed, costs, by_cost)),
+        "equal_cost_no_fixed": (n + 2) / (2 * n),
+    }
+
+
+def sequence_row(fixed: float, costs: Mapping[str, float], measured: dict, metrics: dict) -> dict:
+    """A search's own removal sequence: the model's ratio next to the measured one."""
+    ops = metrics["op_names"]
+    shares = [op_shares(stage["active_ops"], ops) for stage in metrics["stages"]]
+    predicted = [stage_step(fixed, costs, s) for s in shares]
+    measured_steps = [r["median_step_s"] for r in measured["stages"]]
+    return {
+        "seed": metrics["config"].get("seed"),
+        "metrics": measured["metrics"],
+        "measured_ratio": ratio_of_steps(measured_steps),
+        "predicted_ratio": ratio_of_steps(predicted),
+        "predicted_step_s": predicted,
+        "measured_step_s": measured_steps,
+        # the share of the plain step's removable cost each stage still spends
+        "removable_share_kept": [
+            (p - fixed) / (predicted[0] - fixed) if predicted[0] != fixed else None for p in predicted
+        ],
+    }
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", type=Path, required=True,
+                        help="metrics.json of a reduction search: its search space, binarization and K are timed")
+    parser.add_argument("--measured", type=Path, nargs="*", default=[],
+                        help="reduction_stages.py --net reference results to check the model against")
+    parser.add_argument("--steps", type=int, default=5, help="timed steps per op space after the first")
+    parser.add_argument("--timings", type=Path, default=None,
+                        help="take the op spaces' timings from this earlier output instead of timing them "
+                        "(to check the model against more --measured files)")
+    parser.add_argument("--output", type=Path, required=True)
+    args = parser.parse_args(argv)
+    for path in [args.config, *args.measured, *([args.timings] if args.timings else [])]:
+        if not path.is_file():
+            parser.error(f"{path}: no such file")
+    metrics = json.loads(args.config.read_text())
+    if "op_names" not in metrics:
+        parser.error(f"--config {args.config}: not the metrics.json of a reduction search (no 'op_names')")
+    ops = metrics["op_names"]
+    measured = [json.loads(p.read_text()) for p in args.measured]
+    for path, m in zip(args.measured, measured):
+        if m.get("net") != "reference" or m["timed_network"] != timed_network(metrics, "reference"):
+            parser.error(f"--measured {path}: timed another network than --config's at the reference size")
+
+    # full space first and last (drift check), each leave-one-out space in between
+    spaces = [("full", full_space(ops))] + [(op, without(ops, op)) for op in ops] + [("full_again", full_space(ops))]
+    if args.timings:
+        earlier = json.loads(args.timings.read_text())
+        if earlier.get("timed_network") != timed_network(metrics, "reference"):
+            parser.error(f"--timings {args.timings}: timed another network than --config's at the reference size")
+        rows = [{k: v for k, v in row.items() if k != "space"} for row in earlier["spaces"]]
+        if [row["space"] for row in earlier["spaces"]] != [name for name, _ in spaces]:
+            parser.error(f"--timings {args.timings}: its op spaces are not --config's ({ops})")
+        machine = earlier["machine"]
+    else:
+        rows = time_stages({"config": metrics["config"], "stages": [
+            {"stage": i, "active_ops": space} for i, (_, space) in enumerate(spaces)]}, args.steps, "reference")
+        machine = machine_info()
+    steps = {name: row["median_step_s"] for (name, _), row in zip(spaces, rows)}
+    full = statistics.mean([steps["full"], steps["full_again"]])
+    fixed, costs = op_costs(full, {op: steps[op] for op in ops})
+    sequences = []
+    for m in measured:
+        seq_metrics = json.loads(Path(m["metrics"]).read_text())
+        sequences.append(sequence_row(fixed, costs, m, seq_metrics))
+    payload = {
+        "machine": machine,
+        "timed_network": timed_network(metrics, "reference"),
+        "config": str(args.config),
+        "spaces": [{"space": name, **row} for (name, _), row in zip(spaces, rows)],
+        "full_step_s": full,
+        "full_drift": steps["full_again"] / steps["full"],
+        "fixed_s": fixed,
+        "op_cost_s": costs,
+        "bounds": bounds(fixed, costs),
+        "sequences": sequences,
+        "peak_rss_gb": earlier["peak_rss_gb"] if args.timings else _peak_rss_gb(),
+    }
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(payload, indent=2) + "\n")
+    b = payload["bounds"]
+    print(f"full step {full:.3f} s (drift {payload['full_drift']:.3f}), fixed {fixed:.3f} s; costs "
+          + ", ".join(f"{op} {c:.3f}" for op, c in costs.items()))
+    print(f"ratio: costliest first {b['costliest_first']:.3f}, random order {b['random_order']:.3f}, "
+          f"cheapest first {b['cheapest_first']:.3f}; equal cost, no fixed part {b['equal_cost_no_fixed']:.3f}")
+    for s in sequences:
+        print(f"seed {s['seed']}: measured {s['measured_ratio']:.3f}, model {s['predicted_ratio']:.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
