@@ -2,10 +2,12 @@
 
 Removal saves what the removed ops cost, so the wall-time ratio of a reduction search
 against the plain one depends on *which* ops its scores remove first. This benchmark
-measures, at the reference size (8 cells x 16 channels, batch 64, 32x32x3), the search
-step of the full op space and of every space with one op removed from all edges
-(leave-one-out), in one process. The difference is that op's cost summed over the
-edges, and what remains is the part no removal touches::
+times, at the reference size (8 cells x 16 channels, batch 64, 32x32x3) and in one
+process, the search step of the full op space and of every space with one op removed
+from all edges (leave-one-out). All supernets are built first, then timed one step each
+in turn for several rounds, so that a drifting machine shifts them alike. The difference
+is that op's cost summed over the edges, and what remains is the part no removal
+touches::
 
     c_o = T_full - T_{-o}            F = T_full - sum_o c_o
 
@@ -22,9 +24,13 @@ With ``n`` ops per edge and ``n - 1`` stages of equal length, stage ``k`` keepin
   DARTS space's 8): above 0.6 before any fixed cost;
 - **the searches' own removal sequences** (a reduction search's ``metrics.json``):
   predicted from each stage's op shares with this additive model, next to the ratio
-  ``reduction_stages.py`` measured for the same stages, which checks the model.
+  ``reduction_stages.py`` measured for the same stages.
 
-Usage (about 12 minutes for Kim et al.'s space, 10 for Chen et al.'s, on 2 cores)::
+The two extreme orders are also *timed*, not only modelled: a second round of supernets,
+one per stage of each order (the same ops on every edge), again interleaved with the full
+space. Model and timing side by side check the additive model.
+
+Usage (about 20 minutes per configuration on 2 cores)::
 
     .venv/bin/python benchmarks/reduction_bounds.py \
         --config benchmarks/results/search_reduction_6400_seed1_metrics.json \
@@ -43,7 +49,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from reduction_stages import time_stages, timed_network  # noqa: E402
+from reduction_stages import search_step, stage_setup, timed_call, timed_network  # noqa: E402
 from search_speed import _peak_rss_gb, machine_info  # noqa: E402
 
 CELL_TYPES = ("normal", "reduce")
@@ -135,13 +141,39 @@ def sequence_row(fixed: float, costs: Mapping[str, float], measured: dict, metri
     }
 
 
+def interleaved_steps(setup: tuple, spaces: Sequence[tuple[str, dict]], rounds: int) -> dict[str, dict]:
+    """Build every named op space's search step (and run its first, tracing step), then
+    time one step of each in turn for ``rounds`` rounds."""
+    built = {}
+    for name, active_ops in spaces:
+        step, stream = search_step(setup, active_ops)
+        built[name] = (step, stream, timed_call(step, stream))
+        print(f"{name}: first step {built[name][2]:.1f} s", flush=True)
+    times: dict[str, list[float]] = {name: [] for name in built}
+    for r in range(rounds):
+        for name, (step, stream, _) in built.items():
+            times[name].append(timed_call(step, stream))
+        print(f"round {r}: " + ", ".join(f"{n} {t[-1]:.2f}" for n, t in times.items()), flush=True)
+    return {
+        name: {"first_step_s": built[name][2], "median_step_s": statistics.median(times[name]), "step_s": times[name]}
+        for name in built
+    }
+
+
+def order_spaces(order: Sequence[str], tag: str) -> list[tuple[str, dict]]:
+    """The op spaces of stages ``1 .. n - 2`` when every edge removes its ops in ``order``
+    (stage 0 is the full space)."""
+    return [(f"{tag}_{k}", full_space(order[k:])) for k in range(1, len(order) - 1)]
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", type=Path, required=True,
                         help="metrics.json of a reduction search: its search space, binarization and K are timed")
     parser.add_argument("--measured", type=Path, nargs="*", default=[],
                         help="reduction_stages.py --net reference results to check the model against")
-    parser.add_argument("--steps", type=int, default=5, help="timed steps per op space after the first")
+    parser.add_argument("--rounds", type=int, default=3, help="timed steps per op space after the first, "
+                        "one per round over all spaces")
     parser.add_argument("--timings", type=Path, default=None,
                         help="take the op spaces' timings from this earlier output instead of timing them "
                         "(to check the model against more --measured files)")
@@ -159,47 +191,57 @@ def main(argv=None) -> int:
         if m.get("net") != "reference" or m["timed_network"] != timed_network(metrics, "reference"):
             parser.error(f"--measured {path}: timed another network than --config's at the reference size")
 
-    # full space first and last (drift check), each leave-one-out space in between
-    spaces = [("full", full_space(ops))] + [(op, without(ops, op)) for op in ops] + [("full_again", full_space(ops))]
+    leave_one_out = [("full", full_space(ops))] + [(f"without_{op}", without(ops, op)) for op in ops]
     if args.timings:
         earlier = json.loads(args.timings.read_text())
         if earlier.get("timed_network") != timed_network(metrics, "reference"):
             parser.error(f"--timings {args.timings}: timed another network than --config's at the reference size")
-        rows = [{k: v for k, v in row.items() if k != "space"} for row in earlier["spaces"]]
-        if [row["space"] for row in earlier["spaces"]] != [name for name, _ in spaces]:
+        if list(earlier["leave_one_out"]) != [name for name, _ in leave_one_out]:
             parser.error(f"--timings {args.timings}: its op spaces are not --config's ({ops})")
-        machine = earlier["machine"]
+        loo, ordered, machine = earlier["leave_one_out"], earlier["orders"], earlier["machine"]
     else:
-        rows = time_stages({"config": metrics["config"], "stages": [
-            {"stage": i, "active_ops": space} for i, (_, space) in enumerate(spaces)]}, args.steps, "reference")
-        machine = machine_info()
-    steps = {name: row["median_step_s"] for (name, _), row in zip(spaces, rows)}
-    full = statistics.mean([steps["full"], steps["full_again"]])
-    fixed, costs = op_costs(full, {op: steps[op] for op in ops})
+        setup = stage_setup(metrics, "reference")
+        loo = interleaved_steps(setup, leave_one_out, args.rounds)
+    full = loo["full"]["median_step_s"]
+    fixed, costs = op_costs(full, {op: loo[f"without_{op}"]["median_step_s"] for op in ops})
+    by_cost = sorted(costs, key=costs.get)
+    orders = {"costliest_first": by_cost[::-1], "cheapest_first": by_cost}
+    if not args.timings:
+        spaces = [("full", full_space(ops))] + [s for tag, o in orders.items() for s in order_spaces(o, tag)]
+        ordered = interleaved_steps(setup, spaces, args.rounds)
+    timed_orders = {
+        tag: ratio_of_steps([ordered["full"]["median_step_s"]]
+                            + [ordered[name]["median_step_s"] for name, _ in order_spaces(o, tag)])
+        for tag, o in orders.items()
+    }
     sequences = []
     for m in measured:
         seq_metrics = json.loads(Path(m["metrics"]).read_text())
         sequences.append(sequence_row(fixed, costs, m, seq_metrics))
     payload = {
-        "machine": machine,
+        "machine": machine if args.timings else machine_info(),
         "timed_network": timed_network(metrics, "reference"),
         "config": str(args.config),
-        "spaces": [{"space": name, **row} for (name, _), row in zip(spaces, rows)],
+        "rounds": args.rounds,
+        "leave_one_out": loo,
+        "orders": ordered,
         "full_step_s": full,
-        "full_drift": steps["full_again"] / steps["full"],
         "fixed_s": fixed,
         "op_cost_s": costs,
+        "removal_orders": orders,
         "bounds": bounds(fixed, costs),
+        "bounds_timed": timed_orders,
         "sequences": sequences,
         "peak_rss_gb": earlier["peak_rss_gb"] if args.timings else _peak_rss_gb(),
     }
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(payload, indent=2) + "\n")
     b = payload["bounds"]
-    print(f"full step {full:.3f} s (drift {payload['full_drift']:.3f}), fixed {fixed:.3f} s; costs "
+    print(f"full step {full:.3f} s, fixed {fixed:.3f} s; costs "
           + ", ".join(f"{op} {c:.3f}" for op, c in costs.items()))
     print(f"ratio: costliest first {b['costliest_first']:.3f}, random order {b['random_order']:.3f}, "
           f"cheapest first {b['cheapest_first']:.3f}; equal cost, no fixed part {b['equal_cost_no_fixed']:.3f}")
+    print("timed: " + ", ".join(f"{tag} {r:.3f}" for tag, r in timed_orders.items()))
     for s in sequences:
         print(f"seed {s['seed']}: measured {s['measured_ratio']:.3f}, model {s['predicted_ratio']:.3f}")
     return 0

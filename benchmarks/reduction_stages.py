@@ -59,8 +59,8 @@ def timed_network(metrics: dict, network: str = "search") -> dict:
     return net
 
 
-def time_stages(metrics: dict, steps: int, network: str = "search") -> list[dict]:
-    """Per stage of ``metrics``: first step and median step of its supernet.
+def stage_setup(metrics: dict, network: str = "search") -> tuple:
+    """``(config, num_classes, input_shape, batches)`` for timing ``metrics``' op spaces.
 
     ``network="search"``: the searched network on the search's own batches; ``"reference"``:
     the same op spaces (the cells' active ops do not depend on the cell count) in the
@@ -70,7 +70,7 @@ def time_stages(metrics: dict, steps: int, network: str = "search") -> list[dict
 
     import bnas_tf  # noqa: F401  (before tensorflow)
     from bnas_tf import data as data_lib
-    from bnas_tf.search.driver import SearchConfig, build_supernet
+    from bnas_tf.search.driver import SearchConfig
 
     config = SearchConfig(**{k: v for k, v in metrics["config"].items() if k in SearchConfig.__dataclass_fields__})
     if network == "reference":
@@ -79,26 +79,41 @@ def time_stages(metrics: dict, steps: int, network: str = "search") -> list[dict
             config, layers=net["layers"], init_channels=net["init_channels"], batch_size=net["batch_size"]
         )
         input_shape, num_classes = tuple(net["image"]), REFERENCE_NET["num_classes"]
-        batches = random_pairs(input_shape, config.batch_size, num_classes, 2)
-    else:
-        info = data_lib.info(config.dataset)
-        input_shape, num_classes = info.input_shape, info.num_classes
-        pairs = data_lib.search_splits(config.dataset, seed=config.seed, **config.split_args())
-        batches = list(pairs.take(4))
+        return config, num_classes, input_shape, random_pairs(input_shape, config.batch_size, num_classes, 2)
+    info = data_lib.info(config.dataset)
+    pairs = data_lib.search_splits(config.dataset, seed=config.seed, **config.split_args())
+    return config, info.num_classes, info.input_shape, list(pairs.take(4))
+
+
+def search_step(setup: tuple, active_ops: dict):
+    """The search step (alpha step + weight step) of the supernet restricted to ``active_ops``,
+    and a batch stream for it: ``step(stream)`` runs one step."""
+    import itertools
+
+    from bnas_tf.search.driver import build_supernet
+
+    config, num_classes, input_shape, batches = setup
+    net = build_supernet(config, num_classes, input_shape, 100, active_ops=active_ops)
+    net.build_optimizers()
+    return net.make_train_function(), itertools.cycle(batches)
+
+
+def timed_call(step, stream) -> float:
+    """Wall seconds of one ``step(stream)``."""
+    t = time.perf_counter()
+    step(stream)
+    return time.perf_counter() - t
+
+
+def time_stages(metrics: dict, steps: int, network: str = "search") -> list[dict]:
+    """Per stage of ``metrics``: first step and median step of its supernet
+    (``network`` as in :func:`stage_setup`)."""
+    setup = stage_setup(metrics, network)
     rows = []
     for stage in metrics["stages"]:
-        net = build_supernet(config, num_classes, input_shape, 100, active_ops=stage["active_ops"])
-        net.build_optimizers()
-        step = net.make_train_function()
-        stream = iter(batches * (steps + 1))
-        t = time.perf_counter()
-        step(stream)
-        first = time.perf_counter() - t
-        times = []
-        for _ in range(steps):
-            t = time.perf_counter()
-            step(stream)
-            times.append(time.perf_counter() - t)
+        step, stream = search_step(setup, stage["active_ops"])
+        first = timed_call(step, stream)
+        times = [timed_call(step, stream) for _ in range(steps)]
         active = sum(len(ops) for cell in ("normal", "reduce") for ops in stage["active_ops"][cell])
         rows.append(
             {

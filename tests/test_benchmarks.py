@@ -145,6 +145,8 @@ def test_reduction_bounds_derive_op_costs_and_the_ratio_of_each_removal_order():
 
     # full step 10 s; removing conv from every edge saves 3 s, pool 1 s, none nothing
     fixed, costs = rb.op_costs(10.0, {"conv": 7.0, "pool": 9.0, "none": 10.0})
+    assert rb.order_spaces(["conv", "pool", "none"], "costliest") == [
+        ("costliest_1", rb.full_space(["pool", "none"]))]  # stages 1 .. n - 2; stage 0 is the full space
     assert fixed == pytest.approx(6.0) and costs == pytest.approx({"conv": 3.0, "pool": 1.0, "none": 0.0})
     b = rb.bounds(fixed, costs)
     # two stages: the second keeps (pool, none) = 7 s, or (pool, conv) = 10 s, or on average 6 + 2/3 * 4 s
@@ -197,3 +199,61 @@ def test_report_lists_the_removal_order_bounds_of_each_configuration_measured(tm
     (row,) = report.reduction_bound_rows()
     assert row.startswith("| Kim et al.'s space (K=1) (`")
     assert row.endswith("| 8.00 | 0.12 | 0.50 | 0.66 | 0.81 | 0.58 (0.60), 0.69 (0.70) |")
+
+
+def test_reduction_bounds_time_every_space_once_per_round_after_building_them_all(monkeypatch):
+    import reduction_bounds as rb
+
+    calls = []
+
+    def fake_search_step(setup, active_ops):
+        name = active_ops["normal"][0][0]
+        calls.append(("build", name))
+        return (lambda stream: calls.append(("step", next(stream)))), iter([name] * 10)
+
+    monkeypatch.setattr(rb, "search_step", fake_search_step)
+    spaces = [("a", rb.full_space(["a"])), ("b", rb.full_space(["b"]))]
+    timings = rb.interleaved_steps(None, spaces, rounds=2)
+    assert calls == [("build", "a"), ("step", "a"), ("build", "b"), ("step", "b"),  # first steps
+                     ("step", "a"), ("step", "b"), ("step", "a"), ("step", "b")]  # rounds, interleaved
+    assert set(timings) == {"a", "b"} and all(len(t["step_s"]) == 2 for t in timings.values())
+
+
+def test_reduction_bounds_recompute_from_earlier_timings_and_refuse_another_network(tmp_path, capsys):
+    import json
+
+    import reduction_bounds as rb
+
+    ops = ["none", "pool", "conv"]
+    config = {"search_space": "toy", "binarization": "sign_scale", "partial_channels": 1, "seed": 3}
+    metrics = {"op_names": ops, "config": config,
+               "stages": [{"active_ops": rb.full_space(ops)}, {"active_ops": rb.without(ops, "pool")}]}
+    (tmp_path / "metrics.json").write_text(json.dumps(metrics))
+    net = rb.timed_network(metrics, "reference")
+    step = lambda s: {"first_step_s": 30.0, "median_step_s": s, "step_s": [s]}  # noqa: E731
+    earlier = {"machine": {"nproc": 2}, "timed_network": net, "peak_rss_gb": 5.0,
+               "leave_one_out": {"full": step(10.0), "without_none": step(10.0), "without_pool": step(9.0),
+                                 "without_conv": step(7.0)},
+               "orders": {"full": step(10.0), "costliest_first_1": step(7.5), "cheapest_first_1": step(10.0)}}
+    (tmp_path / "timings.json").write_text(json.dumps(earlier))
+    measured = {"net": "reference", "timed_network": net, "metrics": str(tmp_path / "metrics.json"),
+                "stages": [{"median_step_s": 10.0}, {"median_step_s": 9.2}]}
+    (tmp_path / "measured.json").write_text(json.dumps(measured))
+    out = tmp_path / "bounds.json"
+    args = ["--config", str(tmp_path / "metrics.json"), "--timings", str(tmp_path / "timings.json"),
+            "--output", str(out)]
+    assert rb.main(args + ["--measured", str(tmp_path / "measured.json")]) == 0
+    result = json.loads(out.read_text())
+    assert result["removal_orders"] == {"costliest_first": ["conv", "pool", "none"],
+                                       "cheapest_first": ["none", "pool", "conv"]}
+    assert result["bounds_timed"] == pytest.approx({"costliest_first": 17.5 / 20, "cheapest_first": 1.0})
+    assert result["bounds"]["costliest_first"] == pytest.approx(17 / 20)  # the model: 6 + 1 + 0 s
+    (seq,) = result["sequences"]
+    assert seq["seed"] == 3 and seq["measured_ratio"] == pytest.approx(19.2 / 20)
+    assert seq["predicted_ratio"] == pytest.approx(19 / 20)
+    assert result["machine"] == {"nproc": 2} and result["peak_rss_gb"] == 5.0
+    measured["timed_network"] = dict(net, layers=3)
+    (tmp_path / "measured.json").write_text(json.dumps(measured))
+    with pytest.raises(SystemExit):
+        rb.main(args + ["--measured", str(tmp_path / "measured.json")])
+    assert "timed another network" in capsys.readouterr().err
