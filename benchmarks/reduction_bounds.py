@@ -17,7 +17,8 @@ With ``n`` ops per edge and ``n - 1`` stages of equal length, stage ``k`` keepin
 
     ratio = sum_k T_k / ((n - 1) T_0),   T_k = F + sum_o c_o * (share of edges keeping o at stage k)
 
-- **costliest first** on every edge: the lowest ratio any removal rule can reach;
+- **costliest first** on every edge: the lowest ratio a removal rule can reach (with
+  costs pooled over the edges, as here);
 - **cheapest first**: the highest;
 - **uniform random order** per edge: ``E[T_k] = F + (n - k) / n * sum_o c_o``; with
   ``F = 0`` this is ``(n + 2) / (2 n)`` (0.64 for Kim et al.'s 7 ops, 0.63 for the
@@ -30,7 +31,7 @@ The two extreme orders are also *timed*, not only modelled: a second round of su
 one per stage of each order (the same ops on every edge), again interleaved with the full
 space. Model and timing side by side check the additive model.
 
-Usage (about 20 minutes per configuration on 2 cores)::
+Usage (on 2 cores about 20 minutes for Kim et al.'s space, 35 for Chen et al.'s K=4)::
 
     .venv/bin/python benchmarks/reduction_bounds.py \
         --config benchmarks/results/search_reduction_6400_seed1_metrics.json \
@@ -41,6 +42,7 @@ Usage (about 20 minutes per configuration on 2 cores)::
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import statistics
 import sys
@@ -49,11 +51,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import bnas_tf  # noqa: E402,F401  (Keras 2 before TensorFlow)
+from bnas_tf.genotype import CELL_TYPES  # noqa: E402
+from bnas_tf.search.cell import num_edges  # noqa: E402
 from reduction_stages import search_step, stage_setup, timed_call, timed_network  # noqa: E402
 from search_speed import _peak_rss_gb, machine_info  # noqa: E402
 
-CELL_TYPES = ("normal", "reduce")
-EDGES_PER_CELL = 14
+EDGES_PER_CELL = num_edges()
 
 
 def full_space(op_names: Sequence[str], edges: int = EDGES_PER_CELL) -> dict[str, list[list[str]]]:
@@ -207,6 +211,7 @@ def main(argv=None) -> int:
     by_cost = sorted(costs, key=costs.get)
     orders = {"costliest_first": by_cost[::-1], "cheapest_first": by_cost}
     if not args.timings:
+        gc.collect()  # the leave-one-out supernets hold about 1 GB each (K=4): free them first
         spaces = [("full", full_space(ops))] + [s for tag, o in orders.items() for s in order_spaces(o, tag)]
         ordered = interleaved_steps(setup, spaces, args.rounds)
     timed_orders = {

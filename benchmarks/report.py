@@ -145,7 +145,8 @@ def search_cost_section(data: dict, path: Path) -> list[str]:
 _REDUCTION_RESULTS = (
     ("step times summed over equal stages, reference size, Kim et al.'s space (K=1)",
      ("reduction_stages_6400_reference.json", "reduction_stages_6400_reference_seed1.json",
-      "reduction_stages_6400_reference_seed2.json"), lambda d: d["ratio_steps_only"]),
+      "reduction_stages_6400_reference_seed2.json", "reduction_stages_6400_reference_seed3.json",
+      "reduction_stages_6400_reference_seed4.json"), lambda d: d["ratio_steps_only"]),
     ("step times summed over equal stages, reference size, Chen et al.'s configuration (DARTS space, XNOR, K=4)",
      ("reduction_stages_chen_6400_reference.json",), lambda d: d["ratio_steps_only"]),
     ("timed complete small search (3 cells x 8 channels, 6,400 images), median of interleaved rounds",
