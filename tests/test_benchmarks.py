@@ -194,11 +194,12 @@ def test_report_lists_the_removal_order_bounds_of_each_configuration_measured(tm
     (tmp_path / "reduction_bounds_kim.json").write_text(json.dumps({
         "full_step_s": 8.0, "fixed_s": 1.0,
         "bounds": {"costliest_first": 0.5, "random_order": 0.66, "cheapest_first": 0.81},
+        "bounds_timed": {"costliest_first": 0.47},
         "sequences": [{"measured_ratio": 0.58, "predicted_ratio": 0.6}, {"measured_ratio": 0.69, "predicted_ratio": 0.7}],
     }))
     (row,) = report.reduction_bound_rows()
     assert row.startswith("| Kim et al.'s space (K=1) (`")
-    assert row.endswith("| 8.00 | 0.12 | 0.50 | 0.66 | 0.81 | 0.58 (0.60), 0.69 (0.70) |")
+    assert row.endswith("| 8.00 | 0.12 | 0.47 (0.50) | (0.66) | (0.81) | 0.58 (0.60), 0.69 (0.70) |")
 
 
 def test_reduction_bounds_time_every_space_once_per_round_after_building_them_all(monkeypatch):
