@@ -54,7 +54,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bnas_tf  # noqa: E402,F401  (Keras 2 before TensorFlow)
 from bnas_tf.genotype import CELL_TYPES  # noqa: E402
 from bnas_tf.search.cell import num_edges  # noqa: E402
-from reduction_stages import search_step, stage_setup, timed_call, timed_network  # noqa: E402
+from reduction_stages import ratio_of_steps, search_step, stage_setup, timed_call, timed_network  # noqa: E402
 from search_speed import _peak_rss_gb, machine_info  # noqa: E402
 
 EDGES_PER_CELL = num_edges()
@@ -89,13 +89,6 @@ def op_shares(active_ops: Mapping[str, Sequence[Sequence[str]]], op_names: Seque
 def stage_step(fixed: float, costs: Mapping[str, float], shares: Mapping[str, float]) -> float:
     """Additive model of one stage's step: ``F + sum_o c_o * share_o``."""
     return fixed + sum(costs[op] * shares.get(op, 0.0) for op in costs)
-
-
-def ratio_of_steps(steps: Sequence[float]) -> float:
-    """Reduction / plain wall time for equal stages: ``sum_k T_k / (len * T_0)``."""
-    if not steps:
-        raise ValueError("ratio_of_steps: no stages.")
-    return sum(steps) / (len(steps) * steps[0])
 
 
 def order_steps(fixed: float, costs: Mapping[str, float], order: Sequence[str]) -> list[float]:
@@ -191,14 +184,15 @@ def main(argv=None) -> int:
         parser.error(f"--config {args.config}: not the metrics.json of a reduction search (no 'op_names')")
     ops = metrics["op_names"]
     measured = [json.loads(p.read_text()) for p in args.measured]
+    network = timed_network(metrics, "reference")
     for path, m in zip(args.measured, measured):
-        if m.get("net") != "reference" or m["timed_network"] != timed_network(metrics, "reference"):
+        if m.get("net") != "reference" or m["timed_network"] != network:
             parser.error(f"--measured {path}: timed another network than --config's at the reference size")
 
     leave_one_out = [("full", full_space(ops))] + [(f"without_{op}", without(ops, op)) for op in ops]
     if args.timings:
         earlier = json.loads(args.timings.read_text())
-        if earlier.get("timed_network") != timed_network(metrics, "reference"):
+        if earlier.get("timed_network") != network:
             parser.error(f"--timings {args.timings}: timed another network than --config's at the reference size")
         if list(earlier["leave_one_out"]) != [name for name, _ in leave_one_out]:
             parser.error(f"--timings {args.timings}: its op spaces are not --config's ({ops})")
@@ -225,7 +219,7 @@ def main(argv=None) -> int:
         sequences.append(sequence_row(fixed, costs, m, seq_metrics))
     payload = {
         "machine": machine if args.timings else machine_info(),
-        "timed_network": timed_network(metrics, "reference"),
+        "timed_network": network,
         "config": str(args.config),
         "rounds": args.rounds,
         "leave_one_out": loo,

@@ -30,6 +30,7 @@ import json
 import statistics
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -130,6 +131,13 @@ def time_stages(metrics: dict, steps: int, network: str = "search") -> list[dict
     return rows
 
 
+def ratio_of_steps(steps: Sequence[float]) -> float:
+    """Reduction / plain wall time for equal stages, steps only: ``sum_k T_k / (len * T_0)``."""
+    if not steps:
+        raise ValueError("ratio_of_steps: no stages.")
+    return sum(steps) / (len(steps) * steps[0])
+
+
 def ratio_with_first_steps(rows: list[dict], stage_steps: int) -> float:
     """Reduction / plain wall time over the steps and each supernet's first (tracing) step::
 
@@ -177,7 +185,7 @@ def main(argv=None) -> int:
         "metrics": str(args.metrics),
         "stages": rows,
         "step_vs_first_stage": [r["median_step_s"] / base for r in rows],
-        "ratio_steps_only": sum(r["median_step_s"] for r in rows) / (len(rows) * base),
+        "ratio_steps_only": ratio_of_steps([r["median_step_s"] for r in rows]),
         "first_step_s_sum": sum(r["first_step_s"] for r in rows),
         "ratio_with_first_steps": {
             str(n): ratio_with_first_steps(rows, n)
