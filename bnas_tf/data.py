@@ -66,6 +66,7 @@ __all__ = [
     "preprocess",
     "search_split_sizes",
     "search_splits",
+    "search_validation",
 ]
 
 PathLike = Union[str, os.PathLike]
@@ -752,28 +753,77 @@ def search_splits(
     for offset, indices in enumerate(halves):
         base = seed if shuffle_seed is None else shuffle_seed
         half_seed = base * 2 + offset  # distinct seeds for the two halves
-        if name in _IDX_DATASETS:
-            fetch = _array_fetch(name, "train", data_dir)
-            ds = tf.data.Dataset.from_tensor_slices(indices.astype(np.int64))
-            buffer = len(indices)
-        else:
-            mask = np.zeros(total, dtype=bool)
-            mask[indices] = True
-            mask_t = tf.constant(mask)
-            ds = _tfds_dataset(name, "train", data_dir).enumerate()
-            ds = ds.filter(lambda i, example: tf.gather(mask_t, i)).map(lambda i, xy: xy)
-            fetch = _tfds_fetch(name)
-            buffer = min(_SHUFFLE_BUFFER, len(indices))
-        ds = ds.shuffle(buffer, seed=half_seed, reshuffle_each_iteration=True)
         pipelines.append(
-            _finish(
-                ds,
-                name,
-                fetch,
-                seed=half_seed,
-                augment=augment,
-                batch_size=batch_size,
-                drop_remainder=True,
+            _half_pipeline(
+                name, indices, total, data_dir, shuffle_seed=half_seed, augment=augment,
+                batch_size=batch_size, drop_remainder=True,
             )
         )
     return tf.data.Dataset.zip(tuple(pipelines)).with_options(_options())
+
+
+def _half_pipeline(
+    name: str,
+    indices: np.ndarray,
+    total: int,
+    data_dir: Optional[PathLike],
+    *,
+    shuffle_seed: Optional[int],
+    augment: bool,
+    batch_size: int,
+    drop_remainder: bool,
+) -> tf.data.Dataset:
+    """The examples ``indices`` of the training split, shuffled with ``shuffle_seed``
+    (``None``: in their order), normalised and batched."""
+    if name in _IDX_DATASETS:
+        fetch = _array_fetch(name, "train", data_dir)
+        ds = tf.data.Dataset.from_tensor_slices(indices.astype(np.int64))
+        buffer = len(indices)
+    else:
+        mask = np.zeros(total, dtype=bool)
+        mask[indices] = True
+        mask_t = tf.constant(mask)
+        ds = _tfds_dataset(name, "train", data_dir).enumerate()
+        ds = ds.filter(lambda i, example: tf.gather(mask_t, i)).map(lambda i, xy: xy)
+        fetch = _tfds_fetch(name)
+        buffer = min(_SHUFFLE_BUFFER, len(indices))
+    if shuffle_seed is not None:
+        ds = ds.shuffle(buffer, seed=shuffle_seed, reshuffle_each_iteration=True)
+    return _finish(
+        ds,
+        name,
+        fetch,
+        seed=shuffle_seed,
+        augment=augment,
+        batch_size=batch_size,
+        drop_remainder=drop_remainder,
+    )
+
+
+def search_validation(
+    name: str,
+    *,
+    data_dir: Optional[PathLike] = None,
+    batch_size: int,
+    seed: int = 0,
+    portion: float = 0.5,
+    limit: Optional[int] = None,
+    batches: Optional[int] = None,
+) -> tf.data.Dataset:
+    """The architecture (alpha) half of :func:`search_splits` with the same ``seed``,
+    ``portion`` and ``limit``, as ``(x, y)`` batches in a fixed order, unaugmented: the
+    held-out set a search evaluates in inference mode after each epoch (Kim et al.'s
+    reference). ``batches``: only the first that many (``None``: the whole half; the last
+    batch may be smaller)."""
+    info(name)
+    total = num_examples(name, "train", data_dir=data_dir)
+    _, idx_a = _split_indices(total, seed=seed, portion=portion, limit=limit, batch_size=batch_size)
+    if batches is not None:
+        if batches < 1:
+            raise ValueError(f"batches must be positive or None, got {batches!r}.")
+        idx_a = idx_a[: batches * batch_size]
+    ds = _half_pipeline(
+        name, idx_a, total, data_dir, shuffle_seed=None, augment=False, batch_size=batch_size,
+        drop_remainder=False,
+    )
+    return ds.with_options(_options())

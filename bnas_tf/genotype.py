@@ -82,8 +82,8 @@ CELL_TYPES = ("normal", "reduce")
 DARTS_RENAME: dict[str, str] = {
     "sep_conv_3x3": "bin_sep_conv_3x3",
     "sep_conv_5x5": "bin_sep_conv_5x5",
-    "dil_conv_3x3": "bin_dil_conv_3x3",
-    "dil_conv_5x5": "bin_dil_conv_5x5",
+    "dil_conv_3x3": "bin_dil_sep_conv_3x3",
+    "dil_conv_5x5": "bin_dil_sep_conv_5x5",
 }
 """Rename map from the DARTS op names to this package's binarized ops
 (``bnas_darts`` space), for :meth:`Genotype.from_darts_string`."""
@@ -222,9 +222,16 @@ class Genotype:
                     f"{where}: unknown op {op!r}; known ops: {', '.join(op_names)}"
                 )
             if op not in allowed:
+                hint = ""
+                if space == "bnas_darts" and op.startswith("bin_dil_conv"):
+                    hint = (
+                        f"; DARTS' dil_conv is the dilated separable {op.replace('dil_conv', 'dil_sep_conv')} "
+                        "since bnas-tf 0.2. A genotype saved before that used the dense dilated "
+                        "convolution: load it with search_space=None to rebuild it as trained"
+                    )
                 raise ValueError(
                     f"{where}: op {op!r} is not in search space {space!r} "
-                    f"(allowed: {', '.join(allowed)})"
+                    f"(allowed: {', '.join(allowed)}){hint}"
                 )
             if not _is_int(src):
                 raise ValueError(f"{where}: input must be an int, got {src!r}")
@@ -517,20 +524,21 @@ LATEST_CELL = Genotype(
 # The published XNOR cell `BNAS_XNOR_1` from the authors' test code
 # (utils/genotypes_x.py, used by test/test_xnor.py; pt.darts-style nested per-node
 # lists, flattened here). DARTS op names are mapped to this package's binarized
-# ops: sep_conv_k -> bin_sep_conv_k, dil_conv_k -> bin_dil_conv_k.
+# ops: sep_conv_k -> bin_sep_conv_k, dil_conv_k (DARTS' dilated separable DilConv)
+# -> bin_dil_sep_conv_k.
 BNAS_XNOR_1 = Genotype(
     normal=(
-        ("skip_connect", 1), ("bin_dil_conv_3x3", 0),
-        ("skip_connect", 0), ("bin_dil_conv_5x5", 2),
+        ("skip_connect", 1), ("bin_dil_sep_conv_3x3", 0),
+        ("skip_connect", 0), ("bin_dil_sep_conv_5x5", 2),
         ("max_pool_3x3", 1), ("max_pool_3x3", 0),
-        ("bin_dil_conv_5x5", 4), ("bin_sep_conv_3x3", 2),
+        ("bin_dil_sep_conv_5x5", 4), ("bin_sep_conv_3x3", 2),
     ),
     normal_concat=(2, 3, 4, 5),
     reduce=(
-        ("bin_sep_conv_3x3", 1), ("bin_dil_conv_5x5", 0),
+        ("bin_sep_conv_3x3", 1), ("bin_dil_sep_conv_5x5", 0),
         ("skip_connect", 1), ("max_pool_3x3", 2),
-        ("bin_dil_conv_5x5", 0), ("avg_pool_3x3", 3),
-        ("skip_connect", 2), ("bin_dil_conv_3x3", 4),
+        ("bin_dil_sep_conv_5x5", 0), ("avg_pool_3x3", 3),
+        ("skip_connect", 2), ("bin_dil_sep_conv_3x3", 4),
     ),
     reduce_concat=(2, 3, 4, 5),
     search_space="bnas_darts",

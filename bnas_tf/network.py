@@ -111,7 +111,7 @@ def _binary_conv(x, channels, kernel, stride, binarization, name):
     )(x)
 
 
-def _cell(s0, s1, edges, concat, channels, reduction, reduction_prev, skip, binarization, drop_path_rate, name):
+def _cell(s0, s1, edges, concat, channels, reduction, reduction_prev, skip, binarization, drop_path_rate, grid, name):
     if reduction_prev:
         p0 = _binary_conv(s0, channels, 3, 2, binarization, f"{name}_pre0")
     else:
@@ -126,7 +126,9 @@ def _cell(s0, s1, edges, concat, channels, reduction, reduction_prev, skip, bina
                 zero_source = (states[j], stride)
                 continue
             prefix = f"{name}_n{node}_{slot}_{op}"
-            y = ops_lib.apply_op(states[j], op, channels, stride, binarization=binarization, name=prefix)
+            y = ops_lib.apply_op(
+                states[j], op, channels, stride, binarization=binarization, grid=grid, name=prefix
+            )
             if drop_path_rate > 0 and not (op == "skip_connect" and stride == 1):
                 y = DropPath(drop_path_rate, name=f"{prefix}_droppath")(y)
             terms.append(y)
@@ -191,6 +193,7 @@ def build_network(
     drop_path_rate: float = 0.0,
     inter_cell_skip: bool = True,
     include_top: bool = True,
+    stride2_grid: str = "same",
     name: str | None = None,
 ) -> tf.keras.Model:
     """A binary network of ``layers`` cells from ``genotype``.
@@ -199,7 +202,9 @@ def build_network(
     channels. With ``auxiliary`` (and ``include_top``) the model has two outputs,
     ``[logits, aux_logits]``, the auxiliary classifier reading the second
     reduction cell (DARTS). With ``include_top=False`` the output is the last
-    cell's feature map after BN + ReLU.
+    cell's feature map after BN + ReLU. ``stride2_grid`` is the sampling grid of
+    the stride-2 ops (:data:`bnas_tf.ops.STRIDE2_GRIDS`: ``same`` for every new
+    network; ``legacy`` rebuilds one trained before bnas-tf 0.2).
 
     Raises:
         ValueError: bad genotype, ``num_classes < 2``, unknown stem, or an input
@@ -234,7 +239,7 @@ def build_network(
         edges, concat = (genotype.reduce, genotype.reduce_concat) if reduction else (genotype.normal, genotype.normal_concat)
         out = _cell(
             s0, s1, edges, concat, channels, reduction, reduction_prev,
-            inter_cell_skip and index > 0, binarization, drop_path_rate, f"cell{index}",
+            inter_cell_skip and index > 0, binarization, drop_path_rate, stride2_grid, f"cell{index}",
         )
         s0, s1, reduction_prev = s1, out, reduction
         if index == 2 * layers // 3:

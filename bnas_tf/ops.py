@@ -8,13 +8,33 @@ to :func:`larq.models.summary` and to the Larq Compute Engine converter; the
 supernet wraps the same list in a ``tf.keras.Sequential``.
 
 Binary convolutions follow the Kim et al. reference order
-BN -> sign (straight-through) -> binary conv (no bias) -> ReLU::
+BN -> sign (straight-through) -> binary conv (no bias) -> ReLU:
 
-    x = apply_op("bin_conv_3x3", x, channels=16, stride=1, binarization="sign_scale")
+    >>> x = tf.keras.Input((16, 16, 8))
+    >>> y = apply_op(x, "bin_conv_3x3", channels=8, stride=2, binarization="sign_scale")
+    >>> tuple(y.shape)
+    (None, 8, 8, 8)
 
-Strided dilated convolutions are computed as subsample-then-conv: for symmetric
-padding ``conv(x, k, stride=2, dilation=2)`` equals ``conv(x[::2, ::2], k)``
-exactly, and Keras refuses ``strides > 1`` together with ``dilation_rate > 1``.
+**One sampling grid for every stride-2 op** (:data:`STRIDE2_GRIDS`). A node of a
+reduction cell sums the outputs of several stride-2 ops, so they must read windows
+centred on the same input pixels. Every strided op uses TensorFlow's ``same`` grid:
+on an input of size ``n`` output pixel ``i`` is centred on input pixel
+
+    c(i) = 2 i + (1 if n is even else 0)
+
+for every odd kernel size >= 3 (``same`` pads ``(k - 2) // 2`` before and the rest
+after on even sizes, symmetrically on odd ones). Keras refuses ``strides > 1``
+together with ``dilation_rate > 1``, so a strided dilated convolution is computed as
+subsample-then-conv, ``conv_s2_d2(x, k) == conv_d1(x[o::2, o::2], k)``, with the
+subsampling offset ``o = c(0)`` of that grid (:class:`Subsample`); the equality is
+exact, zero padding included. The grid ``legacy`` (before bnas-tf 0.2) subsampled at
+``o = 0``, so on even sizes its dilated ops read windows one pixel off the others';
+it is kept only to load networks trained with it (a ``network.json`` without
+``stride2_grid``). ``same`` rather than the PyTorch reference's symmetric padding
+(centre ``2 i``): the Larq Compute Engine's binary convolution implements ``same``
+padding natively (a bitpacked input cannot hold an explicit zero), so the strided
+binary convolutions still convert to ``LceBconv2d``, and BNAS-A/B/C, whose strided
+ops are pools and Zeroise, keep their trained behaviour.
 """
 
 from __future__ import annotations
@@ -31,8 +51,10 @@ __all__ = [
     "SEARCH_SPACES",
     "OP_NAMES",
     "BINARY_CONV_OPS",
+    "STRIDE2_GRIDS",
     "Zeroise",
     "FactorizedReduce",
+    "Subsample",
     "op_layers",
     "apply_op",
     "search_space",
@@ -58,12 +80,20 @@ SEARCH_SPACES: dict[str, tuple[str, ...]] = {
         "avg_pool_3x3",
         "bin_sep_conv_3x3",
         "bin_sep_conv_5x5",
-        "bin_dil_conv_3x3",
-        "bin_dil_conv_5x5",
+        # DARTS' dil_conv is the dilated *separable* convolution (DilConv: depthwise
+        # dilated k x k, pointwise 1 x 1, BN), binarized; not Kim et al.'s dense one.
+        "bin_dil_sep_conv_3x3",
+        "bin_dil_sep_conv_5x5",
     ),
 }
 
-# (kernel size, dilation, separable) of each binary convolution op.
+STRIDE2_GRIDS = ("same", "legacy")
+"""Sampling grids of the stride-2 ops (see the module docstring): ``same`` is the one
+every new network uses; ``legacy`` only rebuilds networks trained before it."""
+
+# (kernel size, dilation, separable) of each binary convolution op; the separable
+# ones are Chen et al.'s (binary depthwise -> BN -> binary pointwise -> BN) and the
+# dilated separable ones DARTS' DilConv (binary depthwise -> binary pointwise -> BN).
 _CONV_SPECS: dict[str, tuple[int, int, bool]] = {
     "bin_conv_3x3": (3, 1, False),
     "bin_conv_5x5": (5, 1, False),
@@ -71,6 +101,8 @@ _CONV_SPECS: dict[str, tuple[int, int, bool]] = {
     "bin_dil_conv_5x5": (5, 2, False),
     "bin_sep_conv_3x3": (3, 1, True),
     "bin_sep_conv_5x5": (5, 1, True),
+    "bin_dil_sep_conv_3x3": (3, 2, True),
+    "bin_dil_sep_conv_5x5": (5, 2, True),
 }
 BINARY_CONV_OPS: frozenset[str] = frozenset(_CONV_SPECS)
 OP_NAMES: tuple[str, ...] = tuple(
@@ -147,9 +179,54 @@ def _bn(affine: bool, name: str | None) -> tf.keras.layers.Layer:
     return tf.keras.layers.BatchNormalization(center=affine, scale=affine, name=name)
 
 
-def _subsample(stride: int, name: str | None) -> tf.keras.layers.Layer:
-    """``x[:, ::s, ::s]`` as a standard layer (a 1x1 average pool with stride s)."""
-    return tf.keras.layers.AveragePooling2D(pool_size=1, strides=stride, name=name)
+@tf.keras.utils.register_keras_serializable(package="bnas_tf")
+class Subsample(tf.keras.layers.Layer):
+    """``x[:, o::s, o::s]``: the input pixels a stride-``s`` op of ``grid`` centres on.
+
+    ``grid="same"``: ``o = 1`` on an even size with ``s = 2`` (TensorFlow's ``same``
+    grid, :data:`STRIDE2_GRIDS`), else 0; ``grid="legacy"``: ``o = 0``. Height and
+    width are handled separately; unknown sizes are read at run time.
+
+        >>> x = tf.reshape(tf.range(16.0), (1, 4, 4, 1))
+        >>> Subsample(2)(x)[0, :, :, 0].numpy().tolist()
+        [[5.0, 7.0], [13.0, 15.0]]
+        >>> Subsample(2)(x[:, :3, :3])[0, :, :, 0].numpy().tolist()
+        [[0.0, 2.0], [8.0, 10.0]]
+    """
+
+    def __init__(self, stride: int = 2, grid: str = "same", **kwargs):
+        super().__init__(**kwargs)
+        if grid not in STRIDE2_GRIDS:
+            raise ValueError(f"Unknown stride-2 grid {grid!r}; choose one of {STRIDE2_GRIDS}.")
+        self.stride = int(stride)
+        self.grid = grid
+
+    def _offset(self, size):
+        if self.grid == "legacy" or self.stride != 2:
+            return 0
+        return 1 - size % 2  # an int, or a scalar tensor when the size is known only at run time
+
+    def call(self, inputs):
+        s = self.stride
+        static = inputs.shape
+        dynamic = tf.shape(inputs)
+        oh = self._offset(static[1] if static[1] is not None else dynamic[1])
+        ow = self._offset(static[2] if static[2] is not None else dynamic[2])
+        if isinstance(oh, int) and isinstance(ow, int):
+            return inputs[:, oh::s, ow::s, :]
+        return tf.strided_slice(
+            inputs, tf.stack([0, oh, ow, 0]), tf.shape(inputs), [1, s, s, 1]
+        )
+
+    def compute_output_shape(self, input_shape):
+        shape = tf.TensorShape(input_shape).as_list()
+        for axis in (1, 2):
+            if shape[axis] is not None:
+                shape[axis] = -(-(shape[axis] - self._offset(shape[axis])) // self.stride)
+        return tf.TensorShape(shape)
+
+    def get_config(self):
+        return {**super().get_config(), "stride": self.stride, "grid": self.grid}
 
 
 def _depthwise_quantizer(name):
@@ -168,6 +245,7 @@ def _binary_conv_layers(
     binarization: Binarization,
     affine: bool,
     shared_input: bool,
+    grid: str,
     name: Callable[[str], str | None],
 ) -> list[tf.keras.layers.Layer]:
     kernel, dilation, separable = _CONV_SPECS[op]
@@ -177,8 +255,8 @@ def _binary_conv_layers(
         quant = {**quant, "input_quantizer": None}
     head: list[tf.keras.layers.Layer] = [] if shared_input else [_bn(affine, name("bn"))]
     if dilation > 1 and stride > 1:
-        # conv(x, k, stride s, dilation s) == conv(x[::s, ::s], k) for symmetric padding.
-        head.append(_subsample(stride, name("subsample")))
+        # conv_same(x, k, stride s, dilation s) == conv_same(x[o::s, o::s], k), o the grid's offset.
+        head.append(Subsample(stride, grid, name=name("subsample")))
         stride, dilation = 1, dilation // stride
     if not separable:
         conv = binary_conv2d(
@@ -193,11 +271,13 @@ def _binary_conv_layers(
             **quant,
         )
         return head + [conv, tf.keras.layers.ReLU(name=name("relu"))]
-    # Chen et al.: binary depthwise k x k -> BN -> binary pointwise 1 x 1 -> BN.
+    # Chen et al.: binary depthwise k x k -> BN -> binary pointwise 1 x 1 -> BN; the
+    # dilated one (DARTS' DilConv): binary depthwise dilated k x k -> binary pointwise -> BN.
     depthwise = binary_depthwise_conv2d(
         binarization,
         kernel,
         strides=stride,
+        dilation_rate=dilation,
         padding="same",
         use_bias=False,
         depthwise_quantizer=_depthwise_quantizer(binarization.layer_kwargs()["kernel_quantizer"]),
@@ -208,6 +288,8 @@ def _binary_conv_layers(
     pointwise = binary_conv2d(
         binarization, channels, 1, padding="same", use_bias=False, name=name("pointwise")
     )
+    if op.startswith("bin_dil_sep"):
+        return head + [depthwise, pointwise, _bn(affine, name("bn_pointwise"))]
     return head + [depthwise, _bn(affine, name("bn_depthwise")), pointwise, _bn(affine, name("bn_pointwise"))]
 
 
@@ -219,6 +301,7 @@ def op_layers(
     binarization: str | Binarization = "sign_scale",
     affine: bool = True,
     shared_input: bool = False,
+    grid: str = "same",
     name: str | None = None,
 ) -> list[tf.keras.layers.Layer]:
     """The layers of op ``op`` (``C -> C`` channels, spatial size divided by ``stride``).
@@ -231,6 +314,8 @@ def op_layers(
         affine: learnable BN scale and offset (``False`` while searching).
         shared_input: binary conv ops only: the input is already BN + sign, as
             prepared once per edge by the supernet's ``MixedOp``.
+        grid: the stride-2 sampling grid (:data:`STRIDE2_GRIDS`); ``legacy`` only to
+            rebuild networks trained before ``same`` became the only one.
         name: prefix for the layer names (``None``: Keras picks names).
 
     Pools are followed by a BN without affine parameters while searching
@@ -238,6 +323,8 @@ def op_layers(
     """
     if op not in OP_NAMES:
         raise ValueError(f"Unknown op {op!r}; known ops: {', '.join(OP_NAMES)}.")
+    if grid not in STRIDE2_GRIDS:
+        raise ValueError(f"Unknown stride-2 grid {grid!r}; choose one of {STRIDE2_GRIDS}.")
     if stride not in (1, 2):
         raise ValueError(f"Op {op!r}: stride must be 1 or 2, got {stride}.")
 
@@ -246,7 +333,7 @@ def op_layers(
 
     if op in _CONV_SPECS:
         return _binary_conv_layers(
-            op, channels, stride, get_binarization(binarization), affine, shared_input, layer_name
+            op, channels, stride, get_binarization(binarization), affine, shared_input, grid, layer_name
         )
     if shared_input:
         raise ValueError(f"Op {op!r} is not a binary convolution: shared_input does not apply.")

@@ -49,6 +49,7 @@ __all__ = [
     "BINARIZATIONS",
     "get_binarization",
     "binarization_of",
+    "quantizer_variables",
 ]
 
 
@@ -681,3 +682,23 @@ def binarization_of(config) -> Binarization:
         xnor_activation_scale=get("xnor_activation_scale", False),
         pcnn_lambda=get("pcnn_lambda", None) if name == "pcnn" else None,
     )
+
+
+def quantizer_variables(module: tf.Module) -> list[tf.Variable]:
+    """The trainable variables that belong to larq quantizers inside ``module`` (e.g. the
+    per-channel binary level of :class:`PcnnWeight`).
+
+    They are parameters of the binarization, not weights: the search and final training
+    leave them out of weight decay (which would pull PCNN's level to zero, against its
+    projection loss), as larq keeps its quantizers' state apart from the kernels.
+
+        >>> layer = tf.keras.layers.Dense(3)
+        >>> quantizer_variables(layer)
+        []
+    """
+    seen: dict[int, tf.Variable] = {}
+    for sub in module.submodules:
+        if isinstance(sub, Quantizer):
+            for variable in sub.trainable_variables:
+                seen.setdefault(id(variable), variable)
+    return list(seen.values())

@@ -29,7 +29,7 @@ from bnas_tf import distribute
 from bnas_tf import faults
 from bnas_tf import genotype as genotype_lib
 from bnas_tf.network import build_network, seed_drop_path, set_drop_path_progress
-from bnas_tf.quantizers import binarization_of
+from bnas_tf.quantizers import binarization_of, quantizer_variables
 from bnas_tf.runs import atomic_path, read_json, write_json
 
 __all__ = [
@@ -175,12 +175,17 @@ def _network_spec(config: TrainConfig, genotype: genotype_lib.Genotype) -> dict:
         "xnor_activation_scale": config.xnor_activation_scale,
         "pcnn_lambda": config.pcnn_lambda,
         "inter_cell_skip": config.inter_cell_skip,
+        "stride2_grid": "same",
         "dataset": config.dataset,
     }
 
 
 def build_from_spec(spec: dict, **overrides) -> tf.keras.Model:
-    """Rebuild a network from a ``network.json`` spec (no code is read from files)."""
+    """Rebuild a network from a ``network.json`` spec (no code is read from files).
+
+    A spec without ``stride2_grid`` was written before bnas-tf 0.2 and is rebuilt on the
+    ``legacy`` grid it was trained with (:data:`bnas_tf.ops.STRIDE2_GRIDS`).
+    """
     kwargs = {
         "layers": spec["layers"],
         "init_channels": spec["init_channels"],
@@ -189,6 +194,7 @@ def build_from_spec(spec: dict, **overrides) -> tf.keras.Model:
         "stem": spec["stem"],
         "binarization": binarization_of(spec),
         "inter_cell_skip": spec.get("inter_cell_skip", True),
+        "stride2_grid": spec.get("stride2_grid", "legacy"),
     }
     kwargs.update(overrides)
     return build_network(genotype_lib.Genotype.from_dict(spec["genotype"]), **kwargs)
@@ -249,7 +255,10 @@ def train_network(
     n_train = training_examples(config)
     steps = max(n_train // config.batch_size, 1)
     with strategy.scope():
-        _compile(model, config, make_optimizer(config, steps * config.epochs), auxiliary)
+        optimizer = make_optimizer(config, steps * config.epochs)
+        if config.weight_decay:  # not on the quantizers' own parameters (PCNN's binary level)
+            optimizer.exclude_from_weight_decay(var_list=quantizer_variables(model))
+        _compile(model, config, optimizer, auxiliary)
     seed_drop_path(model, config.seed, model.optimizer.iterations)  # a resumed run draws the same masks
     write_json(output_dir / NETWORK_FILE, spec)
 

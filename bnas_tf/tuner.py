@@ -310,7 +310,7 @@ def _tuner_class():
                 )
             else:  # resume=True: a trial interrupted by a kill continues from its checkpoint
                 result = run_search(search, trial_dir / "search", resume=True, strategy=self.strategy)
-                metrics["search_accuracy"] = max(r.get("arch_accuracy", 0.0) for r in result.history)
+                metrics["search_accuracy"] = max(r["val_accuracy"] for r in result.history)
                 genotype = result.genotype
             if self.config.mode != "search":
                 genotype.save(trial_dir / "genotype.json")

@@ -47,3 +47,30 @@ def test_reference_flagfiles_hold_the_published_settings():
     config = common.config_from_flags(SearchConfig, chen)
     assert config.search_space == "bnas_darts" and config.partial_channels == 4
     assert config.operation_space_reduction and not config.allow_none
+    # XNOR-Net with its activation scaling; PC-DARTS' alpha warm-up (epoch 15 of 50).
+    assert config.binarization == "xnor" and config.xnor_activation_scale
+    assert config.arch_warmup_epochs == 15
+
+
+@pytest.mark.parametrize("name,warmup", [("search_cifar10_chen.cfg", 15), ("search_fashion_mnist_chen.cfg", 4)])
+def test_chen_flagfiles_cite_a_source_for_every_setting(name, warmup):
+    """Each flag of the Chen et al. files is preceded by a comment naming its source."""
+    path = FLAGFILES[0].parent / name
+    lines = path.read_text().splitlines()
+    sources = {"[C]", "[P]", "[X]", "[D]"}
+    cited, previous_flag = False, True
+    for line in lines:
+        if line.startswith("#"):  # a new comment block starts after a flag
+            cited = (False if previous_flag else cited) or any(s in line for s in sources)
+            previous_flag = False
+        elif line.startswith("--"):
+            previous_flag = True
+            if not line.startswith(("--dataset", "--limit", "--seed")):
+                assert cited, f"{name}: {line} has no cited source in the comment above it"
+    flag_values = flags.FlagValues()
+    search_app.define_flags(flag_values)
+    flag_values(["prog", f"--flagfile={path}", "--output_dir=unused"])
+    config = common.config_from_flags(SearchConfig, flag_values)
+    assert config.xnor_activation_scale and config.arch_warmup_epochs == warmup
+    # the warm-up ends inside the search: alpha is trained in the later stages
+    assert warmup < 7 * config.stage_epochs

@@ -224,15 +224,26 @@ def test_validation_error_from_constructor():
 # ------------------------------------------------------------------- DARTS
 
 
+def test_old_darts_space_genotype_names_the_dense_dilated_conv():
+    """A bnas_darts genotype saved before DARTS' dil_conv became separable gets an error
+    that says so and how to rebuild it as trained."""
+    old = G.BNAS_XNOR_1.to_dict()
+    old["normal"] = [[op.replace("dil_sep_conv", "dil_conv"), j] for op, j in old["normal"]]
+    with pytest.raises(ValueError, match="dilated separable bin_dil_sep_conv_3x3.*search_space=None"):
+        Genotype.from_dict(old)
+    rebuilt = Genotype.from_dict({**old, "search_space": None})
+    assert rebuilt.normal[1] == ("bin_dil_conv_3x3", 0)
+
+
 def test_from_darts_string_with_rename():
     g = Genotype.from_darts_string(DARTS_V2, search_space="bnas_darts", rename=G.DARTS_RENAME)
     assert g.search_space == "bnas_darts"
     assert g.normal[0] == ("bin_sep_conv_3x3", 0)
-    assert g.normal[7] == ("bin_dil_conv_3x3", 2)
+    assert g.normal[7] == ("bin_dil_sep_conv_3x3", 2)  # DARTS' DilConv is separable
     assert g.reduce[2] == ("skip_connect", 2)
     assert g.normal_concat == g.reduce_concat == (2, 3, 4, 5)
     assert g.ops("normal") == collections.Counter(
-        {"bin_sep_conv_3x3": 5, "skip_connect": 2, "bin_dil_conv_3x3": 1}
+        {"bin_sep_conv_3x3": 5, "skip_connect": 2, "bin_dil_sep_conv_3x3": 1}
     )
     # str() is a DARTS-style repr that parses back to the same genotype.
     assert str(g).startswith("Genotype(normal=[('bin_sep_conv_3x3', 0), ")

@@ -55,7 +55,22 @@ def test_op_names_cover_both_search_spaces():
     assert list(OP_NAMES) == sorted(OP_NAMES)
     assert set(OP_NAMES) == set(SEARCH_SPACES["bnas_kim"]) | set(SEARCH_SPACES["bnas_darts"])
     assert BINARY_CONV_OPS <= set(OP_NAMES)
-    assert len(OP_NAMES) == 10
+    assert len(OP_NAMES) == 12
+
+
+def test_darts_dilated_conv_is_separable_and_kims_is_dense():
+    """DARTS' dil_conv (so Chen et al.'s) is DilConv: depthwise dilated k x k, pointwise 1x1,
+    BN; Kim et al.'s bin_dil_conv is one dense dilated convolution."""
+    assert {"bin_dil_sep_conv_3x3", "bin_dil_sep_conv_5x5"} <= set(SEARCH_SPACES["bnas_darts"])
+    assert not any(op.startswith("bin_dil_conv") for op in SEARCH_SPACES["bnas_darts"])
+    for k in (3, 5):
+        layers = ops.op_layers(f"bin_dil_sep_conv_{k}x{k}", C, 1)
+        kinds = [type(layer).__name__ for layer in layers]
+        assert kinds == ["BatchNormalization", "QuantDepthwiseConv2D", "QuantConv2D", "BatchNormalization"]
+        assert layers[1].kernel_size == (k, k) and layers[1].dilation_rate == (2, 2)
+        assert layers[2].kernel_size == (1, 1)
+        dense = ops.op_layers(f"bin_dil_conv_{k}x{k}", C, 1)
+        assert [type(layer).__name__ for layer in dense] == ["BatchNormalization", "QuantConv2D", "ReLU"]
 
 
 @pytest.mark.parametrize("space", sorted(SEARCH_SPACES))
@@ -134,25 +149,33 @@ def test_xnor_depthwise_scale_is_per_filter(op):
 def _reference_binary_conv(op, layers, x, stride):
     """BN -> sign -> binary conv (-> ReLU) computed with tf.nn on the op's own weights.
 
-    A strided dilated conv is the stride-1 dilated conv sampled at even positions.
+    A strided dilated conv is the stride-1 dilated conv sampled on TensorFlow's ``same``
+    grid of stride 2 (offset 1 on even sizes, 0 on odd ones), where the strided dense
+    convolutions and pools centre their windows too. DARTS' dilated separable conv
+    (``bin_dil_sep_conv``) has no BN between its depthwise and pointwise parts.
     """
     bn = layers[0]
     h = bn(x, training=False)
     quant = _quant_layers(layers)
+    dilation = 2 if "dil" in op else 1
+    o = 1 - x.shape[1] % 2
+
+    def strided(conv):  # conv(input, stride, dilation) on the `same` grid
+        if dilation > 1 and stride > 1:
+            return conv(1, dilation)[:, o::stride, o::stride]
+        return conv(stride, dilation)
+
     if "sep" not in op:
         kernel = _quantized(quant[0])
-        dilation = 2 if "dil" in op else 1
-        if dilation > 1:
-            y = tf.nn.conv2d(_sign(h), kernel, 1, "SAME", dilations=dilation)[:, ::stride, ::stride]
-        else:
-            y = tf.nn.conv2d(_sign(h), kernel, stride, "SAME")
+        y = strided(lambda s, d: tf.nn.conv2d(_sign(h), kernel, s, "SAME", dilations=d))
         return tf.nn.relu(y)
-    bn_depthwise, bn_pointwise = [
-        layer for layer in layers[1:] if isinstance(layer, tf.keras.layers.BatchNormalization)
-    ]
-    y = tf.nn.depthwise_conv2d(_sign(h), _quantized(quant[0]), [1, stride, stride, 1], "SAME")
-    y = bn_depthwise(y, training=False)
+    bns = [layer for layer in layers[1:] if isinstance(layer, tf.keras.layers.BatchNormalization)]
+    depthwise = _quantized(quant[0])
+    y = strided(lambda s, d: tf.nn.depthwise_conv2d(_sign(h), depthwise, [1, s, s, 1], "SAME", dilations=[d, d]))
+    if "dil" not in op:
+        y = bns.pop(0)(y, training=False)
     y = tf.nn.conv2d(_sign(y), _quantized(quant[1]), 1, "VALID")
+    (bn_pointwise,) = bns
     return bn_pointwise(y, training=False)
 
 
@@ -198,12 +221,13 @@ def test_subsample_then_conv_identity(kernel, size):
     np.testing.assert_allclose(strided_dilated.numpy(), subsampled.numpy(), rtol=1e-5, atol=1e-5)
 
 
-def test_dilated_strided_conv_has_a_subsample_and_no_strided_conv():
-    layers = ops.op_layers("bin_dil_conv_3x3", C, 2)
-    assert isinstance(layers[1], tf.keras.layers.AveragePooling2D)
-    assert layers[1].pool_size == (1, 1) and layers[1].strides == (2, 2)
+@pytest.mark.parametrize("op", ["bin_dil_conv_3x3", "bin_dil_sep_conv_5x5"])
+def test_dilated_strided_conv_has_a_subsample_and_no_strided_conv(op):
+    layers = ops.op_layers(op, C, 2)
+    assert isinstance(layers[1], ops.Subsample)
+    assert layers[1].stride == 2 and layers[1].grid == "same"
     conv = _quant_layers(layers)[0]
-    assert conv.strides == (1, 1)
+    assert conv.strides == (1, 1) and conv.dilation_rate == (1, 1)
 
 
 @pytest.mark.parametrize("op", CONV_OPS)

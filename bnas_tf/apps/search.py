@@ -46,7 +46,9 @@ HELP = {
     "samples_per_op": "T: rounds of architecture sampling from O_smaller per stage.",
     "eval_batches": "Held-out batches on which each sampled architecture is evaluated.",
     "reduction_temperature": "Temperature of the softmax over the sampled ops' mean accuracies.",
-    "genotype_selection": "best (epoch with the best validation accuracy) or last.",
+    "genotype_selection": "best (the epoch with the best val_accuracy: the alpha half evaluated in "
+    "inference mode at the epoch's end) or last.",
+    "val_batches": "Batches of the alpha half evaluated after each epoch (none: the whole half).",
     "seed": "Random seed; with it a CPU run is repeatable.",
     "verbose": "Keras verbosity: 0 silent, 1 progress bar, 2 one line per epoch.",
     "strategy": strategy_lib.HELP,

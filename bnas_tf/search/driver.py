@@ -10,14 +10,17 @@
 Each epoch is one ``Supernet.fit`` call over the same two halves of the training
 set, shuffled with a per-epoch seed (``seed * 1000 + epoch``), and the whole search state is checkpointed after each
 epoch with ``tf.train.CheckpointManager``, so a resumed search replays exactly
-the epochs it lost. The genotype kept is that of the epoch with the best
-validation (architecture-half) accuracy, as in Kim et al.'s reference, or the
-last one.
+the epochs it lost. After each epoch the architecture half is evaluated in
+inference mode (``val_loss``, ``val_accuracy``: Keras' ``validation_data``, so
+callbacks such as ``EarlyStopping(monitor="val_accuracy")`` see it); the genotype
+kept is that of the epoch with the best ``val_accuracy``, as in Kim et al.'s
+reference, or the last one.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -33,13 +36,42 @@ from bnas_tf.quantizers import binarization_of
 from bnas_tf.runs import write_json
 from bnas_tf.search.supernet import DTYPE_POLICIES, Supernet, default_optimizers
 
-__all__ = ["SearchConfig", "SearchResult", "build_supernet", "run_search"]
+__all__ = ["SearchConfig", "SearchResult", "build_supernet", "run_search", "LIBRARY_DEFAULTS"]
+
+
+def _library_defaults() -> dict:
+    """The defaults of :class:`Supernet` and :func:`default_optimizers`, by parameter name."""
+    defaults = {}
+    for fn in (Supernet.__init__, default_optimizers):
+        for name, parameter in inspect.signature(fn).parameters.items():
+            if parameter.default is not inspect.Parameter.empty:
+                defaults[name] = parameter.default
+    return defaults
+
+
+LIBRARY_DEFAULTS = _library_defaults()
+"""Where every search setting that the library also takes gets its default: the
+signatures of :class:`Supernet` and :func:`default_optimizers`. :class:`SearchConfig`
+(hence ``bnas-search``'s flags) reads them from here, so the program and the Python API
+cannot drift apart."""
+
+
+def _default(name: str):
+    return dataclasses.field(default=LIBRARY_DEFAULTS[name])
 
 
 @dataclasses.dataclass
 class SearchConfig:
     """Everything a search depends on. Defaults: Kim et al.'s search on CIFAR-10 sizes
-    (gistvision/bnas; DARTS optimizers), Fashion-MNIST data."""
+    (gistvision/bnas; DARTS optimizers), Fashion-MNIST data. The settings that
+    :class:`Supernet` and :func:`default_optimizers` also take default to their
+    signatures' values (:data:`LIBRARY_DEFAULTS`); ``seed`` is 0 here (a program run
+    is repeatable) and ``None`` in :class:`Supernet` (unseeded, as Keras layers are).
+
+    ``val_batches``: batches of the alpha half evaluated in inference mode after
+    every epoch (``None``: the whole half, in a fixed order); the epoch kept by
+    ``genotype_selection="best"`` is the one with the best such ``val_accuracy``.
+    """
 
     dataset: str = "fashion_mnist"
     data_dir: str | None = None
@@ -47,34 +79,35 @@ class SearchConfig:
     train_portion: float = 0.5
     batch_size: int = 64
     epochs: int = 50
-    layers: int = 8
-    init_channels: int = 16
-    search_space: str = "bnas_kim"
-    binarization: str = "sign_scale"
+    layers: int = _default('layers')
+    init_channels: int = _default('init_channels')
+    search_space: str = _default('search_space')
+    binarization: str = _default('binarization')
     xnor_activation_scale: bool = False
     pcnn_lambda: float = 1e-4
-    partial_channels: int = 1
-    dtype_policy: str = "float32"
-    edge_normalization: bool | None = None
-    inter_cell_skip: bool = True
-    allow_none: bool = True
-    entropy_lambda: float = 1.0
-    entropy_tau: float = 7.7
-    learning_rate: float = 0.025
-    learning_rate_min: float = 0.001
-    momentum: float = 0.9
-    weight_decay: float = 3e-4
-    grad_clip: float = 5.0
-    arch_learning_rate: float = 3e-4
-    arch_weight_decay: float = 1e-3
-    arch_warmup_epochs: int = 0
-    unrolled: bool = False
+    partial_channels: int = _default('partial_channels')
+    dtype_policy: str = _default('dtype_policy')
+    edge_normalization: bool | None = _default('edge_normalization')
+    inter_cell_skip: bool = _default('inter_cell_skip')
+    allow_none: bool = _default('allow_none')
+    entropy_lambda: float = _default('entropy_lambda')
+    entropy_tau: float = _default('entropy_tau')
+    learning_rate: float = _default('learning_rate')
+    learning_rate_min: float = _default('learning_rate_min')
+    momentum: float = _default('momentum')
+    weight_decay: float = _default('weight_decay')
+    grad_clip: float = _default('grad_clip')
+    arch_learning_rate: float = _default('arch_learning_rate')
+    arch_weight_decay: float = _default('arch_weight_decay')
+    arch_warmup_epochs: int = _default('arch_warmup_epochs')
+    unrolled: bool = _default('unrolled')
     operation_space_reduction: bool = False
     stage_epochs: int = 1
     samples_per_op: int = 2
     eval_batches: int = 2
     reduction_temperature: float = 1.0
     genotype_selection: str = "best"
+    val_batches: int | None = None
     seed: int = 0
     verbose: int = 2
     strategy: str = "default"
@@ -117,6 +150,8 @@ class SearchConfig:
             raise ValueError(
                 f"--dtype_policy must be one of {', '.join(DTYPE_POLICIES)}, got {self.dtype_policy!r}."
             )
+        if self.val_batches is not None and self.val_batches < 1:
+            raise ValueError(f"--val_batches must be positive or none (the whole half), got {self.val_batches}.")
         if self.genotype_selection not in ("best", "last"):
             raise ValueError(f"--genotype_selection must be 'best' or 'last', got {self.genotype_selection!r}.")
         for name in ("stage_epochs", "samples_per_op", "eval_batches", "reduction_temperature"):
@@ -222,9 +257,20 @@ class _EpochLog(tf.keras.callbacks.Callback):
         self.writer.flush()
 
 
+SELECTION_METRIC = "val_accuracy"
+"""The history key ``genotype_selection="best"`` maximizes: the accuracy on the alpha
+half evaluated in inference mode at the epoch's end (Kim et al.'s reference), not the
+training-mode running mean ``arch_accuracy`` taken while the weights still change."""
+
+
 def _select(history: list[dict], selection: str) -> tuple[int, Genotype]:
     if selection == "best":
-        record = max(history, key=lambda r: (r.get("arch_accuracy", 0.0), r["epoch"]))
+        if any(SELECTION_METRIC not in r for r in history):
+            raise ValueError(
+                f"genotype_selection='best' needs {SELECTION_METRIC!r} in every epoch's record; "
+                "a history written before bnas-tf 0.2 has only arch_accuracy: use 'last'."
+            )
+        record = max(history, key=lambda r: (r[SELECTION_METRIC], r["epoch"]))
     else:
         record = history[-1]
     return record["epoch"], Genotype.from_dict(record["genotype"])
@@ -277,6 +323,12 @@ def run_search(
 
     writer = tf.summary.create_file_writer(str(output_dir / "tensorboard"))
     epoch_log = _EpochLog(net, writer, history)
+    validation = distribute.shard_by_data(
+        data_lib.search_validation(
+            config.dataset, seed=config.seed, batches=config.val_batches, **config.split_args()
+        ),
+        strategy,
+    )
     started = time.time()
     with guard:
         for epoch in range(start_epoch, config.epochs):
@@ -288,6 +340,7 @@ def run_search(
             ), strategy))
             net.fit(
                 pairs,
+                validation_data=validation,  # the alpha half in inference mode: val_loss, val_accuracy
                 initial_epoch=epoch,
                 epochs=epoch + 1,
                 verbose=config.verbose,

@@ -3,14 +3,24 @@
 Each training step takes a pair of batches, one from each half of the training set,
 and does the first-order DARTS update used by both BNAS papers::
 
-    alpha <- alpha - Adam(grad_alpha [L_val(w, alpha) - lambda H(alpha) e^{-t/tau}])
-    w     <- w     - SGD (grad_w     L_train(w, alpha))
+    alpha <- alpha - Adam(grad_alpha [L_val(w, alpha) - lambda H(alpha) e^{-t/tau}] + wd_a alpha)
+    w     <- w     - SGD (grad_w     L_train(w, alpha) + wd w)
 
-Example:
-    >>> net = Supernet(10, layers=2, init_channels=4)
-    >>> net.compile(**default_optimizers(total_steps=100))
-    >>> net.fit(bnas_tf.data.search_splits("fashion_mnist", batch_size=64), epochs=1)
-    >>> net.genotype()
+(``wd w`` leaves out the quantizers' own parameters, e.g. PCNN's binary level.)
+
+Example (random data; ``bnas_tf.data.search_splits`` gives the two halves of a real
+training set in this ``((x_w, y_w), (x_a, y_a))`` form):
+
+    >>> images = tf.random.uniform((8, 16, 16, 1))
+    >>> labels = tf.range(8) % 2
+    >>> halves = tf.data.Dataset.from_tensor_slices(((images, labels), (images, labels))).batch(4)
+    >>> net = Supernet(2, layers=3, init_channels=4, seed=0)
+    >>> net.compile(**default_optimizers(total_steps=2))
+    >>> history = net.fit(halves, epochs=1, verbose=0)
+    >>> sorted(history.history)
+    ['accuracy', 'arch_accuracy', 'arch_loss', 'entropy', 'loss']
+    >>> len(net.genotype().normal)
+    8
 
 The architecture parameters ``alpha_normal``/``alpha_reduce`` (and the edge
 normalization ``beta_*`` with channel sampling) are kept out of the weight
@@ -33,7 +43,7 @@ import tensorflow as tf
 
 from bnas_tf import ops as ops_lib
 from bnas_tf.genotype import Genotype
-from bnas_tf.quantizers import get_binarization
+from bnas_tf.quantizers import get_binarization, quantizer_variables
 from bnas_tf.search.cell import SearchCell, edge_inputs, num_edges
 from bnas_tf.search.regularizers import entropy_coefficient, masked_softmax, mean_edge_entropy
 from bnas_tf.search.unrolled import unrolled_arch_gradients
@@ -98,7 +108,8 @@ class Supernet(tf.keras.Model):
         edge_normalization: learn ``beta`` (default: on when ``K > 1``, as PC-DARTS).
         inter_cell_skip: Kim et al.'s skip connection between cells.
         allow_none: let Zeroise win when deriving the genotype (Kim: yes; DARTS: no).
-        entropy_lambda, entropy_tau: the diversity regularizer (0 disables it).
+        entropy_lambda, entropy_tau: Kim et al.'s decaying entropy regularizer
+            ``-lambda * H * exp(-t / tau)`` (defaults 1.0 and 7.7, theirs; 0 disables it).
         weight_decay, arch_weight_decay: L2 added to the weight / alpha gradients.
         grad_clip: global-norm clip of the weight gradients.
         arch_warmup_epochs: epochs with weight updates only.
@@ -133,7 +144,7 @@ class Supernet(tf.keras.Model):
         edge_normalization: bool | None = None,
         inter_cell_skip: bool = True,
         allow_none: bool = True,
-        entropy_lambda: float = 0.0,
+        entropy_lambda: float = 1.0,
         entropy_tau: float = 7.7,
         weight_decay: float = 3e-4,
         arch_weight_decay: float = 1e-3,
@@ -301,6 +312,13 @@ class Supernet(tf.keras.Model):
         arch = {v.ref() for v in self.arch_variables}
         return [v for v in self.trainable_variables if v.ref() not in arch]
 
+    def decayed_variables(self) -> set:
+        """Refs of the weight variables that weight decay acts on: all but the larq
+        quantizers' own parameters (PCNN's binary level), see
+        :func:`~bnas_tf.quantizers.quantizer_variables`."""
+        quantizer = {v.ref() for v in quantizer_variables(self)}
+        return {v.ref() for v in self.weight_variables if v.ref() not in quantizer}
+
     def op_probabilities(self, cell: str) -> tf.Tensor:
         """``softmax(alpha)`` per edge, exactly 0 for ops removed from the edge."""
         return masked_softmax(self.alpha(cell), self.masks[cell])
@@ -421,7 +439,8 @@ class Supernet(tf.keras.Model):
         grads = [g for g, _ in pairs]
         if self.grad_clip:
             grads, _ = tf.clip_by_global_norm(grads, self.grad_clip)
-        grads = [g + self.weight_decay * v for g, (_, v) in zip(grads, pairs)]
+        decayed = self.decayed_variables()
+        grads = [g + self.weight_decay * v if v.ref() in decayed else g for g, (_, v) in zip(grads, pairs)]
         self.optimizer.apply_gradients(zip(grads, [v for _, v in pairs]), skip_gradients_aggregation=True)
         self._trackers["loss"].update_state(loss)
         self._accuracy.update_state(y, logits)

@@ -1,7 +1,8 @@
 """DARTS' second-order architecture gradient (finite-difference approximation).
 
 Liu, Simonyan, Yang, "DARTS: Differentiable Architecture Search", ICLR 2019, Eq. 7-8.
-With a virtual weight step ``w' = w - xi * (grad_w L_train(w, alpha) + wd * w)``::
+With a virtual weight step ``w' = w - xi * (grad_w L_train(w, alpha) + wd * w)`` (no
+decay on the quantizers' parameters, as in the real step)::
 
     grad_alpha L_val(w', alpha)
         - xi * (grad_alpha L_train(w+, alpha) - grad_alpha L_train(w-, alpha)) / (2 eps)
@@ -62,9 +63,10 @@ def unrolled_arch_gradients(
     with tf.GradientTape() as tape:
         train_loss = _loss(net, *train_batch)
     grads = tape.gradient(train_loss, weights)
+    decayed = net.decayed_variables()
     for v, g in zip(weights, grads):
         if g is not None:
-            v.assign_sub(xi * (g + net.weight_decay * v))
+            v.assign_sub(xi * (g + net.weight_decay * v if v.ref() in decayed else g))
 
     # Gradients of L_val at w' w.r.t. alpha and w'.
     with tf.GradientTape() as tape:

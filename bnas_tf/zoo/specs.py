@@ -243,5 +243,6 @@ def reference_spec(info: ModelInfo) -> dict:
         "stem": info.stem,
         "binarization": info.binarization,
         "inter_cell_skip": info.inter_cell_skip,
+        "stride2_grid": "same",
         "dataset": info.dataset,
     }
