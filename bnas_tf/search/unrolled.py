@@ -40,6 +40,8 @@ def unrolled_arch_gradients(
     train_batch: tuple[tf.Tensor, tf.Tensor],
     val_batch: tuple[tf.Tensor, tf.Tensor],
     extra_objective: Callable[[], tf.Tensor] | None = None,
+    *,
+    r: float = 0.01,
 ) -> tuple[list[tf.Tensor | None], tf.Tensor, tf.Tensor]:
     """Second-order gradients of the validation loss w.r.t. ``net.arch_variables``.
 
@@ -48,6 +50,11 @@ def unrolled_arch_gradients(
         train_batch, val_batch: ``(x, y)`` pairs.
         extra_objective: a term of the architecture objective that does not depend
             on the weights (Kim et al.'s entropy term); its gradient is added as is.
+        r: the finite-difference step of the Hessian-vector product,
+            ``eps = r / ||grad_w' L_val||`` (DARTS: 0.01). Measured on a 4-channel test
+            supernet (tests/search/test_update_rule.py), 0.01 leaves the product 35 %
+            off the exact one (batch-4 batch norm is far from linear at that scale)
+            and 1e-4 0.1 %; the search keeps DARTS' value.
 
     Returns:
         ``(gradients, validation loss at w', validation logits at w')``.
@@ -76,7 +83,7 @@ def unrolled_arch_gradients(
     grads = tape.gradient(objective, arch + weights)
     d_alpha, d_weights = grads[: len(arch)], grads[len(arch) :]
     d_weights = [tf.zeros_like(w) if g is None else g for g, w in zip(d_weights, weights)]
-    eps = 0.01 / (tf.linalg.global_norm(d_weights) + 1e-12)
+    eps = r / (tf.linalg.global_norm(d_weights) + 1e-12)
 
     def arch_grad_at(sign: float) -> list[tf.Tensor | None]:
         for v, w0, d in zip(weights, saved_weights, d_weights):

@@ -52,7 +52,7 @@ def test_train_step_alpha_step_reads_the_alpha_half_with_the_entropy_term():
     ``grad_alpha [L(x_a) - lambda e^{-t/tau} H] + wd_a alpha``: the alpha half's loss, the
     entropy term included; the weight half's gradient, or none of the entropy term,
     gives another update."""
-    net = _net(entropy_lambda=1.0, arch_weight_decay=1e-3)
+    net = _net(entropy_lambda=1.0, arch_weight_decay=1e-3, layers=3)  # a normal and two reduction cells
     rng = np.random.default_rng(1)
     for v in net.arch_variables:  # far from uniform: the entropy gradient is large
         v.assign(rng.standard_normal(v.shape).astype(np.float32))
@@ -128,37 +128,39 @@ def test_unrolled_gradient_matches_finite_differences_of_the_unrolled_loss():
     """DARTS' second-order alpha gradient equals the central finite difference of
     ``L_val(w - xi grad_w L_train(w, alpha), alpha)`` in alpha.
 
-    Float32 (the supernet's variables): with h = 1e-2 the difference quotient's rounding
-    error is about 1e-7 * L / h ~ 3e-5 and its truncation error h^2 L''' ~ 1e-5, against
-    gradient entries of ~1e-2, so entries above 1e-3 agree to the 2e-2 relative tolerance
-    used; DARTS' own finite-difference Hessian (eps = 0.01 / ||grad||) adds less."""
-    xi = 0.5  # a large virtual step, so that the second-order term is visible
+    Float32 (the supernet's variables), so the check is on the whole gradient,
+    ``||g - g_fd|| / ||g_fd|| < 1e-2``: with h = 1e-3 the difference quotient's rounding
+    error is ~1e-7 * L / h ~ 2e-4 per entry, against a gradient norm of ~0.1. The
+    Hessian-vector product is taken with r = 1e-4 (see ``unrolled_arch_gradients``:
+    DARTS' r = 0.01 is itself 35 % off on this 4-channel net, whose batch-4 batch norm
+    is far from linear at that scale)."""
+    xi = 0.1  # a large virtual step, so that the second-order term is large
+    tf.keras.utils.set_random_seed(0)
     net = _smooth_net(xi)
     rng = np.random.default_rng(2)
-    net.alpha_normal.assign(rng.standard_normal(net.alpha_normal.shape).astype(np.float32))
+    net.alpha_reduce.assign(rng.standard_normal(net.alpha_reduce.shape).astype(np.float32))
     train, val = _halves(3)
-    grads, _, _ = unrolled_arch_gradients(net, train, val)
-    g = grads[0].numpy()
-    h = 1e-2
-    numeric = np.zeros_like(g)
-    alpha0 = net.alpha_normal.numpy().copy()
-    active = net.masks["normal"].numpy() > 0
+    grads, _, _ = unrolled_arch_gradients(net, train, val, r=1e-4)
+    active = net.masks["reduce"].numpy() > 0
+    g = grads[1].numpy()[active]  # one cell: a reduction cell
+    h = 1e-3
+    alpha0 = net.alpha_reduce.numpy().copy()
+    numeric = []
     for index in zip(*np.nonzero(active)):
         values = []
         for sign in (1.0, -1.0):
             alpha = alpha0.copy()
             alpha[index] += sign * h
-            net.alpha_normal.assign(alpha)
+            net.alpha_reduce.assign(alpha)
             values.append(_val_loss_after_virtual_step(net, train, val, xi))
-        numeric[index] = (values[0] - values[1]) / (2 * h)
-    net.alpha_normal.assign(alpha0)
-    big = np.abs(numeric) > 1e-3
-    assert big.sum() >= 5
-    rel = np.abs(g[big] - numeric[big]) / np.abs(numeric[big])
-    assert rel.max() < 2e-2, rel
+        numeric.append((values[0] - values[1]) / (2 * h))
+    net.alpha_reduce.assign(alpha0)
+    numeric = np.array(numeric)
+    error = np.linalg.norm(g - numeric) / np.linalg.norm(numeric)
+    assert error < 1e-2, error
     # The first-order gradient misses the second-order term: it is measurably different.
-    first = _arch_grads(net, *val, entropy=False)[0].numpy()
-    assert np.abs(first[big] - numeric[big]).max() > 5 * np.abs(g[big] - numeric[big]).max()
+    first = _arch_grads(net, *val, entropy=False)[1].numpy()[active]
+    assert np.linalg.norm(first - numeric) / np.linalg.norm(numeric) > 10 * error
 
 
 def test_unrolled_gradient_with_xi_to_zero_is_the_first_order_one():
@@ -166,7 +168,9 @@ def test_unrolled_gradient_with_xi_to_zero_is_the_first_order_one():
     train, val = _halves(4)
     grads, _, _ = unrolled_arch_gradients(net, train, val)
     first = _arch_grads(net, *val, entropy=False)
-    for g, f in zip(grads, first):
+    pairs = [(g, f) for g, f in zip(grads, first) if f is not None]
+    assert pairs
+    for g, f in pairs:
         np.testing.assert_allclose(g.numpy(), f.numpy(), rtol=1e-4, atol=1e-7)
 
 
@@ -178,19 +182,19 @@ def test_weight_decay_leaves_pcnn_binary_levels_alone():
     kwargs = dict(binarization=get_binarization("pcnn", pcnn_lambda=0.0), entropy_lambda=0.0, grad_clip=None)
     batch = _halves(5)[0]
     moves = {}
-    for decay in (0.0, 0.5):
+    for decay in (0.0, 0.5):  # two identical nets (same seeds), variables in the same order
         tf.keras.utils.set_random_seed(0)
         net = _net(weight_decay=decay, optimizer=tf.keras.optimizers.SGD(1.0), **kwargs)
-        levels = quantizer_variables(net)
-        assert levels and all("projection" in v.name for v in levels)
-        before = {v.ref(): v.numpy().copy() for v in net.weight_variables}
+        levels = {v.ref() for v in quantizer_variables(net)}
+        assert levels and all("projection" in v.deref().name for v in levels)
+        before = [v.numpy().copy() for v in net.weight_variables]
         net._weight_step(*batch)
-        moves[decay] = {r: before[r] - v.numpy() for r, v in ((v.ref(), v) for v in net.weight_variables)}
-        level_refs = {v.ref() for v in levels}
-        kernel_refs = [v.ref() for v in net.weight_variables if "kernel" in v.name]
-    for ref in level_refs:  # the decay adds nothing to the levels' step
-        np.testing.assert_allclose(moves[0.5][ref], moves[0.0][ref], rtol=1e-5, atol=1e-7)
-    assert any(not np.allclose(moves[0.5][r], moves[0.0][r]) for r in kernel_refs)
+        moves[decay] = [b - v.numpy() for b, v in zip(before, net.weight_variables)]
+        level_at = [i for i, v in enumerate(net.weight_variables) if v.ref() in levels]
+        kernel_at = [i for i, v in enumerate(net.weight_variables) if "kernel" in v.name]
+    for i in level_at:  # the decay adds nothing to the levels' step
+        np.testing.assert_allclose(moves[0.5][i], moves[0.0][i], rtol=1e-5, atol=1e-7)
+    assert any(not np.allclose(moves[0.5][i], moves[0.0][i]) for i in kernel_at)
 
 
 def test_final_training_excludes_quantizer_parameters_from_weight_decay():
