@@ -43,7 +43,7 @@ demo: $(VENV)/.installed data
 	$(PY) -m bnas_tf.evaluate --model_dir=runs/demo/train --output_dir=runs/demo/evaluate --overwrite
 
 test: $(VENV)/.installed data
-	$(PY) -m pytest -q tests $(PYTEST_ARGS)
+	$(PY) -m pytest -q --doctest-modules bnas_tf tests $(PYTEST_ARGS)
 
 # Evidence studies (issue 7; docs/results.md). BUDGET=smoke|cpu-small|full (benchmarks/_common.py);
 # search_cost first: the other studies reuse its searches (cache in runs/bench/).

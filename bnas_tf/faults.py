@@ -21,17 +21,18 @@ that loop:
 The programs turn these exceptions into a message and a non-zero exit
 (:func:`reported_faults`): 128 + the signal number after a signal, 1 otherwise.
 
-Example:
-    >>> guard = RunGuard(checkpoint, output_dir, steps_per_epoch=steps, model=model)
-    >>> if resume:
-    ...     guard.restore(manager)
-    >>> with guard:
-    ...     for epoch in range(guard.start_epoch, epochs):
-    ...         data, callbacks = guard.epoch(epoch, make_data(epoch))
-    ...         model.fit(data, initial_epoch=epoch, epochs=epoch + 1, callbacks=callbacks)
-    ...         guard.check(epoch)          # raises NonFiniteLoss / Interrupted
-    ...         manager.save(checkpoint_number=epoch + 1)
-    ...         guard.committed(epoch)      # drops the interruption checkpoint
+Example (an outline, not run: it needs a run's objects)::
+
+    guard = RunGuard(checkpoint, output_dir, steps_per_epoch=steps, model=model)
+    if resume:
+        guard.restore(manager)
+    with guard:
+        for epoch in range(guard.start_epoch, epochs):
+            data, callbacks = guard.epoch(epoch, make_data(epoch))
+            model.fit(data, initial_epoch=epoch, epochs=epoch + 1, callbacks=callbacks)
+            guard.check(epoch)          # raises NonFiniteLoss / Interrupted
+            manager.save(checkpoint_number=epoch + 1)
+            guard.committed(epoch)      # drops the interruption checkpoint
 """
 
 from __future__ import annotations

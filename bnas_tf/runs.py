@@ -7,8 +7,12 @@ deleted. Results are written to a temporary file and renamed, so a killed run
 never leaves a half-written ``genotype.json`` or ``metrics.json``.
 
 Example:
-    >>> out = prepare_output_dir("runs/demo/search", overwrite=True, program="bnas-search")
-    >>> write_json(out / "metrics.json", {"accuracy": 0.9})
+    >>> import tempfile, pathlib
+    >>> root = pathlib.Path(tempfile.mkdtemp())
+    >>> out = prepare_output_dir(root / "search", overwrite=True, program="bnas-search")
+    >>> path = write_json(out / "metrics.json", {"accuracy": 0.9})
+    >>> read_json(out / "metrics.json")
+    {'accuracy': 0.9}
 """
 
 from __future__ import annotations

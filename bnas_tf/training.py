@@ -8,10 +8,11 @@ rebuild the model without executing code from a file::
     weights.h5     the weights (plain HDF5, loaded by layer name)
     metrics.json   accuracies, timings, history
 
-Example:
-    >>> from bnas_tf.training import TrainConfig, train_network, load_trained
-    >>> train_network(TrainConfig(genotype="bnas_a", layers=3, init_channels=8, epochs=1), "runs/t")
-    >>> model, spec = load_trained("runs/t")
+Example (Fashion-MNIST installed; minutes on two cores, so not run as a doctest)::
+
+    from bnas_tf.training import TrainConfig, train_network, load_trained
+    train_network(TrainConfig(genotype="bnas_a", layers=3, init_channels=8, epochs=1), "runs/t")
+    model, spec = load_trained("runs/t")
 """
 
 from __future__ import annotations

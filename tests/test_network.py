@@ -81,6 +81,26 @@ def test_inter_cell_skip_present_and_optional():
     assert not any("skip" in layer.name for layer in without.layers)
 
 
+def test_identity_inter_cell_skip_of_a_normal_cell_adds_the_previous_cell():
+    """Cell 3 of 4 is a normal cell after the reductions (1, 2): its output is the
+    concatenation of its nodes plus cell 2's output, value for value."""
+    model = network.build_network(
+        genotype_lib.LATEST_CELL, layers=4, init_channels=4, num_classes=10, input_shape=(16, 16, 1)
+    )
+    names = {layer.name for layer in model.layers}
+    assert "cell3_skip" in names and "cell3_skip_conv" not in names  # identity, not a conv
+    skip = model.get_layer("cell3_skip")
+    probe = tf.keras.Model(
+        model.input, [skip.output, model.get_layer("cell3_concat").output, model.get_layer("cell2_skip").output]
+    )
+    x = np.random.default_rng(0).standard_normal((2, 16, 16, 1)).astype("float32")
+    out, concat, previous = [t.numpy() for t in probe(x, training=False)]
+    np.testing.assert_allclose(out, concat + previous, rtol=1e-5, atol=1e-5)
+    assert not np.allclose(previous, 0.0)
+    # the previous cell's output (cell 2's skip sum), not the one before it
+    assert skip.input[1].name == model.get_layer("cell2_skip").output.name
+
+
 def test_drop_path_only_in_training():
     model = network.build_network(
         genotype_lib.LATEST_CELL, layers=3, init_channels=8, num_classes=10, input_shape=(16, 16, 1),

@@ -5,8 +5,9 @@ a smaller supernet, without the ops just removed; it inherits every weight of th
 previous one, the widened binary convolutions (one kernel for an op on several
 edges, :mod:`bnas_tf.search.mixed_op`) slice by slice.
 
-Example:
-    >>> copied = transfer_weights(previous_stage_net, next_stage_net)
+Example (an outline, not run: it needs a run's objects)::
+
+    copied = transfer_weights(previous_stage_net, next_stage_net)
 """
 
 from __future__ import annotations

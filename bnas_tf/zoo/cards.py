@@ -7,7 +7,8 @@ table, the training flags, the genotype and the ``larq.models.summary`` table.
 
 Example:
     >>> from bnas_tf.zoo import model_card
-    >>> print(model_card("BNASB"))
+    >>> model_card("BNASB").splitlines()[0].startswith("# BNASB")
+    True
 """
 
 from __future__ import annotations

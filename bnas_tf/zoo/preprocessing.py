@@ -9,10 +9,12 @@ and they output logits.
 
 Example:
     >>> import numpy as np
-    >>> from bnas_tf.zoo import BNASB, preprocess_input, decode_predictions
     >>> images = np.zeros((2, 28, 28, 1), np.uint8)
-    >>> decode_predictions(BNASB().predict(preprocess_input(images)), top=3)
-    [[(0, 'T-shirt/top', 0.41), ...], ...]
+    >>> tuple(preprocess_input(images).shape)   # model = BNASB(weights="fashion_mnist")
+    (2, 28, 28, 1)
+    >>> logits = np.eye(10)[[9, 0]] * 5.0       # logits = model.predict(preprocess_input(images))
+    >>> [top[0][:2] for top in decode_predictions(logits, top=3)]
+    [(9, 'Ankle boot'), (0, 'T-shirt/top')]
 """
 
 from __future__ import annotations

@@ -15,11 +15,12 @@ An existing entry is refused unless ``overwrite=True``. ``NAME`` is a built-in m
 (``BNASB``, case-insensitive; the run must have its cell and stem) or a new name, which
 becomes a model of its own: ``bnas_tf.zoo.get(NAME)`` returns its function.
 
-Example:
-    >>> from bnas_tf.zoo.publish import publish
-    >>> entry = publish("runs/zoo/bnasb/train", "BNASB", weights_name="fashion_mnist")
-    >>> from bnas_tf.zoo import get
-    >>> model = get("BNASB")(weights="fashion_mnist")
+Example (an outline, not run: it needs a run's objects)::
+
+    from bnas_tf.zoo.publish import publish
+    entry = publish("runs/zoo/bnasb/train", "BNASB", weights_name="fashion_mnist")
+    from bnas_tf.zoo import get
+    model = get("BNASB")(weights="fashion_mnist")
 """
 
 from __future__ import annotations

@@ -46,3 +46,24 @@ def test_no_channel_sampling_keeps_the_plain_sum():
         edge_ops=[["max_pool_3x3", "bin_conv_3x3"]] * num_edges(), partial_channels=1,
     )
     assert not cell._node_shuffle
+
+
+@pytest.mark.parametrize("reduction", [False, True])
+def test_inter_cell_skip_adds_the_previous_cell_output(reduction):
+    """The cell output with the skip minus the output without it is ``s1`` itself (normal
+    cell: identity) or ``BN + conv2x2/2 (s1)`` (reduction cell), not ``s0``."""
+    channels = 8
+    cell = SearchCell(
+        channels, reduction=reduction, reduction_prev=False, prev_channels=4 * channels,
+        edge_ops=[["max_pool_3x3", "bin_conv_3x3"]] * num_edges(), inter_cell_skip=True,
+    )
+    rng = np.random.default_rng(0)
+    s0 = tf.constant(rng.standard_normal((2, 8, 8, 4 * channels)), tf.float32)
+    s1 = tf.constant(rng.standard_normal((2, 8, 8, 4 * channels)), tf.float32)
+    weights = [tf.constant([0.3, 0.7])] * num_edges()
+    with_skip = cell(s0, s1, weights, training=False)
+    cell.inter_cell_skip = False
+    without = cell(s0, s1, weights, training=False)
+    expected = cell.skip(s1, training=False) if reduction else s1
+    np.testing.assert_allclose((with_skip - without).numpy(), expected.numpy(), rtol=1e-5, atol=1e-5)
+    assert not np.allclose(expected.numpy(), 0.0)

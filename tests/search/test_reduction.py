@@ -19,7 +19,12 @@ from bnas_tf.genotype import Genotype
 from bnas_tf.ops import SEARCH_SPACES
 from bnas_tf.search import Supernet, default_optimizers
 from bnas_tf.search.driver import SearchConfig
-from bnas_tf.search.reduction import OperationSpaceReduction, ReductionConfig, single_path_alphas
+from bnas_tf.search.reduction import (
+    OperationSpaceReduction,
+    ReductionConfig,
+    evaluate_architectures,
+    single_path_alphas,
+)
 from bnas_tf.search.reduction_search import run_reduction_search
 from bnas_tf.search.transfer import transfer_weights
 
@@ -181,13 +186,30 @@ def test_genotype_keeps_the_two_best_scored_edges_per_node():
     assert genotype.normal[4:6] == ((ops[5][0], 0), (ops[7][0], 2))
     # Equal scores elsewhere: the first edges win.
     assert genotype.normal[:2] == ((ops[0][0], 0), (ops[1][0], 1))
-    # allow_none=False ranks an edge left with `none` last.
-    none_edges = [e for e in range(2, 5) if red.active_ops["reduce"][e] == ["none"]]
-    no_none = red.genotype(allow_none=False)
-    if none_edges:
-        assert all(op != "none" for op, _ in no_none.reduce[2:4])
     with pytest.raises(ValueError, match="not finished"):
         OperationSpaceReduction(OPS, EDGES, seed=0).genotype()
+
+
+def test_genotype_without_none_ranks_a_none_edge_last_despite_its_score():
+    """Node 1 of the reduction cell (edges 2, 3, 4 from inputs 0, 1, 2): edge 2 is left with
+    `none` and scores highest; edges 3 and 4 keep convolutions with distinct, lower scores.
+    No two scores tie, so the edge-order tie-break cannot decide the outcome."""
+    active = {cell: [["max_pool_3x3"]] * EDGES for cell in CELLS}
+    active["reduce"] = list(active["reduce"])
+    active["reduce"][2:5] = [["none"], ["bin_conv_3x3"], ["bin_conv_5x5"]]
+    red = OperationSpaceReduction(OPS, EDGES, ReductionConfig(), seed=0, active_ops=active)
+    assert red.done
+    for cell in CELLS:
+        for e in range(EDGES):
+            (op,) = red.active_ops[cell][e]
+            red.scores[cell][e] = {op: 1.0 + 0.01 * e}  # distinct everywhere
+    red.scores["reduce"][2] = {"none": 9.0}
+    red.scores["reduce"][3] = {"bin_conv_3x3": 2.0}
+    red.scores["reduce"][4] = {"bin_conv_5x5": 3.0}
+    # allow_none: the two best scores, none (input 0) and bin_conv_5x5 (input 2).
+    assert red.genotype(allow_none=True).reduce[2:4] == (("none", 0), ("bin_conv_5x5", 2))
+    # allow_none=False: none ranks last, though it scores highest.
+    assert red.genotype(allow_none=False).reduce[2:4] == (("bin_conv_3x3", 1), ("bin_conv_5x5", 2))
 
 
 # ----------------------------------------------------------------------------- supernets
@@ -386,3 +408,44 @@ def test_reduction_search_ends_with_one_op_per_edge(tmp_path, tiny_idx_dir):
     assert again.genotype == result.genotype and again.removals == result.removals
     assert {p.name.split(".")[0] for p in (tmp_path / "checkpoints").iterdir()} == {"stage-2"}
     assert math.isfinite(result.wall_time)
+
+
+def test_evaluate_architectures_ranks_the_trained_path_above_a_random_one():
+    """Train one single path of a two-op supernet (alpha frozen one-hot on bin_conv_3x3):
+    evaluated with the supernet's weights, that path scores above the bin_conv_5x5 path,
+    whose convolutions kept their random initial weights (the stem and classifier were
+    trained with the 3x3 path)."""
+    tf.keras.utils.set_random_seed(0)
+    ops = ["bin_conv_3x3", "bin_conv_5x5"]
+    active = {cell: [ops] * EDGES for cell in CELLS}
+    net = Supernet(2, layers=3, init_channels=8, search_space=SPACE, active_ops=active, seed=0,
+                   entropy_lambda=0.0, weight_decay=0.0, arch_warmup_epochs=1000)  # alpha never moves
+    net.compile(**default_optimizers(200, learning_rate=0.05))
+    net(tf.zeros((1, 8, 8, 1)))
+    trained = {c: ["bin_conv_3x3"] * EDGES for c in CELLS}
+    untrained = {c: ["bin_conv_5x5"] * EDGES for c in CELLS}
+    for cell, table in single_path_alphas(net, trained).items():
+        net.alpha(cell).assign(table)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((128, 8, 8, 1)).astype(np.float32)
+    x[:64, :4] += 1.5  # class 0: bright top half; class 1: bright bottom half
+    x[64:, 4:] += 1.5
+    y = np.repeat([0, 1], 64)
+    order = rng.permutation(128)
+    x, y = x[order], y[order]
+    before = [v.numpy().copy() for v in net.weight_variables]
+    ds = tf.data.Dataset.from_tensor_slices(((x, y), (x, y))).batch(16)
+    net.fit(ds, epochs=4, verbose=0)
+    # the 5x5 convolutions received no gradient: their weight is p = 0
+    conv5 = [
+        v for cell in net.cells for mixed in cell.mixed_ops
+        for key, layers in mixed.op_layers.items() if key.startswith("bin_conv_5x5")
+        for v in layers.trainable_weights
+    ]
+    assert conv5
+    for v in conv5:
+        b = before[[w.ref() for w in net.weight_variables].index(v.ref())]
+        np.testing.assert_array_equal(v.numpy(), b)
+    batches = [(x[i : i + 32], y[i : i + 32]) for i in range(0, 128, 32)]
+    good, bad = evaluate_architectures(net, [trained, untrained], batches)
+    assert good > 0.8 and good > bad + 0.2, (good, bad)

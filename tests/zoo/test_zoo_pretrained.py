@@ -45,10 +45,20 @@ def test_published_files_are_intact_and_within_budget(repo_zoo):
     assert total < MAX_ZOO_BYTES
 
 
-def test_bnasb_reaches_90_percent_on_the_whole_test_set(repo_zoo):
-    metrics = _entry(repo_zoo, "BNASB")["metrics"]
-    assert metrics["test_examples"] == 10_000
-    assert metrics["top1"] >= 0.90
+def test_bnasb_top1_measured_on_the_10000_test_images_matches_its_card(repo_zoo, fashion_dir):
+    """BNASB's top-1 measured here, on all 10,000 real test images (not the figure the
+    registry stores), is within 0.3 points of its card's and at least 90 %."""
+    entry = _entry(repo_zoo, "BNASB")
+    images, labels = data.load_arrays("fashion_mnist", "test", data_dir=fashion_dir)
+    assert len(labels) == 10_000
+    model = zoo.get("BNASB")(weights="fashion_mnist")
+    logits = model.predict(zoo.preprocess_input(images), batch_size=500, verbose=0)
+    top1 = float(np.mean(np.argmax(logits, axis=1) == labels))
+    card = (registry.zoo_dir() / entry["card"]).read_text()
+    stated = entry["metrics"]["top1"]
+    assert f"{100 * stated:.2f} %" in card or f"{100 * stated:.2f}%" in card, "the card states another top-1"
+    assert abs(top1 - stated) <= 0.003, (top1, stated)
+    assert top1 >= 0.90
 
 
 @pytest.mark.parametrize("name", PUBLISHED_ON_FASHION_MNIST)
