@@ -141,13 +141,22 @@ class _StepGuard(tf.keras.callbacks.Callback):
                 self.model.stop_training = True
                 return
         self.guard._steps_done = step
+        if self.metrics:  # the training metrics now, before fit's validation resets them
+            self._train_results = {m.name: float(m.result()) for m in self.model.metrics}
         if self.guard.signum is not None:
             self.model.stop_training = True
             self.guard._stopped_early = batch + 1 < (self.params or {}).get("steps", batch + 1)
+            # The sums to resume from, taken now: fit still validates after a stop, and
+            # its evaluation resets the metrics.
+            self.guard._metric_state = {
+                m.name: [float(v.numpy()) for v in m.variables] for m in self.model.metrics
+            }
 
     def on_epoch_end(self, epoch, logs=None):
-        if self.metrics and logs is not None:
-            logs.update({m.name: float(m.result()) for m in self.model.metrics})
+        # (Not m.result() here: with validation_data, fit has evaluated by now, and the
+        # metrics hold the validation's results.)
+        if self.metrics and logs is not None and getattr(self, "_train_results", None):
+            logs.update(self._train_results)
 
 
 class RunGuard:
@@ -190,6 +199,7 @@ class RunGuard:
         self.start_epoch = 0
         self._skip = 0
         self._metrics: dict | None = None
+        self._metric_state: dict | None = None  # metric sums at the step a signal stopped
         self._bad: tuple | None = None
         self._steps_done = 0
         self._stopped_early = False
@@ -291,7 +301,7 @@ class RunGuard:
         name = f"interrupted-{epoch}-{step}"
         old = self._interruption()
         self.checkpoint.write(str(self.checkpoint_dir / name))  # files first, then the pointer
-        metrics = {m.name: [float(v.numpy()) for v in m.variables] for m in self.model.metrics}
+        metrics = self._metric_state
         write_json(
             self.checkpoint_dir / INTERRUPTION_FILE,
             {"epoch": epoch, "step": step, "checkpoint": name, "metrics": metrics,

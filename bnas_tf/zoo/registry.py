@@ -21,8 +21,9 @@ instance, and the instance fixes the architecture it was trained at.
 Weight files are fetched like larq-zoo's (``larq_zoo.core.utils.download_pretrained_model``):
 ``tf.keras.utils.get_file(fname, origin, file_hash=sha256, cache_subdir="bnas_tf")``,
 from ``$BNAS_TF_ZOO_URL`` (a mirror), by default the zoo directory itself as a
-``file://`` URL. A file whose SHA-256 differs from the registry's is deleted from the
-cache and refused (:class:`WeightsHashError`); it is never loaded.
+``file://`` URL (copied into the cache without a progress bar). A file whose SHA-256
+differs from the registry's is deleted from the cache and refused
+(:class:`WeightsHashError`); it is never loaded.
 
 Example:
     >>> from bnas_tf.zoo import registry
@@ -33,7 +34,9 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import os
 import re
 from pathlib import Path
@@ -203,11 +206,14 @@ def fetch(model: str, name: str, *, notop: bool = False, registry: dict | None =
     if cache_dir:  # get_file falls back to /tmp/.keras for a directory that does not exist yet
         Path(cache_dir).expanduser().mkdir(parents=True, exist_ok=True)
     fname = Path(relative).name
+    # A copy from a local zoo (file://) is instant: no "Downloading" line and progress bar.
+    quiet = contextlib.redirect_stdout(io.StringIO()) if origin.startswith("file:") else contextlib.nullcontext()
     try:
-        path = tf.keras.utils.get_file(
-            fname, origin, file_hash=expected, hash_algorithm="sha256",
-            cache_dir=cache_dir, cache_subdir=CACHE_SUBDIR,
-        )
+        with quiet:
+            path = tf.keras.utils.get_file(
+                fname, origin, file_hash=expected, hash_algorithm="sha256",
+                cache_dir=cache_dir, cache_subdir=CACHE_SUBDIR,
+            )
     except ValueError as error:  # get_file: "Incomplete or corrupted file detected"
         _remove_cached(fname, cache_dir)
         raise WeightsHashError(

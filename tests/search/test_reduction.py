@@ -295,7 +295,11 @@ def test_evaluate_sample_changes_no_variable_and_restores_alpha(stage):
     # The one-hot alphas select exactly the sampled op.
     table = single_path_alphas(old, sample)
     probs = tf.nn.softmax(np.where(old.masks["normal"].numpy() > 0, table["normal"], -1e9)).numpy()
-    assert set(np.unique(probs)) <= {0.0, 1.0} and np.all(probs.sum(-1) == 1.0)
+    onehot = np.zeros_like(probs)
+    for e, op in enumerate(sample["normal"]):
+        onehot[e, old.op_names.index(op)] = 1.0
+    # One-hot up to float32 rounding: some CPUs' vectorized exp gives exp(0) = 1 - 2**-24.
+    np.testing.assert_allclose(probs, onehot, rtol=0, atol=1e-6)
 
 
 def _randomize(net, seed=0):

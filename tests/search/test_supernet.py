@@ -72,7 +72,9 @@ CONFIGS = {
     # 3 cells: a normal cell then two reduction cells.
     "kim-3cells": dict(search_space="bnas_kim", layers=3, partial_channels=1),
     # 2 cells: both are reduction cells; channel sampling turns edge normalization on.
-    "darts-2cells-K2": dict(search_space="bnas_darts", layers=2, partial_channels=2),
+    # Plain binary DARTS has no entropy term (Kim et al.'s lambda would also pull on the
+    # unused alpha_normal, which the test below checks stays put).
+    "darts-2cells-K2": dict(search_space="bnas_darts", layers=2, partial_channels=2, entropy_lambda=0.0),
     # bfloat16 cells (float32 variables, alpha and losses), with channel sampling.
     "kim-3cells-K2-bf16": dict(search_space="bnas_kim", layers=3, partial_channels=2, dtype_policy="mixed_bfloat16"),
 }
