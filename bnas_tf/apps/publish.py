@@ -5,7 +5,8 @@
 
 Writes the full and ``notop`` weight files, their SHA-256, the model card and the
 registry entry into the zoo directory (``--zoo_dir``, else ``$BNAS_TF_ZOO_DIR``, else
-the repository's ``zoo/``); see :mod:`bnas_tf.zoo.publish`. Afterwards
+a source checkout's ``zoo/``; the installed package's own copy is refused); see
+:mod:`bnas_tf.zoo.publish`. Afterwards
 ``bnas_tf.zoo.get(NAME)(weights=WEIGHTS_NAME)`` loads it.
 """
 
@@ -25,7 +26,8 @@ def define_flags(flag_values=flags.FLAGS) -> None:
     flags.DEFINE_string("weights_name", "fashion_mnist", "Name of the trained instance "
                         "(the weights= argument that loads it).", flag_values=flag_values)
     flags.DEFINE_string("zoo_dir", None, "Zoo directory holding registry.json (default "
-                        "$BNAS_TF_ZOO_DIR, else the repository's zoo/).", flag_values=flag_values)
+                        "$BNAS_TF_ZOO_DIR, else a source checkout's zoo/; an installed package's "
+                        "own copy is refused).", flag_values=flag_values)
     flags.DEFINE_string("description", None, "For a new --name: one paragraph for its card.",
                         flag_values=flag_values)
     flags.DEFINE_bool("overwrite", False, "Replace an existing registry entry.", flag_values=flag_values)

@@ -195,6 +195,12 @@ def publish(
     """
     run_dir = Path(run_dir)
     directory = Path(zoo_dir).resolve() if zoo_dir else registry_lib.zoo_dir()
+    if registry_lib.is_packaged(directory):
+        raise ValueError(
+            f"The zoo directory {directory} is the installed package's own copy of the zoo; "
+            f"publish into a zoo of your own with --zoo_dir DIR (or ${registry_lib.ZOO_DIR_ENV}), "
+            f"after copying {directory} there to keep the models published with bnas_tf."
+        )
     spec, run_metrics = check_run(run_dir)
     registry_lib.check_name(weights_name, "--weights_name")
     registry = registry_lib.load(directory)

@@ -1,8 +1,10 @@
 """The weights registry of the model zoo: where published files are, and their hashes.
 
-The registry is one JSON file, ``registry.json``, in the *zoo directory* (the
-repository's top-level ``zoo/`` unless ``$BNAS_TF_ZOO_DIR`` says otherwise). It maps
-a model name and a weights name to one trained instance::
+The registry is one JSON file, ``registry.json``, in the *zoo directory*:
+``$BNAS_TF_ZOO_DIR`` if set, else the repository's top-level ``zoo/`` in a source
+checkout, else the copy of that ``zoo/`` which an installed wheel carries as package
+data (``bnas_tf/zoo/published/``: registry, cards, flags, genotypes and weight files).
+It maps a model name and a weights name to one trained instance::
 
     {"format_version": 1,
      "models": {"BNASB": {"weights": {"fashion_mnist": {
@@ -21,7 +23,9 @@ instance, and the instance fixes the architecture it was trained at.
 Weight files are fetched like larq-zoo's (``larq_zoo.core.utils.download_pretrained_model``):
 ``tf.keras.utils.get_file(fname, origin, file_hash=sha256, cache_subdir="bnas_tf")``,
 from ``$BNAS_TF_ZOO_URL`` (a mirror), by default the zoo directory itself as a
-``file://`` URL (copied into the cache without a progress bar). A file whose SHA-256
+``file://`` URL (copied into the cache without a progress bar), or, for a file the zoo
+directory lacks, the registry's optional top-level ``base_url`` (:func:`origin_url`;
+none is recorded while the weights ship with the package). A file whose SHA-256
 differs from the registry's is deleted from the cache and refused
 (:class:`WeightsHashError`); it is never loaded.
 
@@ -55,7 +59,11 @@ __all__ = [
     "FORMAT_VERSION",
     "WeightsHashError",
     "zoo_dir",
+    "checkout_zoo_dir",
+    "packaged_zoo_dir",
+    "is_packaged",
     "base_url",
+    "origin_url",
     "registry_path",
     "load",
     "save",
@@ -75,6 +83,8 @@ ZOO_URL_ENV = "BNAS_TF_ZOO_URL"
 #: Environment variable: Keras cache directory for fetched files (default ``~/.keras``).
 CACHE_DIR_ENV = "BNAS_TF_CACHE_DIR"
 REGISTRY_FILE = "registry.json"
+#: Where a wheel carries the repository's ``zoo/`` (setup.cfg maps it as package data).
+PACKAGED_SUBDIR = "published"
 FORMAT_VERSION = 1
 CACHE_SUBDIR = "bnas_tf"
 
@@ -95,12 +105,33 @@ def check_name(name: str, what: str) -> str:
     return name
 
 
+def checkout_zoo_dir() -> Path:
+    """The top-level ``zoo/`` of the source checkout this module runs from (it may not exist)."""
+    return Path(__file__).resolve().parents[2] / "zoo"
+
+
+def packaged_zoo_dir() -> Path:
+    """The copy of the repository's ``zoo/`` that an installed wheel carries as package data
+    (``bnas_tf/zoo/published/``; absent in a source checkout)."""
+    return Path(__file__).resolve().parent / PACKAGED_SUBDIR
+
+
 def zoo_dir() -> Path:
-    """The zoo directory: ``$BNAS_TF_ZOO_DIR``, else the repository's top-level ``zoo/``."""
+    """The zoo directory, the first of: ``$BNAS_TF_ZOO_DIR``; the source checkout's
+    top-level ``zoo/`` (when it holds a registry); the installed package's copy of it
+    (:func:`packaged_zoo_dir`)."""
     override = os.environ.get(ZOO_DIR_ENV)
     if override:
         return Path(override).expanduser().resolve()
-    return Path(__file__).resolve().parents[2] / "zoo"
+    checkout = checkout_zoo_dir()
+    if (checkout / REGISTRY_FILE).is_file() or not (packaged_zoo_dir() / REGISTRY_FILE).is_file():
+        return checkout
+    return packaged_zoo_dir()
+
+
+def is_packaged(directory: str | os.PathLike) -> bool:
+    """Whether ``directory`` is the installed package's own copy of the zoo (read-only)."""
+    return Path(directory).resolve() == packaged_zoo_dir()
 
 
 def registry_path(directory: str | os.PathLike | None = None) -> Path:
@@ -113,6 +144,19 @@ def base_url(directory: str | os.PathLike | None = None) -> str:
     if not url:
         url = (Path(directory).resolve() if directory else zoo_dir()).as_uri()
     return url if url.endswith("/") else url + "/"
+
+
+def origin_url(relative: str, registry: dict | None = None) -> str:
+    """Where the weights file ``relative`` (a registry ``file``) is fetched from:
+    ``$BNAS_TF_ZOO_URL/relative`` if set; else the zoo directory's own copy (``file://``)
+    when it holds the file or the registry names no ``base_url``; else the registry's
+    ``base_url`` (a mirror of the zoo directory, e.g. a release's download address)."""
+    if os.environ.get(ZOO_URL_ENV):
+        return zoo_utils.slash_join(base_url(), relative)
+    remote = (load() if registry is None else registry).get("base_url")
+    if remote and not (zoo_dir() / relative).is_file():
+        return zoo_utils.slash_join(remote, relative)
+    return zoo_utils.slash_join(base_url(), relative)
 
 
 def load(directory: str | os.PathLike | None = None) -> dict:
@@ -198,10 +242,11 @@ def fetch(model: str, name: str, *, notop: bool = False, registry: dict | None =
             bad copy is removed from the cache.
         OSError: the file cannot be fetched (the message names the URL).
     """
+    registry = load() if registry is None else registry
     entry = weights_entry(model, name, registry)
     key = "notop_" if notop else ""
     relative, expected = entry[f"{key}file"], entry[f"{key}sha256"]
-    origin = zoo_utils.slash_join(base_url(), relative)
+    origin = origin_url(relative, registry)
     cache_dir = os.environ.get(CACHE_DIR_ENV) or None
     if cache_dir:  # get_file falls back to /tmp/.keras for a directory that does not exist yet
         Path(cache_dir).expanduser().mkdir(parents=True, exist_ok=True)
