@@ -6,7 +6,7 @@ PIP = $(PY) -m pip
 PYTEST_ARGS ?=
 FASHION_MNIST = /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 
-.PHONY: install data demo test bench bench-speed clean
+.PHONY: install data demo docs test bench bench-speed clean
 
 install: $(VENV)/.installed
 
@@ -14,7 +14,7 @@ install: $(VENV)/.installed
 # without their dependencies (--no-deps), then the dependencies they really use (click, typeguard).
 $(VENV)/.installed: setup.cfg
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(PIP) install -e '.[test]'
+	$(PIP) install -e '.[test,docs]'
 	$(PIP) install --no-deps larq-zoo==2.4.0 zookeeper==1.4.0
 	$(PIP) install click typeguard
 	touch $@
@@ -42,9 +42,14 @@ demo: $(VENV)/.installed data
 	$(PY) -m bnas_tf.train --flagfile=flags/demo_train.cfg --genotype=runs/demo/search/genotype.json --output_dir=runs/demo/train --overwrite
 	$(PY) -m bnas_tf.evaluate --model_dir=runs/demo/train --output_dir=runs/demo/evaluate --overwrite
 
+# The documentation site (mkdocs.yml): docs/ plus an API reference from the docstrings, into
+# site/; --strict fails on a broken link, a missing page or a docstring mkdocstrings cannot read.
+docs: $(VENV)/.installed
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet
+
 # Two pytest-xdist workers, one test file each at a time (--dist loadfile keeps a module's
 # fixtures in one process): 10.4 min instead of 19.2 min on 2 cores (AMD EPYC, 2026-12-05).
-test: $(VENV)/.installed data
+test: $(VENV)/.installed data docs
 	$(PY) -m pytest -q --doctest-modules bnas_tf tests -n 2 --dist loadfile $(PYTEST_ARGS)
 
 # Evidence studies (issue 7; docs/results.md). BUDGET=smoke|cpu-small|full (benchmarks/_common.py);
@@ -65,5 +70,5 @@ bench-speed: $(VENV)/.installed
 	$(PY) benchmarks/inference_latency.py
 
 clean:
-	rm -rf build dist *.egg-info .pytest_cache runs/demo
+	rm -rf build dist site *.egg-info .pytest_cache runs/demo
 	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
+import shutil
 import statistics
 from pathlib import Path
 
@@ -26,6 +28,12 @@ def _load(study: str, budget: str) -> tuple[dict | None, Path]:
 
 def _rel(path: Path) -> str:
     return str(path.relative_to(C.ROOT)) if path.is_relative_to(C.ROOT) else str(path)
+
+
+def _plot(path: Path, alt: str) -> str:
+    """The study's plot as an image of the documentation site: ``img/<name>.png`` beside
+    ``docs/results.md`` (:func:`main` copies the PNG files there)."""
+    return f"![{alt}](img/{path.with_suffix('.png').name})"
 
 
 def _pct(x: float | None, digits: int = 2) -> str:
@@ -61,7 +69,7 @@ def _machine_line(m: dict) -> str:
 def accuracy_section(data: dict, path: Path) -> list[str]:
     lines = [f"Source: `{_rel(path)}`, plot `{_rel(path.with_suffix('.png'))}`.  ",
              _budget_line(data["budget"]) + ".  ", "Machine: " + _machine_line(data["machine"]) + ".", "",
-             f"![accuracy vs memory](../{_rel(path.with_suffix('.png'))})", "",
+             _plot(path, "accuracy vs memory"), "",
              "| group | network | top-1 % | params | 1-bit params | memory KiB | MMACs | binarized MACs | "
              "train s | others' CPU |",
              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
@@ -98,7 +106,7 @@ def accuracy_section(data: dict, path: Path) -> list[str]:
 def search_cost_section(data: dict, path: Path) -> list[str]:
     lines = [f"Source: `{_rel(path)}`, plot `{_rel(path.with_suffix('.png'))}`.  ",
              _budget_line(data["budget"]) + ".  ", "Machine: " + _machine_line(data["machine"]) + ".", "",
-             f"![search cost](../{_rel(path.with_suffix('.png'))})", "",
+             _plot(path, "search cost"), "",
              "| search | epochs | wall s | CPU s | peak memory GB | of which before the search (TF imported) GB | others' CPU | "
              "top-1 % after training | genotype |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
@@ -208,7 +216,7 @@ def ablation_section(data: dict, path: Path) -> list[str]:
                    + _machine_line(earlier["machine"]) + "."]
     lines = [f"Source: `{_rel(path)}`, plot `{_rel(path.with_suffix('.png'))}`.  ",
              _budget_line(data["budget"]) + ".  ", *machine, "",
-             f"![ablations](../{_rel(path.with_suffix('.png'))})", ""]
+             _plot(path, "ablations"), ""]
     if data.get("kim"):
         paper = data["kim_paper_cifar10"]
         lines += ["Kim et al. (their CIFAR-10 numbers: "
@@ -277,7 +285,7 @@ def inference_section(data: dict, path: Path) -> list[str]:
              "Machine: " + _machine_line(data["machine"]) + f"; {data['method']['runtime']}, "
              f"{data['method']['rounds']} rounds x {data['method']['runs_per_round']} calls after "
              f"{data['method']['warmup']} warm-up calls.", "",
-             f"![latency](../{_rel(path.with_suffix('.png'))})", "",
+             _plot(path, "latency"), "",
              "| network | median ms | p90 ms | LceBconv2d ops | flatbuffer KiB | memory KiB (larq) | MMACs |",
              "|---|---:|---:|---:|---:|---:|---:|"]
     for name, e in sorted(data["models"].items(), key=lambda kv: kv[1]["latency"]["median_ms"]):
@@ -413,6 +421,11 @@ def main(argv: list[str] | None = None) -> None:
         lines.append("")
     output = Path(args.output or (C.CACHE / "smoke" / "results.md" if args.budget == "smoke" else DOC))
     output.write_text("\n".join(lines).rstrip() + "\n")
+    images = output.parent / "img"  # the plots the page shows, next to it (the site serves docs/ only)
+    for name in re.findall(r"\]\(img/([^)]+\.png)\)", "\n".join(lines)):
+        if (C.RESULTS / name).is_file():
+            images.mkdir(exist_ok=True)
+            shutil.copyfile(C.RESULTS / name, images / name)
     C.log(f"wrote {output}")
 
 

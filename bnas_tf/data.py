@@ -482,7 +482,7 @@ def num_examples(name: str, split: str, *, data_dir: Optional[PathLike] = None) 
 # --------------------------------------------------------------------------------------------
 
 
-def preprocess(name: str, images) -> tf.Tensor:
+def preprocess(name: str, images: np.ndarray | tf.Tensor) -> tf.Tensor:
     r"""Scales images to [0, 1] and normalises each channel ``c``:
 
     $$\hat{x} = \frac{x / 255 - \mu_c}{\sigma_c}$$

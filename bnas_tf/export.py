@@ -54,6 +54,7 @@ import shutil
 import tempfile
 import warnings
 from collections.abc import Callable
+from typing import Any
 from pathlib import Path
 
 import larq as lq
@@ -206,7 +207,7 @@ def lce_report(model: tf.keras.Model, flatbuffer: bytes) -> dict:
     }
 
 
-def convert_lce(model: tf.keras.Model, *, strict: bool = False, **converter_kwargs) -> bytes:
+def convert_lce(model: tf.keras.Model, *, strict: bool = False, **converter_kwargs: Any) -> bytes:
     """The LCE flatbuffer of ``model``, checked to contain binary kernels.
 
     Args:

@@ -63,7 +63,8 @@ class SearchCell(tf.keras.layers.Layer):
         prev_channels: channels of the previous cell's output (input 1).
         edge_ops: the active op names of each of the 14 edges.
         inter_cell_skip: add Kim et al.'s skip connection from input 1.
-        steps, multiplier: intermediate nodes, and how many are concatenated.
+        steps: intermediate nodes.
+        multiplier: how many of them (the last) are concatenated into the output.
     """
 
     def __init__(

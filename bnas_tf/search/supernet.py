@@ -108,9 +108,11 @@ class Supernet(tf.keras.Model):
         edge_normalization: learn ``beta`` (default: on when ``K > 1``, as PC-DARTS).
         inter_cell_skip: Kim et al.'s skip connection between cells.
         allow_none: let Zeroise win when deriving the genotype (Kim: yes; DARTS: no).
-        entropy_lambda, entropy_tau: Kim et al.'s decaying entropy regularizer
-            ``-lambda * H * exp(-t / tau)`` (defaults 1.0 and 7.7, theirs; 0 disables it).
-        weight_decay, arch_weight_decay: L2 added to the weight / alpha gradients.
+        entropy_lambda: ``lambda`` of Kim et al.'s decaying entropy regularizer
+            ``-lambda * H * exp(-t / tau)`` (default 1.0, theirs; 0 disables it).
+        entropy_tau: its decay ``tau`` in epochs (default 7.7, theirs).
+        weight_decay: L2 added to the weight gradients.
+        arch_weight_decay: L2 added to the alpha gradients.
         grad_clip: global-norm clip of the weight gradients.
         arch_warmup_epochs: epochs with weight updates only.
         unrolled: DARTS' second-order alpha gradient (see :mod:`bnas_tf.search.unrolled`)

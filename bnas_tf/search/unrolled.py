@@ -17,8 +17,12 @@ extra passes is restored afterwards, so only alpha changes.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import tensorflow as tf
+
+if TYPE_CHECKING:  # (supernet.py imports this module)
+    from bnas_tf.search.supernet import Supernet
 
 __all__ = ["unrolled_arch_gradients", "current_learning_rate"]
 
@@ -36,7 +40,7 @@ def _loss(net, x, y) -> tf.Tensor:
 
 
 def unrolled_arch_gradients(
-    net,
+    net: Supernet,
     train_batch: tuple[tf.Tensor, tf.Tensor],
     val_batch: tuple[tf.Tensor, tf.Tensor],
     extra_objective: Callable[[], tf.Tensor] | None = None,
@@ -47,7 +51,8 @@ def unrolled_arch_gradients(
 
     Args:
         net: a :class:`~bnas_tf.search.supernet.Supernet` with a compiled weight optimizer.
-        train_batch, val_batch: ``(x, y)`` pairs.
+        train_batch: ``(x, y)``, a batch of the weight half.
+        val_batch: ``(x, y)``, a batch of the alpha half.
         extra_objective: a term of the architecture objective that does not depend
             on the weights (Kim et al.'s entropy term); its gradient is added as is.
         r: the finite-difference step of the Hessian-vector product,

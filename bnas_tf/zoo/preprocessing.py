@@ -7,7 +7,7 @@ normalised per channel with the dataset's statistics (:func:`bnas_tf.data.prepro
 
 and they output logits.
 
-Example:
+Examples:
     >>> import numpy as np
     >>> images = np.zeros((2, 28, 28, 1), np.uint8)
     >>> tuple(preprocess_input(images).shape)   # model = BNASB(weights="fashion_mnist")

@@ -23,7 +23,7 @@ import pytest
 from setuptools import find_packages
 
 ROOT = Path(__file__).resolve().parents[2]
-_SKIP = shutil.ignore_patterns(".git", ".venv", "runs", "build", "dist", "*.egg-info", "__pycache__",
+_SKIP = shutil.ignore_patterns(".git", ".venv", "runs", "build", "dist", "site", "*.egg-info", "__pycache__",
                                ".pytest_cache", ".ci")
 
 _USER = r"""
