@@ -116,3 +116,36 @@ def test_installed_wheel_loads_bnasb_from_outside_the_repository(wheel, tmp_path
     assert abs(result["top1"] - result["card_top1"]) <= 0.03, result
     # publishing into the installed package's own copy is refused, naming the way out
     assert result["refusal"] and "--zoo_dir" in result["refusal"] and "installed package" in result["refusal"]
+
+
+def test_zoo_dir_is_the_override_then_the_checkout_then_the_installed_copy(tmp_path, monkeypatch):
+    from bnas_tf.zoo import registry
+
+    checkout, packaged = tmp_path / "checkout", tmp_path / "packaged"
+    packaged.mkdir()
+    (packaged / registry.REGISTRY_FILE).write_text("{}")
+    monkeypatch.setattr(registry, "checkout_zoo_dir", lambda: checkout)
+    monkeypatch.setattr(registry, "packaged_zoo_dir", lambda: packaged)
+    monkeypatch.delenv(registry.ZOO_DIR_ENV, raising=False)
+    assert registry.zoo_dir() == packaged and registry.is_packaged(packaged)  # installed: no checkout
+    checkout.mkdir()
+    (checkout / registry.REGISTRY_FILE).write_text("{}")
+    assert registry.zoo_dir() == checkout and not registry.is_packaged(checkout)
+    monkeypatch.setenv(registry.ZOO_DIR_ENV, str(tmp_path / "mine"))
+    assert registry.zoo_dir() == (tmp_path / "mine").resolve()
+
+
+def test_weights_come_from_the_mirror_then_the_zoo_then_the_registry_base_url(tmp_path, monkeypatch):
+    from bnas_tf.zoo import registry
+
+    (tmp_path / "weights").mkdir()
+    (tmp_path / "weights" / "here.h5").write_bytes(b"w")
+    monkeypatch.setenv(registry.ZOO_DIR_ENV, str(tmp_path))
+    monkeypatch.delenv(registry.ZOO_URL_ENV, raising=False)
+    mirrored = {"format_version": 1, "models": {}, "base_url": "https://mirror.example/zoo/"}
+    local = tmp_path.resolve().as_uri()
+    assert registry.origin_url("weights/here.h5", mirrored) == f"{local}/weights/here.h5"
+    assert registry.origin_url("weights/gone.h5", mirrored) == "https://mirror.example/zoo/weights/gone.h5"
+    assert registry.origin_url("weights/gone.h5", {"models": {}}) == f"{local}/weights/gone.h5"
+    monkeypatch.setenv(registry.ZOO_URL_ENV, "https://other.example/z")
+    assert registry.origin_url("weights/here.h5", mirrored) == "https://other.example/z/weights/here.h5"
