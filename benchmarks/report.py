@@ -420,9 +420,10 @@ def main(argv: list[str] | None = None) -> None:
         lines += render(data, path) if data else [f"Not run at budget `{args.budget}` (`{_rel(path)}` missing)."]
         lines.append("")
     output = Path(args.output or (C.CACHE / "smoke" / "results.md" if args.budget == "smoke" else DOC))
-    output.write_text("\n".join(lines).rstrip() + "\n")
+    text = "\n".join(lines).rstrip() + "\n"
+    output.write_text(text)
     images = output.parent / "img"  # the plots the page shows, next to it (the site serves docs/ only)
-    for name in re.findall(r"\]\(img/([^)]+\.png)\)", "\n".join(lines)):
+    for name in re.findall(r"\]\(img/([^)]+\.png)\)", text):
         if (C.RESULTS / name).is_file():
             images.mkdir(exist_ok=True)
             shutil.copyfile(C.RESULTS / name, images / name)

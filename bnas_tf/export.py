@@ -54,8 +54,8 @@ import shutil
 import tempfile
 import warnings
 from collections.abc import Callable
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 import larq as lq
 import tensorflow as tf

@@ -123,6 +123,7 @@ class _StepGuard(tf.keras.callbacks.Callback):
     def __init__(self, guard: "RunGuard", epoch: int, first_step: int, metrics: dict | None):
         super().__init__()
         self.guard, self.epoch, self.first_step, self.metrics = guard, epoch, first_step, metrics
+        self._train_results: dict | None = None  # the epoch's training metrics, last step
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch = epoch  # a fit may run several epochs (a reduction stage)
@@ -155,7 +156,7 @@ class _StepGuard(tf.keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         # (Not m.result() here: with validation_data, fit has evaluated by now, and the
         # metrics hold the validation's results.)
-        if self.metrics and logs is not None and getattr(self, "_train_results", None):
+        if self.metrics and logs is not None and self._train_results:
             logs.update(self._train_results)
 
 

@@ -255,7 +255,7 @@ def publish(
         "notes": notes,
     }
     genotype_path = directory / entry["genotype_file"]
-    if directory == registry_lib.zoo_dir() and directory.parent == Path(__file__).resolve().parents[2]:
+    if directory == registry_lib.zoo_dir() and directory.parent == registry_lib.checkout_zoo_dir().parent:
         genotype_path = Path("zoo") / entry["genotype_file"]  # relative to the repository root
     flags = _flags_text(run_dir, entry["config"], os.fspath(genotype_path))
     for relative, text in (

@@ -123,10 +123,10 @@ def zoo_dir() -> Path:
     override = os.environ.get(ZOO_DIR_ENV)
     if override:
         return Path(override).expanduser().resolve()
-    checkout = checkout_zoo_dir()
-    if (checkout / REGISTRY_FILE).is_file() or not (packaged_zoo_dir() / REGISTRY_FILE).is_file():
+    checkout, packaged = checkout_zoo_dir(), packaged_zoo_dir()
+    if (checkout / REGISTRY_FILE).is_file() or not (packaged / REGISTRY_FILE).is_file():
         return checkout
-    return packaged_zoo_dir()
+    return packaged
 
 
 def is_packaged(directory: str | os.PathLike) -> bool:
@@ -151,11 +151,10 @@ def origin_url(relative: str, registry: dict | None = None) -> str:
     ``$BNAS_TF_ZOO_URL/relative`` if set; else the zoo directory's own copy (``file://``)
     when it holds the file or the registry names no ``base_url``; else the registry's
     ``base_url`` (a mirror of the zoo directory, e.g. a release's download address)."""
-    if os.environ.get(ZOO_URL_ENV):
-        return zoo_utils.slash_join(base_url(), relative)
-    remote = (load() if registry is None else registry).get("base_url")
-    if remote and not (zoo_dir() / relative).is_file():
-        return zoo_utils.slash_join(remote, relative)
+    if not os.environ.get(ZOO_URL_ENV):
+        remote = (load() if registry is None else registry).get("base_url")
+        if remote and not (zoo_dir() / relative).is_file():
+            return zoo_utils.slash_join(remote, relative)
     return zoo_utils.slash_join(base_url(), relative)
 
 
