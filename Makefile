@@ -38,9 +38,9 @@ data:
 	fi
 
 demo: $(VENV)/.installed data
-	$(PY) -m bnas_tf.search --flagfile=flags/demo_search.cfg --output_dir=runs/demo/search --overwrite
-	$(PY) -m bnas_tf.train --flagfile=flags/demo_train.cfg --genotype=runs/demo/search/genotype.json --output_dir=runs/demo/train --overwrite
-	$(PY) -m bnas_tf.evaluate --model_dir=runs/demo/train --output_dir=runs/demo/evaluate --overwrite
+	$(VENV)/bin/bnas-search --flagfile=flags/demo_search.cfg --output_dir=runs/demo/search --overwrite
+	$(VENV)/bin/bnas-train --flagfile=flags/demo_train.cfg --genotype=runs/demo/search/genotype.json --output_dir=runs/demo/train --overwrite
+	$(VENV)/bin/bnas-evaluate --model_dir=runs/demo/train --output_dir=runs/demo/evaluate --overwrite
 
 # The documentation site (mkdocs.yml): docs/ plus an API reference from the docstrings, into
 # site/; --strict fails on a broken link, a missing page or a docstring mkdocstrings cannot read.

@@ -15,7 +15,7 @@ batch normalization folded into the op's output transform::
 
 or from the shell (``bnas-export``, :mod:`bnas_tf.apps.export`)::
 
-    python -m bnas_tf.export --model_dir=runs/train --format=lce --output=model.tflite
+    bnas-export --model_dir=runs/train --format=lce --output=model.tflite
 
 Formats (:data:`FORMATS`):
 
@@ -369,9 +369,3 @@ def summary(model: tf.keras.Model, print_fn: Callable[[str], object] | None = pr
     if print_fn is not None:
         lq.models.summary(model, print_fn=print_fn)
     return model_summary(model)
-
-
-if __name__ == "__main__":
-    from bnas_tf.apps.export import run
-
-    run()

@@ -225,14 +225,14 @@ def trained_run(tmp_path_factory, tiny_idx_dir_module):
 
 
 def test_export_program_end_to_end(trained_run):
-    """``python -m bnas_tf.export`` on a trained run, replacing an existing file (--overwrite)."""
+    """``bnas-export`` on a trained run, replacing an existing file (--overwrite)."""
     import larq_compute_engine as lce
 
     from bnas_tf.training import load_trained
 
     output = trained_run / "bnas.tflite"
     output.write_bytes(b"stale")
-    result = _run("bnas_tf.export", f"--model_dir={trained_run}", "--format=lce", f"--output={output}",
+    result = _run("bnas_tf.apps.export", f"--model_dir={trained_run}", "--format=lce", f"--output={output}",
                   "--overwrite")
     assert result.returncode == 0, result.stderr[-4000:]
     assert "Ratio of MACs that are binarized" in result.stdout

@@ -39,12 +39,12 @@ def pipeline(tmp_path_factory, tiny_idx_dir_module):
     """search -> train -> evaluate on the tiny IDX files, once for the module."""
     root = tmp_path_factory.mktemp("runs")
     data = f"--data_dir={tiny_idx_dir_module}"
-    search = run("bnas_tf.search", *TINY_SEARCH, data, f"--output_dir={root / 'search'}")
+    search = run("bnas_tf.apps.search", *TINY_SEARCH, data, f"--output_dir={root / 'search'}")
     train = run(
-        "bnas_tf.train", *TINY_TRAIN, data, f"--genotype={root / 'search' / 'genotype.json'}",
+        "bnas_tf.apps.train", *TINY_TRAIN, data, f"--genotype={root / 'search' / 'genotype.json'}",
         f"--output_dir={root / 'train'}",
     )
-    evaluate = run("bnas_tf.evaluate", f"--model_dir={root / 'train'}", data, f"--output_dir={root / 'eval'}")
+    evaluate = run("bnas_tf.apps.evaluate", f"--model_dir={root / 'train'}", data, f"--output_dir={root / 'eval'}")
     return root, search, train, evaluate
 
 

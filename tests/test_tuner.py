@@ -180,7 +180,7 @@ def _write_train_flags(path: Path, data_dir) -> Path:
 
 def _tune_command(tmp_path, data_dir, max_trials) -> list[str]:
     return [
-        sys.executable, "-m", "bnas_tf.tune", "--mode=random_arch", f"--max_trials={max_trials}",
+        sys.executable, "-m", "bnas_tf.apps.tune", "--mode=random_arch", f"--max_trials={max_trials}",
         f"--train_flagfile={_write_train_flags(tmp_path / 'train.cfg', data_dir)}",
         f"--directory={tmp_path / 'tune'}", "--project_name=p", "--val_examples=16",
     ]

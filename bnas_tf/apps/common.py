@@ -4,7 +4,7 @@ A program's flags mirror the fields of its config dataclass
 (:class:`~bnas_tf.search.driver.SearchConfig`, :class:`~bnas_tf.training.TrainConfig`),
 so a flagfile line ``--init_channels=16`` sets ``config.init_channels``::
 
-    python -m bnas_tf.search --flagfile=flags/demo_search.cfg --output_dir=runs/s
+    bnas-search --flagfile=flags/demo_search.cfg --output_dir=runs/s
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """``bnas-evaluate``: top-1 accuracy of a trained run on its dataset's test split.
 
-    python -m bnas_tf.evaluate --model_dir=runs/train --output_dir=runs/eval
+    bnas-evaluate --model_dir=runs/train --output_dir=runs/eval
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import bnas_tf  # noqa: F401  (Keras 2 before TensorFlow)
 
 from absl import app, flags
 
-from bnas_tf.apps import common
+from bnas_tf.apps import common, startup
 
 
 def define_flags(flag_values=flags.FLAGS) -> None:
@@ -45,7 +45,7 @@ def main(argv) -> None:
 
 def run() -> None:
     define_flags()
-    app.run(main)
+    startup.run_program(main, __doc__)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """``bnas-export``: write a trained run as a Larq Compute Engine / TFLite flatbuffer or a SavedModel.
 
-    python -m bnas_tf.apps.export --model_dir=runs/train --format=lce --output=runs/bnas.tflite
-    python -m bnas_tf.export --model_dir=runs/train --format=saved_model   # same program
+    bnas-export --model_dir=runs/train --format=lce --output=runs/bnas.tflite
+    bnas-export --model_dir=runs/train --format=saved_model
 
 ``--format=lce`` (default) runs binary convolutions as ``LceBconv2d`` ops and fails
 (exit status 1, nothing written) if the converter produced none for a model that has
@@ -19,7 +19,7 @@ from pathlib import Path
 
 from absl import app, flags
 
-from bnas_tf.apps import common
+from bnas_tf.apps import common, startup
 
 FORMATS = ("lce", "tflite", "saved_model")
 
@@ -107,7 +107,7 @@ def main(argv) -> None:
 
 def run() -> None:
     define_flags()
-    app.run(main)
+    startup.run_program(main, __doc__)
 
 
 if __name__ == "__main__":

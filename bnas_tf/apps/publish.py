@@ -1,6 +1,6 @@
 """``bnas-publish``: turn a finished ``bnas-train`` run into a zoo entry.
 
-    python -m bnas_tf.publish --run_dir=runs/zoo/bnasb/train --name=BNASB
+    bnas-publish --run_dir=runs/zoo/bnasb/train --name=BNASB
     bnas-publish --run_dir=RUN --name=MyNet --model=BNASA --weights_name=fashion_mnist
 
 Writes the full and ``notop`` weight files, their SHA-256, the model card and the
@@ -15,6 +15,8 @@ from __future__ import annotations
 import bnas_tf  # noqa: F401  (Keras 2 before TensorFlow)
 
 from absl import app, flags
+
+from bnas_tf.apps import startup
 
 
 def define_flags(flag_values=flags.FLAGS) -> None:
@@ -55,7 +57,7 @@ def main(argv, flag_values=flags.FLAGS) -> None:
 
 def run() -> None:
     define_flags()
-    app.run(main)
+    startup.run_program(main, __doc__)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """``bnas-search``: binary architecture search; writes ``genotype.json`` to ``--output_dir``.
 
-    python -m bnas_tf.search --flagfile=flags/demo_search.cfg --output_dir=runs/search
+    bnas-search --flagfile=flags/demo_search.cfg --output_dir=runs/search
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import bnas_tf  # noqa: F401  (Keras 2 before TensorFlow)
 
 from absl import app, flags
 
-from bnas_tf.apps import common
+from bnas_tf.apps import common, startup
 from bnas_tf.apps import strategy as strategy_lib
 
 HELP = {
@@ -117,7 +117,7 @@ def main(argv) -> None:
 
 def run() -> None:
     define_flags()
-    app.run(main)
+    startup.run_program(main, __doc__)
 
 
 if __name__ == "__main__":

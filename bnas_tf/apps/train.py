@@ -1,6 +1,6 @@
 """``bnas-train``: train the binary network of a genotype; writes weights and metrics.
 
-    python -m bnas_tf.train --flagfile=flags/demo_train.cfg --genotype=runs/search/genotype.json \
+    bnas-train --flagfile=flags/demo_train.cfg --genotype=runs/search/genotype.json \
         --output_dir=runs/train
 """
 
@@ -10,7 +10,7 @@ import bnas_tf  # noqa: F401  (Keras 2 before TensorFlow)
 
 from absl import app, flags
 
-from bnas_tf.apps import common
+from bnas_tf.apps import common, startup
 from bnas_tf.apps import strategy as strategy_lib
 
 HELP = {
@@ -80,7 +80,7 @@ def main(argv) -> None:
 
 def run() -> None:
     define_flags()
-    app.run(main)
+    startup.run_program(main, __doc__)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """``bnas-tune``: many short searches or trainings driven by keras-tuner; reports the best trial.
 
-    python -m bnas_tf.tune --flagfile=flags/tune_search_fashion_mnist.cfg
+    bnas-tune --flagfile=flags/tune_search_fashion_mnist.cfg
 
 Each trial's search and training budgets come from flagfiles of ``bnas-search`` and
 ``bnas-train`` (``--search_flagfile``, ``--train_flagfile``); the trial's hyperparameters
@@ -18,7 +18,7 @@ import json
 
 from absl import app, flags
 
-from bnas_tf.apps import common
+from bnas_tf.apps import common, startup
 
 HELP = {
     "mode": "search (short searches), search_train (search, then train the cell found) or "
@@ -101,7 +101,7 @@ def main(argv) -> None:
 
 def run() -> None:
     define_flags()
-    app.run(main)
+    startup.run_program(main, __doc__)
 
 
 if __name__ == "__main__":

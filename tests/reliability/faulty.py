@@ -1,6 +1,6 @@
 """Run a bnas-tf program with one injected fault (a test helper, not a test).
 
-    BNAS_FAULT=sigterm@5 python tests/reliability/faulty.py bnas_tf.train --epochs=2 ...
+    BNAS_FAULT=sigterm@5 python tests/reliability/faulty.py bnas_tf.apps.train --epochs=2 ...
 
 The fault is real (the process signals itself, or dies by SIGKILL); only the moment
 is chosen, by ``N``, the weights optimizer's step count (a resumed run restores it):

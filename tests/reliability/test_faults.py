@@ -31,7 +31,7 @@ import pytest
 
 from reliability_helpers import TINY_SEARCH, TINY_TRAIN, run_program, snapshot
 
-PROGRAMS = {"search": ("bnas_tf.search", TINY_SEARCH), "train": ("bnas_tf.train", TINY_TRAIN)}
+PROGRAMS = {"search": ("bnas_tf.apps.search", TINY_SEARCH), "train": ("bnas_tf.apps.train", TINY_TRAIN)}
 FAULTS = {
     "search": [("commit", "commit@2"), ("sigterm", "sigterm@5")],
     "train": [("sigkill", "sigkill@5"), ("commit", "commit@2"), ("sigterm", "sigterm@5")],
