@@ -80,26 +80,68 @@ class Budget:
 BUDGETS: dict[str, Budget] = {
     # Seconds: checks that the scripts run end to end. Numbers mean nothing.
     "smoke": Budget(
-        "smoke", train_limit=256, test_limit=256, epochs=1, seeds=(0,), batch_size=64,
-        layers=3, init_channels=4, search_limit=256, search_batch=32, search_layers=3,
-        search_channels=4, stage_epochs=1, samples_per_op=1, eval_batches=1,
-        random_genotypes=2, zoo_max_mmacs=30.0, latency_runs=20,
+        "smoke",
+        train_limit=256,
+        test_limit=256,
+        epochs=1,
+        seeds=(0,),
+        batch_size=64,
+        layers=3,
+        init_channels=4,
+        search_limit=256,
+        search_batch=32,
+        search_layers=3,
+        search_channels=4,
+        stage_epochs=1,
+        samples_per_op=1,
+        eval_batches=1,
+        random_genotypes=2,
+        zoo_max_mmacs=30.0,
+        latency_runs=20,
     ),
     # About 25 min per study group on 2 quiet cores: 6,000 training images, 1 epoch,
     # 1 seed, the full 10,000-image test set; tiny searches (3 cells x 8 channels).
     "cpu-small": Budget(
-        "cpu-small", train_limit=6000, test_limit=None, epochs=1, seeds=(0,), batch_size=128,
-        layers=4, init_channels=16, search_limit=1280, search_batch=64, search_layers=3,
-        search_channels=8, stage_epochs=1, samples_per_op=2, eval_batches=2,
-        random_genotypes=5, zoo_max_mmacs=250.0, latency_runs=100,
+        "cpu-small",
+        train_limit=6000,
+        test_limit=None,
+        epochs=1,
+        seeds=(0,),
+        batch_size=128,
+        layers=4,
+        init_channels=16,
+        search_limit=1280,
+        search_batch=64,
+        search_layers=3,
+        search_channels=8,
+        stage_epochs=1,
+        samples_per_op=2,
+        eval_batches=2,
+        random_genotypes=5,
+        zoo_max_mmacs=250.0,
+        latency_runs=100,
     ),
     # A bigger machine: all 60,000 images, 10 epochs, 3 seeds, 8 x 16 networks, the
     # Fashion-MNIST search flagfiles' sizes (5 cells x 8 channels, 20,000 images).
     "full": Budget(
-        "full", train_limit=None, test_limit=None, epochs=10, seeds=(0, 1, 2), batch_size=128,
-        layers=8, init_channels=16, search_limit=20000, search_batch=64, search_layers=5,
-        search_channels=8, stage_epochs=2, samples_per_op=2, eval_batches=4,
-        random_genotypes=10, zoo_max_mmacs=None, latency_runs=200,
+        "full",
+        train_limit=None,
+        test_limit=None,
+        epochs=10,
+        seeds=(0, 1, 2),
+        batch_size=128,
+        layers=8,
+        init_channels=16,
+        search_limit=20000,
+        search_batch=64,
+        search_layers=5,
+        search_channels=8,
+        stage_epochs=2,
+        samples_per_op=2,
+        eval_batches=4,
+        random_genotypes=10,
+        zoo_max_mmacs=None,
+        latency_runs=200,
     ),
 }
 
@@ -122,7 +164,9 @@ def add_budget_args(parser: argparse.ArgumentParser) -> None:
     """``--budget``, ``--fresh``, ``--output``."""
     parser.add_argument("--budget", choices=sorted(BUDGETS), default="cpu-small")
     parser.add_argument("--fresh", action="store_true", help="ignore cached unit results")
-    parser.add_argument("--output", default=None, help="results JSON (default: by study and budget)")
+    parser.add_argument(
+        "--output", default=None, help="results JSON (default: by study and budget)"
+    )
 
 
 def results_path(study: str, budget: Budget, output: str | None = None) -> Path:
@@ -158,7 +202,7 @@ class Meter:
     """Wall time, this process's CPU time and the CPU share used by *other* processes
     (0 = the machine was quiet; on 2 cores 0.5 = one core busy with other work)."""
 
-    def __enter__(self) -> "Meter":
+    def __enter__(self) -> Meter:
         self.wall0, self.cpu0, self.busy0 = time.perf_counter(), time.process_time(), _busy_cpu_s()
         return self
 
@@ -172,8 +216,11 @@ class Meter:
             self.others_cpu_share = others / (self.wall_s * (os.cpu_count() or 1))
 
     def as_dict(self, prefix: str = "") -> dict:
-        return {f"{prefix}wall_s": self.wall_s, f"{prefix}cpu_s": self.cpu_s,
-                f"{prefix}others_cpu_share": self.others_cpu_share}
+        return {
+            f"{prefix}wall_s": self.wall_s,
+            f"{prefix}cpu_s": self.cpu_s,
+            f"{prefix}others_cpu_share": self.others_cpu_share,
+        }
 
 
 def machine_info() -> dict:
@@ -195,8 +242,9 @@ def machine_info() -> dict:
         except metadata.PackageNotFoundError:
             versions[pkg] = None
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
-                                text=True, timeout=30).stdout.strip()
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=30
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         commit = None
     return {
@@ -215,8 +263,14 @@ def _key(spec: dict) -> str:
     return hashlib.sha1(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:10]
 
 
-def cached(budget: Budget, kind: str, name: str, spec: dict, compute: Callable[[], dict],
-           fresh: bool = False) -> dict:
+def cached(
+    budget: Budget,
+    kind: str,
+    name: str,
+    spec: dict,
+    compute: Callable[[], dict],
+    fresh: bool = False,
+) -> dict:
     """``compute()``'s result for ``spec``, read from / written to the unit cache."""
     path = CACHE / budget.name / kind / f"{name}-{_key(spec)}.json"
     if path.exists() and not fresh:
@@ -259,12 +313,28 @@ def write_results(path: Path, payload: dict) -> None:
 #: sign+scale, Zeroise, entropy regularizer, inter-cell skips; Chen et al.'s binarized DARTS
 #: space with XNOR binarization and the DARTS template (no inter-cell skips, no Zeroise).
 FAMILIES: dict[str, dict] = {
-    "kim": dict(search_space="bnas_kim", binarization="sign_scale", partial_channels=1,
-                inter_cell_skip=True, allow_none=True, entropy_lambda=1.0,
-                learning_rate=0.025, learning_rate_min=0.001, arch_learning_rate=3e-3),
-    "darts": dict(search_space="bnas_darts", binarization="xnor", partial_channels=1,
-                  inter_cell_skip=False, allow_none=False, entropy_lambda=0.0,
-                  learning_rate=0.05, learning_rate_min=0.0, arch_learning_rate=6e-4),
+    "kim": dict(
+        search_space="bnas_kim",
+        binarization="sign_scale",
+        partial_channels=1,
+        inter_cell_skip=True,
+        allow_none=True,
+        entropy_lambda=1.0,
+        learning_rate=0.025,
+        learning_rate_min=0.001,
+        arch_learning_rate=3e-3,
+    ),
+    "darts": dict(
+        search_space="bnas_darts",
+        binarization="xnor",
+        partial_channels=1,
+        inter_cell_skip=False,
+        allow_none=False,
+        entropy_lambda=0.0,
+        learning_rate=0.05,
+        learning_rate_min=0.0,
+        arch_learning_rate=6e-4,
+    ),
 }
 
 #: Named searches: family + overrides. ``kim`` and ``chen`` are the searched networks;
@@ -274,7 +344,10 @@ SEARCHES: dict[str, tuple[str, dict]] = {
     "kim_no_zeroise": ("kim", dict(allow_none=False)),
     "kim_no_diversity": ("kim", dict(entropy_lambda=0.0)),
     "darts": ("darts", {}),
-    "chen": ("darts", dict(partial_channels=4, edge_normalization=True, operation_space_reduction=True)),
+    "chen": (
+        "darts",
+        dict(partial_channels=4, edge_normalization=True, operation_space_reduction=True),
+    ),
     "chen_no_sampling": ("darts", dict(operation_space_reduction=True)),
     "chen_no_reduction": ("darts", dict(partial_channels=4, edge_normalization=True)),
 }
@@ -289,16 +362,27 @@ def search_config(budget: Budget, search: str, seed: int = 0) -> dict:
     family, overrides = SEARCHES[search]
     epochs = budget.search_epochs
     return {
-        "dataset": DATASET, "limit": budget.search_limit, "batch_size": budget.search_batch,
-        "layers": budget.search_layers, "init_channels": budget.search_channels,
-        "epochs": epochs, "entropy_tau": 7.7 * epochs / 50, "genotype_selection": "best",
-        "stage_epochs": budget.stage_epochs, "samples_per_op": budget.samples_per_op,
-        "eval_batches": budget.eval_batches, "seed": seed, "verbose": 0,
-        **FAMILIES[family], **overrides,
+        "dataset": DATASET,
+        "limit": budget.search_limit,
+        "batch_size": budget.search_batch,
+        "layers": budget.search_layers,
+        "init_channels": budget.search_channels,
+        "epochs": epochs,
+        "entropy_tau": 7.7 * epochs / 50,
+        "genotype_selection": "best",
+        "stage_epochs": budget.stage_epochs,
+        "samples_per_op": budget.samples_per_op,
+        "eval_batches": budget.eval_batches,
+        "seed": seed,
+        "verbose": 0,
+        **FAMILIES[family],
+        **overrides,
     }
 
 
-def run_search_unit(budget: Budget, search: str, fresh: bool = False, timeout: float = 3600) -> dict:
+def run_search_unit(
+    budget: Budget, search: str, fresh: bool = False, timeout: float = 3600
+) -> dict:
     """Run (or read from the cache) the complete search ``search`` in a child process.
 
     Returns wall time (the search function's, without interpreter start), CPU time, peak
@@ -311,16 +395,26 @@ def run_search_unit(budget: Budget, search: str, fresh: bool = False, timeout: f
     def compute() -> dict:
         out_dir = CACHE / budget.name / "search_runs" / search
         shutil.rmtree(out_dir, ignore_errors=True)
-        cmd = [sys.executable, str(Path(__file__).resolve()), "search", json.dumps(config), str(out_dir)]
+        cmd = [
+            sys.executable,
+            str(Path(__file__).resolve()),
+            "search",
+            json.dumps(config),
+            str(out_dir),
+        ]
         env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL=os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"))
         with Meter() as meter:
-            proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env)
+            proc = subprocess.run(
+                cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env
+            )
         for line in reversed(proc.stdout.splitlines()):
             if line.startswith(MARKER):
-                result = json.loads(line[len(MARKER):])
+                result = json.loads(line[len(MARKER) :])
                 result["process_wall_s"] = meter.wall_s
                 return result
-        raise RuntimeError(f"search {search} failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
+        raise RuntimeError(
+            f"search {search} failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}"
+        )
 
     return cached(budget, "search", search, spec, compute, fresh)
 
@@ -343,43 +437,67 @@ def _search_child(config_json: str, out_dir: str) -> None:
     with Meter() as meter:
         if config.operation_space_reduction:
             reduction = ReductionConfig(
-                stage_epochs=config.stage_epochs, samples_per_op=config.samples_per_op,
-                eval_batches=config.eval_batches, temperature=config.reduction_temperature,
+                stage_epochs=config.stage_epochs,
+                samples_per_op=config.samples_per_op,
+                eval_batches=config.eval_batches,
+                temperature=config.reduction_temperature,
             )
             result = run_reduction_search(config, reduction, out_dir, log=lambda _: None)
-            extra = {"stages": len(result.stages),
-                     "epochs_run": sum(s["epochs"][1] - s["epochs"][0] for s in result.stages),
-                     "stage_wall_s": [s["wall_time_s"] for s in result.stages]}
+            extra = {
+                "stages": len(result.stages),
+                "epochs_run": sum(s["epochs"][1] - s["epochs"][0] for s in result.stages),
+                "stage_wall_s": [s["wall_time_s"] for s in result.stages],
+            }
         else:
             result = run_search(config, out_dir)
             extra = {"epochs_run": len(result.history), "best_epoch": result.best_epoch}
     payload = {
-        **meter.as_dict(), "peak_rss_gb": _status_gb("VmHWM"), "rss_before_search_gb": rss_before,
-        "genotype": result.genotype.to_dict(), "genotype_str": str(result.genotype), **extra,
+        **meter.as_dict(),
+        "peak_rss_gb": _status_gb("VmHWM"),
+        "rss_before_search_gb": rss_before,
+        "genotype": result.genotype.to_dict(),
+        "genotype_str": str(result.genotype),
+        **extra,
     }
     print(MARKER + json.dumps(payload), flush=True)
 
 
 # ------------------------------------------------------------------------------ models
-def genotype_spec(budget: Budget, genotype: dict, *, binarization: str = "sign_scale",
-                  inter_cell_skip: bool = True, full_precision: bool = False, source: str = "") -> dict:
+def genotype_spec(
+    budget: Budget,
+    genotype: dict,
+    *,
+    binarization: str = "sign_scale",
+    inter_cell_skip: bool = True,
+    full_precision: bool = False,
+    source: str = "",
+) -> dict:
     """A network of ``genotype`` (a ``Genotype.to_dict()``) at the budget's size."""
-    return {"kind": "genotype", "genotype": genotype, "layers": budget.layers,
-            "init_channels": budget.init_channels, "binarization": binarization,
-            "inter_cell_skip": inter_cell_skip, "full_precision": full_precision, "source": source}
+    return {
+        "kind": "genotype",
+        "genotype": genotype,
+        "layers": budget.layers,
+        "init_channels": budget.init_channels,
+        "binarization": binarization,
+        "inter_cell_skip": inter_cell_skip,
+        "full_precision": full_precision,
+        "source": source,
+    }
 
 
 def family_spec(budget: Budget, search: str, genotype: dict, **kwargs) -> dict:
     """The network of a search's genotype, in its family's template (binarization, skips)."""
     family = FAMILIES[SEARCHES[search][0]]
     kwargs.setdefault("inter_cell_skip", family["inter_cell_skip"])
-    return genotype_spec(budget, genotype, binarization=family["binarization"],
-                         source=f"search:{search}", **kwargs)
+    return genotype_spec(
+        budget, genotype, binarization=family["binarization"], source=f"search:{search}", **kwargs
+    )
 
 
 def build_model(spec: dict):
     """The Keras model of a spec (:func:`genotype_spec` or :func:`zoo_spec`), emitting logits."""
     import bnas_tf  # noqa: F401
+
     import tensorflow as tf
 
     if spec["kind"] == "genotype":
@@ -388,19 +506,31 @@ def build_model(spec: dict):
 
         binarization = _full_precision() if spec["full_precision"] else spec["binarization"]
         return network.build_network(
-            Genotype.from_dict(spec["genotype"]), layers=spec["layers"],
-            init_channels=spec["init_channels"], num_classes=NUM_CLASSES, input_shape=INPUT_SHAPE,
-            binarization=binarization, inter_cell_skip=spec["inter_cell_skip"],
+            Genotype.from_dict(spec["genotype"]),
+            layers=spec["layers"],
+            init_channels=spec["init_channels"],
+            num_classes=NUM_CLASSES,
+            input_shape=INPUT_SHAPE,
+            binarization=binarization,
+            inter_cell_skip=spec["inter_cell_skip"],
         )
     import larq_zoo
 
     function = getattr(getattr(larq_zoo, spec["module"]), spec["model"])
     size = spec["input_size"]
-    model = function(input_shape=(size, size, INPUT_SHAPE[2]), weights=None, include_top=True,
-                     num_classes=NUM_CLASSES)
+    model = function(
+        input_shape=(size, size, INPUT_SHAPE[2]),
+        weights=None,
+        include_top=True,
+        num_classes=NUM_CLASSES,
+    )
     last = model.layers[-1]
-    softmax = isinstance(last, tf.keras.layers.Activation) and last.get_config()["activation"] == "softmax"
-    model = tf.keras.Model(model.inputs, last.input if softmax else model.outputs[0], name=ZOO_NET)  # logits
+    softmax = (
+        isinstance(last, tf.keras.layers.Activation)
+        and last.get_config()["activation"] == "softmax"
+    )
+    # logits
+    model = tf.keras.Model(model.inputs, last.input if softmax else model.outputs[0], name=ZOO_NET)
     if size == INPUT_SHAPE[0]:
         return model
     # larq-zoo's input_tensor= refuses Keras 2 symbolic tensors (zookeeper's type check),
@@ -439,9 +569,9 @@ def zoo_spec(budget: Budget, module: str, model: str) -> dict:
     and, when left out, why.
     """
     import bnas_tf  # noqa: F401
-    import tensorflow as tf
-
     from bnas_tf.export import model_summary
+
+    import tensorflow as tf
 
     errors = {}
     for size in ZOO_SIZES:
@@ -456,12 +586,22 @@ def zoo_spec(budget: Budget, module: str, model: str) -> dict:
         profile = model_summary(profiled(built))
         mmacs = profile["macs_total"] / 1e6
         if budget.zoo_max_mmacs is not None and mmacs > budget.zoo_max_mmacs:
-            return {**spec, "status": "over_budget", "profile": profile,
-                    "why": f"{mmacs:.0f} MMACs/image at {size}x{size} > the {budget.name} budget's "
-                           f"{budget.zoo_max_mmacs:.0f}"}
+            return {
+                **spec,
+                "status": "over_budget",
+                "profile": profile,
+                "why": f"{mmacs:.0f} MMACs/image at {size}x{size} > the {budget.name} budget's "
+                f"{budget.zoo_max_mmacs:.0f}",
+            }
         return {**spec, "status": "ok", "profile": profile}
-    return {"kind": "zoo", "module": module, "model": model, "status": "no_size",
-            "why": f"builds at none of {ZOO_SIZES}: {errors.get(ZOO_SIZES[-1], '')}", "errors": errors}
+    return {
+        "kind": "zoo",
+        "module": module,
+        "model": model,
+        "status": "no_size",
+        "why": f"builds at none of {ZOO_SIZES}: {errors.get(ZOO_SIZES[-1], '')}",
+        "errors": errors,
+    }
 
 
 # ------------------------------------------------------------------------------ training
@@ -469,9 +609,19 @@ def _train_config(budget: Budget, seed: int):
     from bnas_tf.training import TrainConfig
 
     return TrainConfig(
-        genotype="bnas_a", dataset=DATASET, limit=budget.train_limit, limit_test=budget.test_limit,
-        epochs=budget.epochs, batch_size=budget.batch_size, optimizer="adam", learning_rate=2e-3,
-        lr_schedule="onecycle", weight_decay=0.0, drop_path_rate=0.0, augment=False, seed=seed,
+        genotype="bnas_a",
+        dataset=DATASET,
+        limit=budget.train_limit,
+        limit_test=budget.test_limit,
+        epochs=budget.epochs,
+        batch_size=budget.batch_size,
+        optimizer="adam",
+        learning_rate=2e-3,
+        lr_schedule="onecycle",
+        weight_decay=0.0,
+        drop_path_rate=0.0,
+        augment=False,
+        seed=seed,
         verbose=0,
     )
 
@@ -479,11 +629,11 @@ def _train_config(budget: Budget, seed: int):
 def train_once(spec: dict, budget: Budget, seed: int) -> dict:
     """Build ``spec``'s model, train it with the budget, evaluate it on the test images."""
     import bnas_tf  # noqa: F401
-    import tensorflow as tf
-
     from bnas_tf import data as data_lib
     from bnas_tf.export import model_summary
     from bnas_tf.training import make_optimizer
+
+    import tensorflow as tf
 
     tf.keras.backend.clear_session()
     tf.keras.utils.set_random_seed(seed)
@@ -505,15 +655,30 @@ def train_once(spec: dict, budget: Budget, seed: int) -> dict:
     history = []
     with Meter() as train_meter:
         for epoch in range(budget.epochs):
-            train = data_lib.load(DATASET, "train", batch_size=budget.batch_size, shuffle=True,
-                                  seed=seed * 1000 + epoch, augment=False, limit=budget.train_limit,
-                                  drop_remainder=True).map(one_hot)
+            train = data_lib.load(
+                DATASET,
+                "train",
+                batch_size=budget.batch_size,
+                shuffle=True,
+                seed=seed * 1000 + epoch,
+                augment=False,
+                limit=budget.train_limit,
+                drop_remainder=True,
+            ).map(one_hot)
             logs = model.fit(train, initial_epoch=epoch, epochs=epoch + 1, verbose=0).history
             history.append({k: float(v[-1]) for k, v in logs.items()})
     with Meter() as bn_meter:
-        recalibrate_batch_norm(model, data_lib.load(DATASET, "train", batch_size=budget.batch_size,
-                                                    shuffle=True, seed=seed * 1000 + budget.epochs,
-                                                    limit=budget.train_limit))
+        recalibrate_batch_norm(
+            model,
+            data_lib.load(
+                DATASET,
+                "train",
+                batch_size=budget.batch_size,
+                shuffle=True,
+                seed=seed * 1000 + budget.epochs,
+                limit=budget.train_limit,
+            ),
+        )
     test = data_lib.load(DATASET, "test", batch_size=500, limit=budget.test_limit).map(one_hot)
     with Meter() as eval_meter:
         loss, accuracy = model.evaluate(test, verbose=0)
@@ -521,10 +686,17 @@ def train_once(spec: dict, budget: Budget, seed: int) -> dict:
     n_test = min(n_test, budget.test_limit) if budget.test_limit else n_test
     tf.keras.backend.clear_session()
     return {
-        "seed": seed, "test_accuracy": float(accuracy), "test_loss": float(loss),
-        "test_examples": n_test, "train_examples": steps * budget.batch_size, "steps": steps * budget.epochs,
-        "history": history, "profile": profile, **train_meter.as_dict("train_"),
-        **eval_meter.as_dict("eval_"), "bn_recalibration_wall_s": bn_meter.wall_s,
+        "seed": seed,
+        "test_accuracy": float(accuracy),
+        "test_loss": float(loss),
+        "test_examples": n_test,
+        "train_examples": steps * budget.batch_size,
+        "steps": steps * budget.epochs,
+        "history": history,
+        "profile": profile,
+        **train_meter.as_dict("train_"),
+        **eval_meter.as_dict("eval_"),
+        "bn_recalibration_wall_s": bn_meter.wall_s,
     }
 
 
@@ -565,15 +737,23 @@ def _model_spec(spec: dict) -> dict:
 
 
 def _train_unit(budget: Budget, spec: dict, seed: int) -> dict:
-    return {"model": spec, "seed": seed, "train": dataclasses.asdict(_train_config(budget, seed)),
-            "bn_recalibration_momentum": RECALIBRATION_MOMENTUM}
+    return {
+        "model": spec,
+        "seed": seed,
+        "train": dataclasses.asdict(_train_config(budget, seed)),
+        "bn_recalibration_momentum": RECALIBRATION_MOMENTUM,
+    }
 
 
 def is_cached_training(budget: Budget, name: str, spec: dict) -> bool:
     """Whether :func:`train_and_measure` would read every seed of ``name`` from the cache."""
     spec = _model_spec(spec)
-    return all((CACHE / budget.name / "train" / f"{name}-{_key(_train_unit(budget, spec, seed))}.json").exists()
-               for seed in budget.seeds)
+    return all(
+        (
+            CACHE / budget.name / "train" / f"{name}-{_key(_train_unit(budget, spec, seed))}.json"
+        ).exists()
+        for seed in budget.seeds
+    )
 
 
 def train_and_measure(budget: Budget, name: str, spec: dict, fresh: bool = False) -> dict:
@@ -587,14 +767,27 @@ def train_and_measure(budget: Budget, name: str, spec: dict, fresh: bool = False
     runs = []
     for seed in budget.seeds:
         unit = _train_unit(budget, spec, seed)
-        runs.append(cached(budget, "train", name, unit, lambda: train_once(spec, budget, seed), fresh))
+        runs.append(
+            cached(
+                budget, "train", name, unit, lambda seed=seed: train_once(spec, budget, seed), fresh
+            )
+        )
     accuracies = [r["test_accuracy"] for r in runs]
     mean = sum(accuracies) / len(accuracies)
-    std = (sum((a - mean) ** 2 for a in accuracies) / (len(accuracies) - 1)) ** 0.5 if len(accuracies) > 1 else 0.0
+    std = (
+        (sum((a - mean) ** 2 for a in accuracies) / (len(accuracies) - 1)) ** 0.5
+        if len(accuracies) > 1
+        else 0.0
+    )
     return {
-        "name": name, "spec": spec, "runs": runs, "seeds": list(budget.seeds),
-        "accuracy_mean": mean, "accuracy_std": std,
-        "accuracy_min": min(accuracies), "accuracy_max": max(accuracies),
+        "name": name,
+        "spec": spec,
+        "runs": runs,
+        "seeds": list(budget.seeds),
+        "accuracy_mean": mean,
+        "accuracy_std": std,
+        "accuracy_min": min(accuracies),
+        "accuracy_max": max(accuracies),
         "profile": runs[0]["profile"],
         "train_wall_s_mean": sum(r["train_wall_s"] for r in runs) / len(runs),
         "others_cpu_share_mean": _mean([r.get("train_others_cpu_share") for r in runs]),
@@ -610,11 +803,17 @@ def row(entry: dict, group: str) -> dict:
     """The compact table row of a :func:`train_and_measure` entry."""
     p = entry["profile"]
     return {
-        "name": entry["name"], "group": group, "accuracy_mean": entry["accuracy_mean"],
-        "accuracy_std": entry["accuracy_std"], "seeds": len(entry["seeds"]),
-        "params_total": p["params_total"], "params_1bit": p["params_1bit"],
-        "memory_kib": p["memory_kib"], "macs_total_m": p["macs_total"] / 1e6,
-        "binarized_mac_ratio": p["binarized_mac_ratio"], "train_wall_s": entry["train_wall_s_mean"],
+        "name": entry["name"],
+        "group": group,
+        "accuracy_mean": entry["accuracy_mean"],
+        "accuracy_std": entry["accuracy_std"],
+        "seeds": len(entry["seeds"]),
+        "params_total": p["params_total"],
+        "params_1bit": p["params_1bit"],
+        "memory_kib": p["memory_kib"],
+        "macs_total_m": p["macs_total"] / 1e6,
+        "binarized_mac_ratio": p["binarized_mac_ratio"],
+        "train_wall_s": entry["train_wall_s_mean"],
         "others_cpu_share": entry["others_cpu_share_mean"],
     }
 

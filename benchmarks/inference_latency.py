@@ -26,7 +26,8 @@ variants are timed in interleaved rounds (round-robin, ``--rounds`` x ``--runs_p
 calls each) after ``--warmup`` calls, so that load from other processes on a shared
 machine hits all of them alike; medians and 90th percentiles are over all rounds.
 
-    python benchmarks/inference_latency.py                       # writes benchmarks/results/inference_latency.json
+    # writes benchmarks/results/inference_latency.json
+    python benchmarks/inference_latency.py
     python benchmarks/inference_latency.py --layers=20 --init_channels=36 --output=/tmp/lat.json
 
 Prints a markdown table; ``speedup`` columns are the Keras median divided by the variant's.
@@ -35,6 +36,8 @@ Prints a markdown table; ``speedup`` columns are the Keras median divided by the
 from __future__ import annotations
 
 import bnas_tf  # noqa: F401  (Keras 2 before TensorFlow)
+from bnas_tf import export, genotype, network
+from bnas_tf.quantizers import Binarization
 
 import argparse
 import datetime
@@ -50,9 +53,6 @@ import larq_compute_engine as lce
 import numpy as np
 import tensorflow as tf
 
-from bnas_tf import export, genotype, network
-from bnas_tf.quantizers import Binarization
-
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUTPUT = ROOT / "benchmarks" / "results" / "inference_latency.json"
 FLOAT = Binarization("float", None, None, "no quantizers: the latent-weight model")
@@ -60,7 +60,9 @@ FLOAT = Binarization("float", None, None, "no quantizers: the latent-weight mode
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--genotypes", default="bnas_a,latest_cell", help="Comma-separated published genotypes.")
+    parser.add_argument(
+        "--genotypes", default="bnas_a,latest_cell", help="Comma-separated published genotypes."
+    )
     parser.add_argument("--layers", type=int, default=8)
     parser.add_argument("--init_channels", type=int, default=16)
     parser.add_argument("--binarization", default="sign_scale")
@@ -93,15 +95,23 @@ def machine_info() -> dict:
         "tensorflow": tf.__version__,
         "larq": getattr(lq, "__version__", "?"),
         "larq_compute_engine": lce.__version__,
-        "tf_intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads() or "default (all cores)",
+        "tf_intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads()
+        or "default (all cores)",
     }
 
 
 def build_models(name: str, args) -> tuple[tf.keras.Model, tf.keras.Model]:
     """The binary model and its latent-weight float twin (same layers, same weights)."""
-    kwargs = dict(layers=args.layers, init_channels=args.init_channels, num_classes=10, input_shape=(28, 28, 1))
+    kwargs = dict(
+        layers=args.layers,
+        init_channels=args.init_channels,
+        num_classes=10,
+        input_shape=(28, 28, 1),
+    )
     tf.keras.utils.set_random_seed(0)
-    binary = network.build_network(genotype.PUBLISHED[name], binarization=args.binarization, **kwargs)
+    binary = network.build_network(
+        genotype.PUBLISHED[name], binarization=args.binarization, **kwargs
+    )
     # Non-trivial BN statistics, as after training (the latency does not depend on them).
     rng = np.random.default_rng(0)
     for layer in binary.layers:
@@ -117,8 +127,10 @@ def build_models(name: str, args) -> tuple[tf.keras.Model, tf.keras.Model]:
 
 
 def keras_runner(model):
-    fn = tf.function(lambda x: model(x, training=False),
-                     input_signature=[tf.TensorSpec([1, 28, 28, 1], tf.float32)])
+    fn = tf.function(
+        lambda x: model(x, training=False),
+        input_signature=[tf.TensorSpec([1, 28, 28, 1], tf.float32)],
+    )
 
     def run(image):
         return fn(image).numpy()
@@ -220,12 +232,17 @@ def bench_genotype(name: str, args) -> dict:
         "genotype": name,
         "best": min(stats, key=lambda variant: stats[variant]["median_ms"]),
         "network": {
-            "layers": args.layers, "init_channels": args.init_channels, "input_shape": [28, 28, 1],
-            "num_classes": 10, "binarization": args.binarization,
+            "layers": args.layers,
+            "init_channels": args.init_channels,
+            "input_shape": [28, 28, 1],
+            "num_classes": 10,
+            "binarization": args.binarization,
         },
         "profile": profile,
         "flatbuffer_bytes": {
-            "lce": len(lce_fb), "tflite_float": len(tflite_float_fb), "tflite_binary": len(tflite_binary_fb),
+            "lce": len(lce_fb),
+            "tflite_float": len(tflite_float_fb),
+            "tflite_binary": len(tflite_binary_fb),
         },
         "lce_ops": export.count_ops(lce_fb),
         "conversion_s": {"lce": lce_s, "tflite_both": tflite_s},
@@ -239,13 +256,16 @@ def markdown(results: dict) -> str:
     for entry in results["genotypes"]:
         net = entry["network"]
         lines.append(
-            f"\n**{entry['genotype']}** ({net['layers']} cells x {net['init_channels']} channels, 28x28x1; "
-            f"{entry['profile']['binary_conv_layers']} binary convs -> {entry['lce_ops'].get('LceBconv2d', 0)} "
-            f"LceBconv2d; binarized MACs {entry['profile']['binarized_mac_ratio']:.1%}; flatbuffer LCE "
+            f"\n**{entry['genotype']}** ({net['layers']} cells x {net['init_channels']} channels, "
+            f"28x28x1; {entry['profile']['binary_conv_layers']} binary convs -> "
+            f"{entry['lce_ops'].get('LceBconv2d', 0)} LceBconv2d; binarized MACs "
+            f"{entry['profile']['binarized_mac_ratio']:.1%}; flatbuffer LCE "
             f"{entry['flatbuffer_bytes']['lce'] / 1024:.0f} KiB vs TFLite float "
             f"{entry['flatbuffer_bytes']['tflite_float'] / 1024:.0f} KiB)\n"
         )
-        lines.append("| runtime | median ms | p90 ms | speedup vs Keras binary | speedup vs Keras float |")
+        lines.append(
+            "| runtime | median ms | p90 ms | speedup vs Keras binary | speedup vs Keras float |"
+        )
         lines.append("|---|---:|---:|---:|---:|")
         for name, s in entry["latency"].items():
             lines.append(
@@ -262,11 +282,16 @@ def main(argv=None) -> dict:
     info["load_average_start"] = os.getloadavg()
     results = {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
+        "command": " ".join(
+            [Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]
+        ),
         "machine": info,
         "method": {
-            "warmup": args.warmup, "rounds": args.rounds, "runs_per_round": args.runs_per_round,
-            "latency": "one image, NumPy in, NumPy logits out, time.perf_counter; rounds interleave variants",
+            "warmup": args.warmup,
+            "rounds": args.rounds,
+            "runs_per_round": args.runs_per_round,
+            "latency": "one image, NumPy in, NumPy logits out, time.perf_counter; rounds "
+            "interleave variants",
         },
         "genotypes": [],
     }

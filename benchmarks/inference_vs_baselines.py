@@ -29,19 +29,21 @@ def main(argv: list[str] | None = None) -> dict:
     out = C.results_path("inference_vs_baselines", budget, args.output)
 
     import bnas_tf  # noqa: F401  (Keras 2 before TensorFlow)
-    import numpy as np
-    import tensorflow as tf
-
-    import inference_latency as il
     from bnas_tf import export
     from bnas_tf.sampling import random_genotype
+
+    import inference_latency as il
+    import numpy as np
+    import tensorflow as tf
 
     specs: dict[str, dict] = {}
     for name in ("kim", "chen"):
         search = C.run_search_unit(budget, name, args.fresh)
         specs[f"searched_{name}"] = C.family_spec(budget, name, search["genotype"])
     specs["full_precision_kim"] = {**specs["searched_kim"], "full_precision": True}
-    specs["random_0"] = C.genotype_spec(budget, random_genotype(0, "bnas_kim").to_dict(), source="random:0")
+    specs["random_0"] = C.genotype_spec(
+        budget, random_genotype(0, "bnas_kim").to_dict(), source="random:0"
+    )
     left_out = []
     for module, model in C.ZOO_MODELS:
         spec = C.zoo_spec(budget, module, model)
@@ -58,27 +60,46 @@ def main(argv: list[str] | None = None) -> dict:
         with C.Meter() as meter:
             flatbuffer = export.convert_lce(model, strict=False)
         ops = export.count_ops(flatbuffer)
-        entries[name] = {"profile": export.model_summary(C.profiled(model)), "flatbuffer_bytes": len(flatbuffer),
-                         "lce_bconv2d": ops.get("LceBconv2d", 0), "ops": ops, "conversion_s": meter.wall_s}
+        entries[name] = {
+            "profile": export.model_summary(C.profiled(model)),
+            "flatbuffer_bytes": len(flatbuffer),
+            "lce_bconv2d": ops.get("LceBconv2d", 0),
+            "ops": ops,
+            "conversion_s": meter.wall_s,
+        }
         runners[name] = il.lce_runner(flatbuffer, 1)
     images = np.random.default_rng(1).random((1, 1, *C.INPUT_SHAPE), dtype=np.float32)
     rounds = 5
-    timing = types.SimpleNamespace(warmup=10, rounds=rounds, runs_per_round=max(budget.latency_runs // rounds, 1))
+    timing = types.SimpleNamespace(
+        warmup=10, rounds=rounds, runs_per_round=max(budget.latency_runs // rounds, 1)
+    )
     with C.Meter() as meter:
         stats = il.time_variants(runners, timing, images[0])
     for name, s in stats.items():
         entries[name]["latency"] = s
-    payload = {"study": "inference_vs_baselines", "budget": C.budget_dict(budget), "machine": C.machine_info(),
-               "command": " ".join(["benchmarks/inference_vs_baselines.py", *(argv or sys.argv[1:])]),
-               "method": {"runtime": "larq_compute_engine.testing.Interpreter, 1 thread, default kernels",
-                          "warmup": timing.warmup, "rounds": timing.rounds, "runs_per_round": timing.runs_per_round,
-                          "others_cpu_share": meter.others_cpu_share},
-               "models": entries, "left_out": left_out}
+    payload = {
+        "study": "inference_vs_baselines",
+        "budget": C.budget_dict(budget),
+        "machine": C.machine_info(),
+        "command": " ".join(["benchmarks/inference_vs_baselines.py", *(argv or sys.argv[1:])]),
+        "method": {
+            "runtime": "larq_compute_engine.testing.Interpreter, 1 thread, default kernels",
+            "warmup": timing.warmup,
+            "rounds": timing.rounds,
+            "runs_per_round": timing.runs_per_round,
+            "others_cpu_share": meter.others_cpu_share,
+        },
+        "models": entries,
+        "left_out": left_out,
+    }
     C.write_results(out, payload)
     plot(payload, out.with_suffix(".png"))
     for name, e in entries.items():
-        print(f"{name:24s} median {e['latency']['median_ms']:8.3f} ms  p90 {e['latency']['p90_ms']:8.3f} ms  "
-              f"flatbuffer {e['flatbuffer_bytes'] / 1024:8.1f} KiB  LceBconv2d {e['lce_bconv2d']:3d}")
+        print(
+            f"{name:24s} median {e['latency']['median_ms']:8.3f} ms  p90 "
+            f"{e['latency']['p90_ms']:8.3f} ms  flatbuffer {e['flatbuffer_bytes'] / 1024:8.1f} "
+            f"KiB  LceBconv2d {e['lce_bconv2d']:3d}"
+        )
     return payload
 
 
@@ -93,8 +114,16 @@ def plot(payload: dict, path) -> None:
     names = sorted(models, key=lambda n: models[n]["latency"]["median_ms"])
     med = [models[n]["latency"]["median_ms"] for n in names]
     p90 = [models[n]["latency"]["p90_ms"] - models[n]["latency"]["median_ms"] for n in names]
-    colors = ["tab:red" if n.startswith("searched") else "tab:green" if n.startswith("full") else
-              "tab:gray" if n.startswith("random") else "tab:blue" for n in names]
+    colors = [
+        "tab:red"
+        if n.startswith("searched")
+        else "tab:green"
+        if n.startswith("full")
+        else "tab:gray"
+        if n.startswith("random")
+        else "tab:blue"
+        for n in names
+    ]
     fig, ax = plt.subplots(figsize=(8, 0.45 * len(names) + 1.2))
     bars = ax.barh(names, med, xerr=[[0] * len(p90), p90], color=colors, capsize=2)
     ax.bar_label(bars, fmt="%.2f", fontsize=8, padding=6)

@@ -85,12 +85,21 @@ def main(argv=None) -> dict:
     parser.add_argument("--layers", type=int, default=8)
     parser.add_argument("--init_channels", type=int, default=16)
     parser.add_argument("--image_size", type=int, default=32)
-    parser.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0: torch's default)")
+    parser.add_argument(
+        "--threads", type=int, default=0, help="torch.set_num_threads (0: torch's default)"
+    )
     args = parser.parse_args(argv)
     src = os.path.abspath(os.path.expanduser(args.reference_src))
-    missing = [m for m in ("model_search.py", "architect.py", "bin_utils_search.py", "operations.py") if not os.path.exists(os.path.join(src, m))]
+    missing = [
+        m
+        for m in ("model_search.py", "architect.py", "bin_utils_search.py", "operations.py")
+        if not os.path.exists(os.path.join(src, m))
+    ]
     if missing:
-        raise SystemExit(f"--reference_src={src} is not gistvision/bnas's src/ folder: missing {', '.join(missing)}.")
+        raise SystemExit(
+            f"--reference_src={src} is not gistvision/bnas's src/ folder: missing "
+            f"{', '.join(missing)}."
+        )
 
     import numpy as np
     import torch
@@ -111,13 +120,22 @@ def main(argv=None) -> dict:
     np.random.seed(2)
     # search.py's defaults (argparse there): momentum 0.9, wd 3e-4, arch lr 3e-4, lambda 1, tau 7.7.
     ref_args = types.SimpleNamespace(
-        momentum=0.9, weight_decay=3e-4, arch_learning_rate=3e-4, arch_weight_decay=1e-3,
-        lamda=1.0, tau=7.7, num_skip=1, learning_rate=0.025,
+        momentum=0.9,
+        weight_decay=3e-4,
+        arch_learning_rate=3e-4,
+        arch_weight_decay=1e-3,
+        lamda=1.0,
+        tau=7.7,
+        num_skip=1,
+        learning_rate=0.025,
     )
     criterion = torch.nn.CrossEntropyLoss()
     model = model_search.Network(args.init_channels, 10, args.layers, criterion)
     optimizer = torch.optim.SGD(
-        model.parameters(), ref_args.learning_rate, momentum=ref_args.momentum, weight_decay=ref_args.weight_decay
+        model.parameters(),
+        ref_args.learning_rate,
+        momentum=ref_args.momentum,
+        weight_decay=ref_args.weight_decay,
     )
     architect = architect_lib.Architect(model, ref_args)
     bin_op = bin_utils_search.BinOp(model, ref_args)

@@ -54,6 +54,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bnas_tf  # noqa: E402,F401  (Keras 2 before TensorFlow)
 from bnas_tf.genotype import CELL_TYPES  # noqa: E402
 from bnas_tf.search.cell import num_edges  # noqa: E402
+
 from reduction_stages import ratio_of_steps, search_step, stage_setup, timed_call, timed_network  # noqa: E402
 from search_speed import _peak_rss_gb, machine_info  # noqa: E402
 
@@ -65,12 +66,16 @@ def full_space(op_names: Sequence[str], edges: int = EDGES_PER_CELL) -> dict[str
     return {cell: [list(op_names)] * edges for cell in CELL_TYPES}
 
 
-def without(op_names: Sequence[str], op: str, edges: int = EDGES_PER_CELL) -> dict[str, list[list[str]]]:
+def without(
+    op_names: Sequence[str], op: str, edges: int = EDGES_PER_CELL
+) -> dict[str, list[list[str]]]:
     """The full space with ``op`` removed from every edge."""
     return full_space([o for o in op_names if o != op], edges)
 
 
-def op_costs(full_step: float, leave_one_out: Mapping[str, float]) -> tuple[float, dict[str, float]]:
+def op_costs(
+    full_step: float, leave_one_out: Mapping[str, float]
+) -> tuple[float, dict[str, float]]:
     """``(F, {op: c_op})`` from the full space's step and each leave-one-out step.
 
     ``c_op = full_step - leave_one_out[op]``; ``F = full_step - sum(c_op)``. A cost near
@@ -80,7 +85,9 @@ def op_costs(full_step: float, leave_one_out: Mapping[str, float]) -> tuple[floa
     return full_step - sum(costs.values()), costs
 
 
-def op_shares(active_ops: Mapping[str, Sequence[Sequence[str]]], op_names: Sequence[str]) -> dict[str, float]:
+def op_shares(
+    active_ops: Mapping[str, Sequence[Sequence[str]]], op_names: Sequence[str]
+) -> dict[str, float]:
     """Share of all edges (both cell types) on which each op is still active."""
     edges = [set(ops) for cell in CELL_TYPES for ops in active_ops[cell]]
     return {op: sum(op in ops for ops in edges) / len(edges) for op in op_names}
@@ -133,12 +140,15 @@ def sequence_row(fixed: float, costs: Mapping[str, float], measured: dict, metri
         "measured_step_s": measured_steps,
         # the share of the plain step's removable cost each stage still spends
         "removable_share_kept": [
-            (p - fixed) / (predicted[0] - fixed) if predicted[0] != fixed else None for p in predicted
+            (p - fixed) / (predicted[0] - fixed) if predicted[0] != fixed else None
+            for p in predicted
         ],
     }
 
 
-def interleaved_steps(setup: tuple, spaces: Sequence[tuple[str, dict]], rounds: int) -> dict[str, dict]:
+def interleaved_steps(
+    setup: tuple, spaces: Sequence[tuple[str, dict]], rounds: int
+) -> dict[str, dict]:
     """Build every named op space's search step (and run its first, tracing step), then
     time one step of each in turn for ``rounds`` rounds."""
     built = {}
@@ -152,7 +162,11 @@ def interleaved_steps(setup: tuple, spaces: Sequence[tuple[str, dict]], rounds: 
             times[name].append(timed_call(step, stream))
         print(f"round {r}: " + ", ".join(f"{n} {t[-1]:.2f}" for n, t in times.items()), flush=True)
     return {
-        name: {"first_step_s": built[name][2], "median_step_s": statistics.median(times[name]), "step_s": times[name]}
+        name: {
+            "first_step_s": built[name][2],
+            "median_step_s": statistics.median(times[name]),
+            "step_s": times[name],
+        }
         for name in built
     }
 
@@ -165,15 +179,32 @@ def order_spaces(order: Sequence[str], tag: str) -> list[tuple[str, dict]]:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", type=Path, required=True,
-                        help="metrics.json of a reduction search: its search space, binarization and K are timed")
-    parser.add_argument("--measured", type=Path, nargs="*", default=[],
-                        help="reduction_stages.py --net reference results to check the model against")
-    parser.add_argument("--rounds", type=int, default=3, help="timed steps per op space after the first, "
-                        "one per round over all spaces")
-    parser.add_argument("--timings", type=Path, default=None,
-                        help="take the op spaces' timings from this earlier output instead of timing them "
-                        "(to check the model against more --measured files)")
+    parser.add_argument(
+        "--config",
+        type=Path,
+        required=True,
+        help="metrics.json of a reduction search: its search space, binarization and K are timed",
+    )
+    parser.add_argument(
+        "--measured",
+        type=Path,
+        nargs="*",
+        default=[],
+        help="reduction_stages.py --net reference results to check the model against",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="timed steps per op space after the first, one per round over all spaces",
+    )
+    parser.add_argument(
+        "--timings",
+        type=Path,
+        default=None,
+        help="take the op spaces' timings from this earlier output instead of timing them "
+        "(to check the model against more --measured files)",
+    )
     parser.add_argument("--output", type=Path, required=True)
     args = parser.parse_args(argv)
     for path in [args.config, *args.measured, *([args.timings] if args.timings else [])]:
@@ -181,19 +212,28 @@ def main(argv=None) -> int:
             parser.error(f"{path}: no such file")
     metrics = json.loads(args.config.read_text())
     if "op_names" not in metrics:
-        parser.error(f"--config {args.config}: not the metrics.json of a reduction search (no 'op_names')")
+        parser.error(
+            f"--config {args.config}: not the metrics.json of a reduction search (no 'op_names')"
+        )
     ops = metrics["op_names"]
     measured = [json.loads(p.read_text()) for p in args.measured]
     network = timed_network(metrics, "reference")
     for path, m in zip(args.measured, measured):
         if m.get("net") != "reference" or m["timed_network"] != network:
-            parser.error(f"--measured {path}: timed another network than --config's at the reference size")
+            parser.error(
+                f"--measured {path}: timed another network than --config's at the reference size"
+            )
 
-    leave_one_out = [("full", full_space(ops))] + [(f"without_{op}", without(ops, op)) for op in ops]
+    leave_one_out = [("full", full_space(ops))] + [
+        (f"without_{op}", without(ops, op)) for op in ops
+    ]
     if args.timings:
         earlier = json.loads(args.timings.read_text())
         if earlier.get("timed_network") != network:
-            parser.error(f"--timings {args.timings}: timed another network than --config's at the reference size")
+            parser.error(
+                f"--timings {args.timings}: timed another network than --config's at the "
+                "reference size"
+            )
         if list(earlier["leave_one_out"]) != [name for name, _ in leave_one_out]:
             parser.error(f"--timings {args.timings}: its op spaces are not --config's ({ops})")
         loo, ordered, machine = earlier["leave_one_out"], earlier["orders"], earlier["machine"]
@@ -206,11 +246,15 @@ def main(argv=None) -> int:
     orders = {"costliest_first": by_cost[::-1], "cheapest_first": by_cost}
     if not args.timings:
         gc.collect()  # the leave-one-out supernets hold about 1 GB each (K=4): free them first
-        spaces = [("full", full_space(ops))] + [s for tag, o in orders.items() for s in order_spaces(o, tag)]
+        spaces = [("full", full_space(ops))] + [
+            s for tag, o in orders.items() for s in order_spaces(o, tag)
+        ]
         ordered = interleaved_steps(setup, spaces, args.rounds)
     timed_orders = {
-        tag: ratio_of_steps([ordered["full"]["median_step_s"]]
-                            + [ordered[name]["median_step_s"] for name, _ in order_spaces(o, tag)])
+        tag: ratio_of_steps(
+            [ordered["full"]["median_step_s"]]
+            + [ordered[name]["median_step_s"] for name, _ in order_spaces(o, tag)]
+        )
         for tag, o in orders.items()
     }
     sequences = []
@@ -236,13 +280,21 @@ def main(argv=None) -> int:
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(payload, indent=2) + "\n")
     b = payload["bounds"]
-    print(f"full step {full:.3f} s, fixed {fixed:.3f} s; costs "
-          + ", ".join(f"{op} {c:.3f}" for op, c in costs.items()))
-    print(f"ratio: costliest first {b['costliest_first']:.3f}, random order {b['random_order']:.3f}, "
-          f"cheapest first {b['cheapest_first']:.3f}; equal cost, no fixed part {b['equal_cost_no_fixed']:.3f}")
+    print(
+        f"full step {full:.3f} s, fixed {fixed:.3f} s; costs "
+        + ", ".join(f"{op} {c:.3f}" for op, c in costs.items())
+    )
+    print(
+        f"ratio: costliest first {b['costliest_first']:.3f}, random order "
+        f"{b['random_order']:.3f}, cheapest first {b['cheapest_first']:.3f}; equal cost, no fixed "
+        f"part {b['equal_cost_no_fixed']:.3f}"
+    )
     print("timed: " + ", ".join(f"{tag} {r:.3f}" for tag, r in timed_orders.items()))
     for s in sequences:
-        print(f"seed {s['seed']}: measured {s['measured_ratio']:.3f}, model {s['predicted_ratio']:.3f}")
+        print(
+            f"seed {s['seed']}: measured {s['measured_ratio']:.3f}, model "
+            f"{s['predicted_ratio']:.3f}"
+        )
     return 0
 
 

@@ -37,11 +37,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from search_speed import REFERENCE_NET, TINY_SEARCH, _peak_rss_gb, machine_info, random_pairs  # noqa: E402
 
-
 # The search settings that shape the timed supernets (recorded with the results).
 _NETWORK_FIELDS = (
-    "search_space", "binarization", "partial_channels", "edge_normalization",
-    "inter_cell_skip", "entropy_lambda", "layers", "init_channels", "batch_size",
+    "search_space",
+    "binarization",
+    "partial_channels",
+    "edge_normalization",
+    "inter_cell_skip",
+    "entropy_lambda",
+    "layers",
+    "init_channels",
+    "batch_size",
 )
 
 
@@ -67,20 +73,30 @@ def stage_setup(metrics: dict, network: str = "search") -> tuple:
     the same op spaces (the cells' active ops do not depend on the cell count) in the
     reference configuration (8 cells, 16 channels, batch 64, 32x32x3, random batches).
     """
-    import dataclasses
-
     import bnas_tf  # noqa: F401  (before tensorflow)
     from bnas_tf import data as data_lib
     from bnas_tf.search.driver import SearchConfig
 
-    config = SearchConfig(**{k: v for k, v in metrics["config"].items() if k in SearchConfig.__dataclass_fields__})
+    import dataclasses
+
+    config = SearchConfig(
+        **{k: v for k, v in metrics["config"].items() if k in SearchConfig.__dataclass_fields__}
+    )
     if network == "reference":
         net = timed_network(metrics, network)
         config = dataclasses.replace(
-            config, layers=net["layers"], init_channels=net["init_channels"], batch_size=net["batch_size"]
+            config,
+            layers=net["layers"],
+            init_channels=net["init_channels"],
+            batch_size=net["batch_size"],
         )
         input_shape, num_classes = tuple(net["image"]), REFERENCE_NET["num_classes"]
-        return config, num_classes, input_shape, random_pairs(input_shape, config.batch_size, num_classes, 2)
+        return (
+            config,
+            num_classes,
+            input_shape,
+            random_pairs(input_shape, config.batch_size, num_classes, 2),
+        )
     info = data_lib.info(config.dataset)
     pairs = data_lib.search_splits(config.dataset, seed=config.seed, **config.split_args())
     return config, info.num_classes, info.input_shape, list(pairs.take(4))
@@ -89,9 +105,9 @@ def stage_setup(metrics: dict, network: str = "search") -> tuple:
 def search_step(setup: tuple, active_ops: dict):
     """The search step (alpha step + weight step) of the supernet restricted to ``active_ops``,
     and a batch stream for it: ``step(stream)`` runs one step."""
-    import itertools
-
     from bnas_tf.search.driver import build_supernet
+
+    import itertools
 
     config, num_classes, input_shape, batches = setup
     net = build_supernet(config, num_classes, input_shape, 100, active_ops=active_ops)
@@ -127,7 +143,11 @@ def time_stages(metrics: dict, steps: int, network: str = "search") -> list[dict
                 "search_wall_time_s": stage.get("wall_time_s"),
             }
         )
-        print(f"stage {stage['stage']}: {active} ops, first {first:.1f} s, {rows[-1]['median_step_s']:.3f} s/step", flush=True)
+        print(
+            f"stage {stage['stage']}: {active} ops, first {first:.1f} s, "
+            f"{rows[-1]['median_step_s']:.3f} s/step",
+            flush=True,
+        )
     return rows
 
 
@@ -156,25 +176,42 @@ def ratio_with_first_steps(rows: list[dict], stage_steps: int) -> float:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--metrics", type=Path, required=True, help="metrics.json of a reduction search")
-    parser.add_argument("--steps", type=int, default=8, help="timed steps per stage after the first")
     parser.add_argument(
-        "--net", choices=("search", "reference"), default="search",
+        "--metrics", type=Path, required=True, help="metrics.json of a reduction search"
+    )
+    parser.add_argument(
+        "--steps", type=int, default=8, help="timed steps per stage after the first"
+    )
+    parser.add_argument(
+        "--net",
+        choices=("search", "reference"),
+        default="search",
         help="time the searched network (default) or each stage's op space in the reference "
         "configuration (8 cells x 16 channels, batch 64, 32x32x3)",
     )
     parser.add_argument(
-        "--stage-steps", type=int, nargs="+", default=None,
+        "--stage-steps",
+        type=int,
+        nargs="+",
+        default=None,
         help="also report the ratio with each supernet's first step for stages of these many "
         "steps (default: the search's steps_per_epoch x stage_epochs)",
     )
-    parser.add_argument("--output", type=Path, default=Path(__file__).resolve().parent / "results/reduction_stages.json")
+    parser.add_argument(
+        "--output",
+        type=Path,
+        default=Path(__file__).resolve().parent / "results/reduction_stages.json",
+    )
     args = parser.parse_args(argv)
     if not args.metrics.is_file():
-        parser.error(f"--metrics {args.metrics}: no such file (run search_speed.py --part reduction first)")
+        parser.error(
+            f"--metrics {args.metrics}: no such file (run search_speed.py --part reduction first)"
+        )
     metrics = json.loads(args.metrics.read_text())
     if "stages" not in metrics:
-        parser.error(f"--metrics {args.metrics}: not the metrics.json of a reduction search (no 'stages')")
+        parser.error(
+            f"--metrics {args.metrics}: not the metrics.json of a reduction search (no 'stages')"
+        )
     rows = time_stages(metrics, args.steps, args.net)
     base = rows[0]["median_step_s"]
     payload = {
@@ -196,9 +233,13 @@ def main(argv=None) -> int:
     }
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(payload, indent=2) + "\n")
-    print(f"steps-only ratio reduction / plain: {payload['ratio_steps_only']:.2f}; "
-          f"first steps (tracing) {payload['first_step_s_sum']:.1f} s in all; with them: "
-          + ", ".join(f"{x:.2f} at {n} steps per stage" for n, x in payload["ratio_with_first_steps"].items()))
+    print(
+        f"steps-only ratio reduction / plain: {payload['ratio_steps_only']:.2f}; "
+        f"first steps (tracing) {payload['first_step_s_sum']:.1f} s in all; with them: "
+        + ", ".join(
+            f"{x:.2f} at {n} steps per stage" for n, x in payload["ratio_with_first_steps"].items()
+        )
+    )
     return 0
 
 

@@ -21,6 +21,12 @@ import _common as C
 DOC = C.ROOT / "docs" / "results.md"
 
 
+def _trained_acc(entry: dict) -> str:
+    """``mean ± std`` of an entry's trained top-1 over its seeds."""
+    t = entry["trained"]
+    return C.fmt_acc(t["accuracy_mean"], t["accuracy_std"], t["seeds"])
+
+
 def _load(study: str, budget: str) -> tuple[dict | None, Path]:
     path = C.results_path(study, C.BUDGETS[budget])
     return (json.loads(path.read_text()) if path.exists() else None), path
@@ -45,7 +51,7 @@ def _compact(genotype: dict) -> str:
     cells = []
     for cell in ("normal", "reduce"):
         edges = [f"{op.replace('bin_', '')}<{j}" for op, j in genotype[cell]]
-        nodes = [" ".join(edges[i:i + 2]) for i in range(0, len(edges), 2)]
+        nodes = [" ".join(edges[i : i + 2]) for i in range(0, len(edges), 2)]
         cells.append(f"{cell}: " + " / ".join(nodes))
     return "; ".join(cells)
 
@@ -53,112 +59,178 @@ def _compact(genotype: dict) -> str:
 def _budget_line(b: dict) -> str:
     train = "all 60,000" if b["train_limit"] is None else f"{b['train_limit']:,}"
     test = "all 10,000" if b["test_limit"] is None else f"{b['test_limit']:,}"
-    return (f"budget `{b['name']}`: networks of {b['layers']} cells x {b['init_channels']} channels trained on "
-            f"{train} training images for {b['epochs']} epoch(s), batch {b['batch_size']}, "
-            f"{len(b['seeds'])} seed(s), tested on {test} test images; searches of "
-            f"{b['search_layers']} cells x {b['search_channels']} channels on {b['search_limit']:,} images "
-            f"(half weights, half alphas), batch {b['search_batch']}, {b['search_epochs']} epochs")
+    return (
+        f"budget `{b['name']}`: networks of {b['layers']} cells x {b['init_channels']} channels "
+        f"trained on {train} training images for {b['epochs']} epoch(s), batch {b['batch_size']}, "
+        f"{len(b['seeds'])} seed(s), tested on {test} test images; searches of "
+        f"{b['search_layers']} cells x {b['search_channels']} channels on {b['search_limit']:,} "
+        f"images (half weights, half alphas), batch {b['search_batch']}, {b['search_epochs']} "
+        "epochs"
+    )
 
 
 def _machine_line(m: dict) -> str:
     end = m.get("load_average_end")
-    load = f"load average {m['load_average'][0]:.1f} at start" + (f", {end[0]:.1f} at end" if end else "")
-    return f"{m['cpu']}, {m['cores']} cores, {m['date']}, commit `{(m.get('git_commit') or '?')[:8]}`, {load}"
+    load = f"load average {m['load_average'][0]:.1f} at start" + (
+        f", {end[0]:.1f} at end" if end else ""
+    )
+    commit = (m.get("git_commit") or "?")[:8]
+    return f"{m['cpu']}, {m['cores']} cores, {m['date']}, commit `{commit}`, {load}"
 
 
 def accuracy_section(data: dict, path: Path) -> list[str]:
-    lines = [f"Source: `{_rel(path)}`, plot `{_rel(path.with_suffix('.png'))}`.  ",
-             _budget_line(data["budget"]) + ".  ", "Machine: " + _machine_line(data["machine"]) + ".", "",
-             _plot(path, "accuracy vs memory"), "",
-             "| group | network | top-1 % | params | 1-bit params | memory KiB | MMACs | binarized MACs | "
-             "train s | others' CPU |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        f"Source: `{_rel(path)}`, plot `{_rel(path.with_suffix('.png'))}`.  ",
+        _budget_line(data["budget"]) + ".  ",
+        "Machine: " + _machine_line(data["machine"]) + ".",
+        "",
+        _plot(path, "accuracy vs memory"),
+        "",
+        "| group | network | top-1 % | params | 1-bit params | memory KiB | MMACs | binarized "
+        "MACs | train s | others' CPU |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for r in data["rows"]:
         share = r.get("others_cpu_share")
         lines.append(
-            f"| {r['group']} | {r['name']} | {C.fmt_acc(r['accuracy_mean'], r['accuracy_std'], r['seeds'])} | "
-            f"{r['params_total']:,} | {r['params_1bit']:,} | {r['memory_kib']:.1f} | {r['macs_total_m']:.1f} | "
-            f"{100 * r['binarized_mac_ratio']:.1f} % | {r['train_wall_s']:.0f} | "
-            f"{'–' if share is None else f'{100 * share:.0f} %'} |")
+            f"| {r['group']} | {r['name']} | "
+            f"{C.fmt_acc(r['accuracy_mean'], r['accuracy_std'], r['seeds'])} | "
+            f"{r['params_total']:,} | {r['params_1bit']:,} | {r['memory_kib']:.1f} | "
+            f"{r['macs_total_m']:.1f} | {100 * r['binarized_mac_ratio']:.1f} % | "
+            f"{r['train_wall_s']:.0f} | {'–' if share is None else f'{100 * share:.0f} %'} |"
+        )
     lines.append("")
-    lines.append("'others' CPU' is the share of the machine's CPU used by other processes while the network "
-                 "trained (training times are comparable only where it is similar).")
+    lines.append(
+        "'others' CPU' is the share of the machine's CPU used by other processes while the network "
+        "trained (training times are comparable only where it is similar)."
+    )
     if data.get("left_out"):
         lines += ["", "Left out:", ""]
         lines += [f"- {x['name']}: {x['why']}" for x in data["left_out"]]
     s = data.get("summary")
     if s:
-        lines += ["", f"Random cells: mean {_pct(s['random_mean'])} %, best {_pct(s['random_best'])} %. "
-                      f"Pareto front (memory, accuracy): {', '.join(s['pareto_front'])}.", ""]
+        lines += [
+            "",
+            f"Random cells: mean {_pct(s['random_mean'])} %, best {_pct(s['random_best'])} %. "
+            f"Pareto front (memory, accuracy): {', '.join(s['pareto_front'])}.",
+            "",
+        ]
         for name, t in s["searched"].items():
             zoo = t["zoo_with_equal_or_smaller_memory"]
-            margins = ", ".join(f"{z} {m:+.2f}" for z, m in t["margin_over_each_zoo_points"].items())
+            margins = ", ".join(
+                f"{z} {m:+.2f}" for z, m in t["margin_over_each_zoo_points"].items()
+            )
             lines.append(
-                f"- **{name}** ({_pct(t['accuracy'])} %): {t['margin_over_random_mean_points']:+.2f} points over the "
-                f"random mean (target +1: {'met' if t['beats_random_mean_by_1_point'] else 'missed'}); "
-                + (f"zoo baselines of equal or smaller memory: {', '.join(zoo)} "
-                   f"(target +1 over each: {'met' if t['beats_those_zoo_by_1_point'] else 'missed'})"
-                   if zoo else "no zoo baseline has equal or smaller memory (that target is vacuous here)")
-                + (f"; margin over each zoo model (points): {margins}" if margins else "") + ".")
+                f"- **{name}** ({_pct(t['accuracy'])} %): "
+                f"{t['margin_over_random_mean_points']:+.2f} points over the random mean (target "
+                f"+1: {'met' if t['beats_random_mean_by_1_point'] else 'missed'}); "
+                + (
+                    f"zoo baselines of equal or smaller memory: {', '.join(zoo)} (target +1 over "
+                    f"each: {'met' if t['beats_those_zoo_by_1_point'] else 'missed'})"
+                    if zoo
+                    else "no zoo baseline has equal or smaller memory (that target is vacuous here)"
+                )
+                + (f"; margin over each zoo model (points): {margins}" if margins else "")
+                + "."
+            )
     return lines
 
 
 def search_cost_section(data: dict, path: Path) -> list[str]:
-    lines = [f"Source: `{_rel(path)}`, plot `{_rel(path.with_suffix('.png'))}`.  ",
-             _budget_line(data["budget"]) + ".  ", "Machine: " + _machine_line(data["machine"]) + ".", "",
-             _plot(path, "search cost"), "",
-             "| search | epochs | wall s | CPU s | peak memory GB | of which before the search (TF imported) GB | others' CPU | "
-             "top-1 % after training | genotype |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+    lines = [
+        f"Source: `{_rel(path)}`, plot `{_rel(path.with_suffix('.png'))}`.  ",
+        _budget_line(data["budget"]) + ".  ",
+        "Machine: " + _machine_line(data["machine"]) + ".",
+        "",
+        _plot(path, "search cost"),
+        "",
+        "| search | epochs | wall s | CPU s | peak memory GB | of which before the search (TF "
+        "imported) GB | others' CPU | top-1 % after training | genotype |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
     for name, e in data["searches"].items():
         s, t = e["search"], e["trained"]
         share = s.get("others_cpu_share")
         lines.append(
-            f"| {name} | {s['epochs_run']} | {s['wall_s']:.0f} | {s['cpu_s']:.0f} | {s['peak_rss_gb']:.2f} | "
-            f"{s['rss_before_search_gb']:.2f} | {'–' if share is None else f'{100 * share:.0f} %'} | "
-            f"{C.fmt_acc(t['accuracy_mean'], t['accuracy_std'], t['seeds'])} | `{_compact(s['genotype'])}` |")
+            f"| {name} | {s['epochs_run']} | {s['wall_s']:.0f} | {s['cpu_s']:.0f} | "
+            f"{s['peak_rss_gb']:.2f} | {s['rss_before_search_gb']:.2f} | "
+            f"{'–' if share is None else f'{100 * share:.0f} %'} | "
+            f"{C.fmt_acc(t['accuracy_mean'], t['accuracy_std'], t['seeds'])} | "
+            f"`{_compact(s['genotype'])}` |"
+        )
     for name, e in data["searches"].items():
         genotype = e["search"]["genotype"]
         nones = sum(op == "none" for cell in ("normal", "reduce") for op, _ in genotype[cell])
         if nones and not e["search"].get("spec", {}).get("config", {}).get("allow_none", True):
-            lines += ["", f"Note: the `{name}` search ran with `allow_none=False`, yet its genotype has {nones} "
-                          "`none` edge(s): the operation space reduction can leave `none` as an edge's last op, "
-                          "and a node whose candidate edges are too few must then take it (`bnas_tf/search/reduction.py`)."]
+            lines += [
+                "",
+                f"Note: the `{name}` search ran with `allow_none=False`, yet its genotype has "
+                f"{nones} `none` edge(s): the operation space reduction can leave `none` as an "
+                "edge's last op, and a node whose candidate edges are too few must then take it "
+                "(`bnas_tf/search/reduction.py`).",
+            ]
     if "chen_wall_over_darts" in data:
         s = data["searches"]
         cpu = s["chen"]["search"]["cpu_s"] / s["darts"]["search"]["cpu_s"]
         ratio = data["chen_wall_over_darts"]
-        lines += ["", f"Chen / plain binary DARTS: wall time {ratio:.2f}x, CPU time {cpu:.2f}x. Target (at least "
-                      f"40 % less wall time, ratio <= 0.60): **{'met' if ratio <= 0.60 else 'missed'}**.",
-                  "", "This ratio compares two different searches (DARTS space without and Chen et al.'s with "
-                      "channel sampling and operation space reduction) at a size where each reduction stage "
-                      "is a few steps long, so every stage's tracing of its new supernet dominates. The "
-                      "reduction measured against the same search without it, in larger configurations "
-                      "(README, Benchmarks):", ""]
+        lines += [
+            "",
+            f"Chen / plain binary DARTS: wall time {ratio:.2f}x, CPU time {cpu:.2f}x. Target (at "
+            "least 40 % less wall time, ratio <= 0.60): "
+            f"**{'met' if ratio <= 0.60 else 'missed'}**.",
+            "",
+            "This ratio compares two different searches (DARTS space without and Chen et al.'s "
+            "with channel sampling and operation space reduction) at a size where each reduction "
+            "stage is a few steps long, so every stage's tracing of its new supernet dominates. "
+            "The reduction measured against the same search without it, in larger configurations "
+            "(README, Benchmarks):",
+            "",
+        ]
         lines += ["| measurement | <= 0.60x | reduction / without |", "|---|---|---|"]
         lines += reduction_rows() or ["| – | not run | |"]
         bounds = reduction_bound_rows()
         if bounds:
-            lines += ["", "What any removal order could reach at the reference size (`benchmarks/reduction_bounds.py`: "
-                          "each op's step cost from leave-one-out spaces, an additive model of the stages; "
-                          "equal stages, ratio to the plain search; measured, and the model in brackets):", "",
-                      "| configuration | plain step s | fixed part | costliest first | random order | "
-                      "cheapest first | the searches' own orders, measured (model) |",
-                      "|---|---:|---:|---:|---:|---:|---|", *bounds]
+            lines += [
+                "",
+                "What any removal order could reach at the reference size "
+                "(`benchmarks/reduction_bounds.py`: each op's step cost from leave-one-out "
+                "spaces, an additive model of the stages; equal stages, ratio to the plain "
+                "search; measured, and the model in brackets):",
+                "",
+                "| configuration | plain step s | fixed part | costliest first | random order | "
+                "cheapest first | the searches' own orders, measured (model) |",
+                "|---|---:|---:|---:|---:|---:|---|",
+                *bounds,
+            ]
     return lines
 
 
 # The operation space reduction's own benchmarks (search_speed.py, reduction_stages.py):
 # (label, results files, ratio of one file); several files (seeds) give their median.
 _REDUCTION_RESULTS = (
-    ("step times summed over equal stages, reference size, Kim et al.'s space (K=1)",
-     ("reduction_stages_6400_reference.json", "reduction_stages_6400_reference_seed1.json",
-      "reduction_stages_6400_reference_seed2.json", "reduction_stages_6400_reference_seed3.json",
-      "reduction_stages_6400_reference_seed4.json"), lambda d: d["ratio_steps_only"]),
-    ("step times summed over equal stages, reference size, Chen et al.'s configuration (DARTS space, XNOR, K=4)",
-     ("reduction_stages_chen_6400_reference.json",), lambda d: d["ratio_steps_only"]),
-    ("timed complete small search (3 cells x 8 channels, 6,400 images), median of interleaved rounds",
-     ("search_speed_reduction_6400.json",), lambda d: d["reduction"]["ratio_reduction_over_plain"]),
+    (
+        "step times summed over equal stages, reference size, Kim et al.'s space (K=1)",
+        (
+            "reduction_stages_6400_reference.json",
+            "reduction_stages_6400_reference_seed1.json",
+            "reduction_stages_6400_reference_seed2.json",
+            "reduction_stages_6400_reference_seed3.json",
+            "reduction_stages_6400_reference_seed4.json",
+        ),
+        lambda d: d["ratio_steps_only"],
+    ),
+    (
+        "step times summed over equal stages, reference size, Chen et al.'s configuration (DARTS "
+        "space, XNOR, K=4)",
+        ("reduction_stages_chen_6400_reference.json",),
+        lambda d: d["ratio_steps_only"],
+    ),
+    (
+        "timed complete small search (3 cells x 8 channels, 6,400 images), median of interleaved "
+        "rounds",
+        ("search_speed_reduction_6400.json",),
+        lambda d: d["reduction"]["ratio_reduction_over_plain"],
+    ),
 )
 
 
@@ -174,9 +246,13 @@ def reduction_rows(prefix: str = "") -> list[str]:
         ratio = statistics.median(ratios)
         each = f" of {', '.join(f'{r:.2f}' for r in ratios)}" if len(ratios) > 1 else ""
         files = ", ".join(f"`{_rel(path)}`" for path in paths)
-        median = f", median over {len(ratios)} searches' removal sequences" if len(ratios) > 1 else ""
-        rows.append(f"| {prefix}{label}{median} | {'met' if ratio <= 0.60 else '**missed**'} | "
-                    f"{ratio:.2f}x{each} ({files}) |")
+        median = (
+            f", median over {len(ratios)} searches' removal sequences" if len(ratios) > 1 else ""
+        )
+        rows.append(
+            f"| {prefix}{label}{median} | {'met' if ratio <= 0.60 else '**missed**'} | "
+            f"{ratio:.2f}x{each} ({files}) |"
+        )
     return rows
 
 
@@ -197,12 +273,21 @@ def reduction_bound_rows() -> list[str]:
         d = json.loads(path.read_text())
         b, timed = d["bounds"], d.get("bounds_timed", {})
 
-        def extreme(order: str) -> str:  # timed where the order's stage spaces were run, the model in brackets
+        # timed where the order's stage spaces were run, the model in brackets
+        def extreme(order: str, timed=timed, b=b) -> str:
             return f"{timed[order]:.2f} ({b[order]:.2f})" if order in timed else f"({b[order]:.2f})"
 
-        own = ", ".join(f"{s['measured_ratio']:.2f} ({s['predicted_ratio']:.2f})" for s in d["sequences"]) or "–"
-        rows.append(f"| {label} (`{_rel(path)}`) | {d['full_step_s']:.2f} | {d['fixed_s'] / d['full_step_s']:.2f} | "
-                    f"{extreme('costliest_first')} | ({b['random_order']:.2f}) | {extreme('cheapest_first')} | {own} |")
+        own = (
+            ", ".join(
+                f"{s['measured_ratio']:.2f} ({s['predicted_ratio']:.2f})" for s in d["sequences"]
+            )
+            or "–"
+        )
+        rows.append(
+            f"| {label} (`{_rel(path)}`) | {d['full_step_s']:.2f} | "
+            f"{d['fixed_s'] / d['full_step_s']:.2f} | {extreme('costliest_first')} | "
+            f"({b['random_order']:.2f}) | {extreme('cheapest_first')} | {own} |"
+        )
     return rows
 
 
@@ -211,49 +296,83 @@ def ablation_section(data: dict, path: Path) -> list[str]:
     if data.get("earlier_rows"):  # ablations.py --merge: rows of two runs
         earlier = data["earlier_rows"]
         latest = [n for part in ("kim", "chen") for n in data[part] if n not in earlier["variants"]]
-        machine = [f"Machine (rows {', '.join(latest)}, run last): " + _machine_line(data["machine"]) + ".  ",
-                   f"Machine (rows {', '.join(earlier['variants'])}, kept from an earlier run): "
-                   + _machine_line(earlier["machine"]) + "."]
-    lines = [f"Source: `{_rel(path)}`, plot `{_rel(path.with_suffix('.png'))}`.  ",
-             _budget_line(data["budget"]) + ".  ", *machine, "",
-             _plot(path, "ablations"), ""]
+        machine = [
+            f"Machine (rows {', '.join(latest)}, run last): "
+            + _machine_line(data["machine"])
+            + ".  ",
+            f"Machine (rows {', '.join(earlier['variants'])}, kept from an earlier run): "
+            + _machine_line(earlier["machine"])
+            + ".",
+        ]
+    lines = [
+        f"Source: `{_rel(path)}`, plot `{_rel(path.with_suffix('.png'))}`.  ",
+        _budget_line(data["budget"]) + ".  ",
+        *machine,
+        "",
+        _plot(path, "ablations"),
+        "",
+    ]
     if data.get("kim"):
         paper = data["kim_paper_cifar10"]
-        lines += ["Kim et al. (their CIFAR-10 numbers: "
-                  + "; ".join(f"{k} {' / '.join(f'{v:.2f}' for v in vals)}" for k, vals in paper.items())
-                  + " for Full / No Skip / No Zeroise / No Div):", "",
-                  "| variant | top-1 % | drop vs full (points) | same direction as the paper | memory KiB | "
-                  "search wall s |", "|---|---:|---:|---|---:|---:|"]
+        lines += [
+            "Kim et al. (their CIFAR-10 numbers: "
+            + "; ".join(f"{k} {' / '.join(f'{v:.2f}' for v in vals)}" for k, vals in paper.items())
+            + " for Full / No Skip / No Zeroise / No Div):",
+            "",
+            "| variant | top-1 % | drop vs full (points) | same direction as the paper | memory "
+            "KiB | search wall s |",
+            "|---|---:|---:|---|---:|---:|",
+        ]
         for name, e in data["kim"].items():
             d = data.get("kim_direction", {}).get(name)
             drop = "–" if d is None else f"{d['drop_points']:+.2f}"
             same = "–" if d is None else ("yes" if d["same_direction_as_paper"] else "**no**")
             lines.append(
-                f"| {name} | {C.fmt_acc(e['trained']['accuracy_mean'], e['trained']['accuracy_std'], e['trained']['seeds'])}"
-                f" | {drop} | {same} | "
-                f"{e['trained']['memory_kib']:.1f} | {e['search']['wall_s']:.0f} |")
+                f"| {name} | "
+                f"{_trained_acc(e)} "
+                f"| {drop} | {same} | {e['trained']['memory_kib']:.1f} | "
+                f"{e['search']['wall_s']:.0f} |"
+            )
         if "full" in data["kim"] and "no_skip" in data["kim"]:
-            lines += ["", f"Without inter-cell skips the network's memory falls from "
-                          f"{data['kim']['full']['trained']['memory_kib']:.1f} to "
-                          f"{data['kim']['no_skip']['trained']['memory_kib']:.1f} KiB: most of the Kim template's memory "
-                          "is its full-precision 2x2 skip convolutions in the reduction cells."]
+            lines += [
+                "",
+                "Without inter-cell skips the network's memory falls from "
+                f"{data['kim']['full']['trained']['memory_kib']:.1f} to "
+                f"{data['kim']['no_skip']['trained']['memory_kib']:.1f} KiB: most of the Kim "
+                "template's memory is its full-precision 2x2 skip convolutions in the reduction "
+                "cells.",
+            ]
         lines.append("")
     if data.get("chen"):
-        lines += ["Chen et al., 2 x 2 (channel sampling K=4 / K=1, operation space reduction on / off), equal epochs:",
-                  "", "| search | K | reduction | wall s | wall / plain DARTS | CPU s | peak GB | top-1 % |",
-                  "|---|---:|---|---:|---:|---:|---:|---:|"]
-        settings = {"chen": (4, "yes"), "chen_no_sampling": (1, "yes"), "chen_no_reduction": (4, "no"),
-                    "darts": (1, "no")}
+        lines += [
+            "Chen et al., 2 x 2 (channel sampling K=4 / K=1, operation space reduction on / "
+            "off), equal epochs:",
+            "",
+            "| search | K | reduction | wall s | wall / plain DARTS | CPU s | peak GB | top-1 % |",
+            "|---|---:|---|---:|---:|---:|---:|---:|",
+        ]
+        settings = {
+            "chen": (4, "yes"),
+            "chen_no_sampling": (1, "yes"),
+            "chen_no_reduction": (4, "no"),
+            "darts": (1, "no"),
+        }
         for name, e in data["chen"].items():
             k, red = settings[name]
             ratio = data.get("chen_wall_over_darts", {}).get(name)
             lines.append(
-                f"| {name} | {k} | {red} | {e['search']['wall_s']:.0f} | {'–' if ratio is None else f'{ratio:.2f}'} | "
-                f"{e['search']['cpu_s']:.0f} | {e['search']['peak_rss_gb']:.2f} | "
-                f"{C.fmt_acc(e['trained']['accuracy_mean'], e['trained']['accuracy_std'], e['trained']['seeds'])} |")
+                f"| {name} | {k} | {red} | {e['search']['wall_s']:.0f} | "
+                f"{'–' if ratio is None else f'{ratio:.2f}'} | {e['search']['cpu_s']:.0f} | "
+                f"{e['search']['peak_rss_gb']:.2f} | "
+                f"{_trained_acc(e)} "
+                "|"
+            )
         lines += chen_effects(data["chen"])
     if data.get("not_run"):
-        lines += ["", "Not run: " + "; ".join(f"{x['search']} ({x['why']})" for x in data["not_run"]) + "."]
+        lines += [
+            "",
+            "Not run: " + "; ".join(f"{x['search']} ({x['why']})" for x in data["not_run"]) + ".",
+        ]
     return lines
 
 
@@ -269,8 +388,14 @@ def chen_effects(chen: dict) -> list[str]:
         return f"{on} / {off}: wall {ratio:.2f}x, top-1 {points:+.2f} points"
 
     pairs = {
-        "Channel sampling (K=4 against K=1)": [("chen_no_reduction", "darts"), ("chen", "chen_no_sampling")],
-        "Operation space reduction (on against off)": [("chen_no_sampling", "darts"), ("chen", "chen_no_reduction")],
+        "Channel sampling (K=4 against K=1)": [
+            ("chen_no_reduction", "darts"),
+            ("chen", "chen_no_sampling"),
+        ],
+        "Operation space reduction (on against off)": [
+            ("chen_no_sampling", "darts"),
+            ("chen", "chen_no_reduction"),
+        ],
     }
     lines = []
     for label, comparisons in pairs.items():
@@ -281,19 +406,29 @@ def chen_effects(chen: dict) -> list[str]:
 
 
 def inference_section(data: dict, path: Path) -> list[str]:
-    lines = [f"Source: `{_rel(path)}`, plot `{_rel(path.with_suffix('.png'))}`.  ",
-             "Machine: " + _machine_line(data["machine"]) + f"; {data['method']['runtime']}, "
-             f"{data['method']['rounds']} rounds x {data['method']['runs_per_round']} calls after "
-             f"{data['method']['warmup']} warm-up calls.", "",
-             _plot(path, "latency"), "",
-             "| network | median ms | p90 ms | LceBconv2d ops | flatbuffer KiB | memory KiB (larq) | MMACs |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        f"Source: `{_rel(path)}`, plot `{_rel(path.with_suffix('.png'))}`.  ",
+        "Machine: " + _machine_line(data["machine"]) + f"; {data['method']['runtime']}, "
+        f"{data['method']['rounds']} rounds x {data['method']['runs_per_round']} calls after "
+        f"{data['method']['warmup']} warm-up calls.",
+        "",
+        _plot(path, "latency"),
+        "",
+        "| network | median ms | p90 ms | LceBconv2d ops | flatbuffer KiB | memory KiB (larq) | "
+        "MMACs |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
     for name, e in sorted(data["models"].items(), key=lambda kv: kv[1]["latency"]["median_ms"]):
-        lines.append(f"| {name} | {e['latency']['median_ms']:.3f} | {e['latency']['p90_ms']:.3f} | {e['lce_bconv2d']} | "
-                     f"{e['flatbuffer_bytes'] / 1024:.1f} | {e['profile']['memory_kib']:.1f} | "
-                     f"{e['profile']['macs_total'] / 1e6:.1f} |")
+        lines.append(
+            f"| {name} | {e['latency']['median_ms']:.3f} | {e['latency']['p90_ms']:.3f} | "
+            f"{e['lce_bconv2d']} | {e['flatbuffer_bytes'] / 1024:.1f} | "
+            f"{e['profile']['memory_kib']:.1f} | {e['profile']['macs_total'] / 1e6:.1f} |"
+        )
     if data.get("left_out"):
-        lines += ["", "Left out: " + "; ".join(f"{x['name']} ({x['why']})" for x in data["left_out"]) + "."]
+        lines += [
+            "",
+            "Left out: " + "; ".join(f"{x['name']} ({x['why']})" for x in data["left_out"]) + ".",
+        ]
     return lines
 
 
@@ -304,45 +439,64 @@ def targets_section(budget: str) -> list[str]:
     if acc and acc.get("summary"):
         for name, t in acc["summary"]["searched"].items():
             space = acc.get("genotypes", {}).get(name, {}).get("search_space", "bnas_kim")
-            note = "" if space == "bnas_kim" else " (other space and template than the random cells)"
+            note = (
+                "" if space == "bnas_kim" else " (other space and template than the random cells)"
+            )
             if t["margin_over_random_mean_points"] is not None:
                 lines.append(
-                    f"| {name} >= random-cell mean + 1 point{note} | {'met' if t['beats_random_mean_by_1_point'] else '**missed**'} "
-                    f"| {_pct(t['accuracy'])} % vs mean {_pct(acc['summary']['random_mean'])} % "
-                    f"({t['margin_over_random_mean_points']:+.2f}) |")
+                    f"| {name} >= random-cell mean + 1 point{note} | "
+                    f"{'met' if t['beats_random_mean_by_1_point'] else '**missed**'} | "
+                    f"{_pct(t['accuracy'])} % vs mean {_pct(acc['summary']['random_mean'])} % "
+                    f"({t['margin_over_random_mean_points']:+.2f}) |"
+                )
             zoo = t["zoo_with_equal_or_smaller_memory"]
             if zoo:
                 margins = ", ".join(f"{z} {t['margin_over_each_zoo_points'][z]:+.2f}" for z in zoo)
-                lines.append(f"| {name} >= each zoo model of <= memory + 1 point | "
-                             f"{'met' if t['beats_those_zoo_by_1_point'] else '**missed**'} | {margins} |")
+                lines.append(
+                    f"| {name} >= each zoo model of <= memory + 1 point | "
+                    f"{'met' if t['beats_those_zoo_by_1_point'] else '**missed**'} | {margins} |"
+                )
             else:
-                margins = ", ".join(f"{z} {m:+.2f}" for z, m in t["margin_over_each_zoo_points"].items())
-                lines.append(f"| {name} >= each zoo model of <= memory + 1 point | vacuous: every zoo model "
-                             f"trained here has more memory | margins over all of them (points): {margins or '–'} |")
+                margins = ", ".join(
+                    f"{z} {m:+.2f}" for z, m in t["margin_over_each_zoo_points"].items()
+                )
+                lines.append(
+                    f"| {name} >= each zoo model of <= memory + 1 point | vacuous: every zoo "
+                    "model trained here has more memory | margins over all of them (points): "
+                    f"{margins or '–'} |"
+                )
     else:
         lines.append("| accuracy targets | not run | |")
     cost, _ = _load("search_cost", budget)
     if cost and "chen_wall_over_darts" in cost:
         s = cost["searches"]
         ratio = cost["chen_wall_over_darts"]
-        lines.append(f"| Chen search wall time <= 0.60 x plain binary DARTS (equal epochs) | "
-                     f"{'met' if ratio <= 0.60 else '**missed**'} | {s['chen']['search']['wall_s']:.0f} s vs "
-                     f"{s['darts']['search']['wall_s']:.0f} s = {ratio:.2f}x (CPU time "
-                     f"{s['chen']['search']['cpu_s'] / s['darts']['search']['cpu_s']:.2f}x) |")
+        lines.append(
+            "| Chen search wall time <= 0.60 x plain binary DARTS (equal epochs) | "
+            f"{'met' if ratio <= 0.60 else '**missed**'} | {s['chen']['search']['wall_s']:.0f} s "
+            f"vs {s['darts']['search']['wall_s']:.0f} s = {ratio:.2f}x (CPU time "
+            f"{s['chen']['search']['cpu_s'] / s['darts']['search']['cpu_s']:.2f}x) |"
+        )
     else:
         lines.append("| search cost target | not run | |")
-    lines += reduction_rows("Operation space reduction <= 0.60 x the search without it (equal epochs): ")
+    lines += reduction_rows(
+        "Operation space reduction <= 0.60 x the search without it (equal epochs): "
+    )
     abl, _ = _load("ablations", budget)
     if abl and abl.get("kim_direction"):
         for name, d in abl["kim_direction"].items():
-            lines.append(f"| Kim ablation: {name} below full (paper's direction) | "
-                         f"{'met' if d['same_direction_as_paper'] else '**missed**'} | {d['drop_points']:+.2f} points |")
+            lines.append(
+                f"| Kim ablation: {name} below full (paper's direction) | "
+                f"{'met' if d['same_direction_as_paper'] else '**missed**'} | "
+                f"{d['drop_points']:+.2f} points |"
+            )
     else:
         lines.append("| ablation directions | not run | |")
     return lines
 
 
-PREAMBLE = """# Evidence: searched binary networks vs larq-zoo binaries and random cells (Fashion-MNIST)
+PREAMBLE = """# Evidence: searched binary networks vs larq-zoo binaries and random cells
+(Fashion-MNIST)
 
 Does the search find binary networks that beat hand-designed binary networks and random
 cells at equal training cost? This page answers with measurements on this project's
@@ -352,8 +506,9 @@ cells at equal training cost? This page answers with measurements on this projec
 Reproduce (each study writes `benchmarks/results/<study>_<budget>.{{json,png}}`):
 
 ```sh
-make bench BUDGET=cpu-small     # or: BUDGET=full on a bigger machine, BUDGET=smoke for a quick check
-# = python benchmarks/search_cost.py --budget=cpu-small        (first: the others reuse its searches)
+# or BUDGET=full on a bigger machine, BUDGET=smoke for a quick check
+make bench BUDGET=cpu-small
+# = python benchmarks/search_cost.py --budget=cpu-small (first: the others reuse its searches)
 #   python benchmarks/accuracy_vs_memory.py --budget=cpu-small
 #   python benchmarks/ablations.py --budget=cpu-small
 #   python benchmarks/inference_vs_baselines.py --budget=cpu-small
@@ -408,21 +563,35 @@ SECTIONS = (
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--budget", choices=sorted(C.BUDGETS), default="cpu-small")
-    parser.add_argument("--output", default=None, help="default: docs/results.md (smoke: runs/bench/smoke/results.md)")
+    parser.add_argument(
+        "--output",
+        default=None,
+        help="default: docs/results.md (smoke: runs/bench/smoke/results.md)",
+    )
     args = parser.parse_args(argv)
     lines = [PREAMBLE.format(cpu_small=_budget_line(C.budget_dict(C.BUDGETS["cpu-small"]))), ""]
-    lines += [f"<!-- Generated by benchmarks/report.py --budget={args.budget} from benchmarks/results/*.json; "
-              "do not edit the sections below by hand. -->", ""]
+    lines += [
+        f"<!-- Generated by benchmarks/report.py --budget={args.budget} from "
+        "benchmarks/results/*.json; do not edit the sections below by hand. -->",
+        "",
+    ]
     lines += [f"## Targets (budget `{args.budget}`)", ""] + targets_section(args.budget) + [""]
     for study, title, render in SECTIONS:
         data, path = _load(study, args.budget)
         lines += [f"## {title}", ""]
-        lines += render(data, path) if data else [f"Not run at budget `{args.budget}` (`{_rel(path)}` missing)."]
+        lines += (
+            render(data, path)
+            if data
+            else [f"Not run at budget `{args.budget}` (`{_rel(path)}` missing)."]
+        )
         lines.append("")
-    output = Path(args.output or (C.CACHE / "smoke" / "results.md" if args.budget == "smoke" else DOC))
+    output = Path(
+        args.output or (C.CACHE / "smoke" / "results.md" if args.budget == "smoke" else DOC)
+    )
     text = "\n".join(lines).rstrip() + "\n"
     output.write_text(text)
-    images = output.parent / "img"  # the plots the page shows, next to it (the site serves docs/ only)
+    # the plots the page shows, next to it (the site serves docs/ only)
+    images = output.parent / "img"
     for name in re.findall(r"\]\(img/([^)]+\.png)\)", text):
         if (C.RESULTS / name).is_file():
             images.mkdir(exist_ok=True)

@@ -14,7 +14,8 @@ peak resident memory (``VmHWM``, including TensorFlow's own ~0.5-1 GB, shown sep
 the memory before the search), and the test accuracy of its genotype after the same
 training (:func:`_common.train_and_measure`, the family's network template).
 
-    python benchmarks/search_cost.py --budget=cpu-small   # benchmarks/results/search_cost_cpu_small.{json,png}
+    # writes benchmarks/results/search_cost_cpu_small.{json,png}
+    python benchmarks/search_cost.py --budget=cpu-small
     python benchmarks/search_cost.py --budget=full
 """
 
@@ -34,14 +35,23 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     budget = C.BUDGETS[args.budget]
     out = C.results_path("search_cost", budget, args.output)
-    payload = {"study": "search_cost", "budget": C.budget_dict(budget), "machine": C.machine_info(),
-               "searches": {}, "command": " ".join(["benchmarks/search_cost.py", *(argv or sys.argv[1:])])}
+    payload = {
+        "study": "search_cost",
+        "budget": C.budget_dict(budget),
+        "machine": C.machine_info(),
+        "searches": {},
+        "command": " ".join(["benchmarks/search_cost.py", *(argv or sys.argv[1:])]),
+    }
     for name in SEARCHES:
         search = C.run_search_unit(budget, name, args.fresh)
-        trained = C.train_and_measure(budget, f"searched_{name}",
-                                      C.family_spec(budget, name, search["genotype"]), args.fresh)
-        payload["searches"][name] = {"search": search, "trained": C.row(trained, "searched"),
-                                     "train_runs": trained["runs"]}
+        trained = C.train_and_measure(
+            budget, f"searched_{name}", C.family_spec(budget, name, search["genotype"]), args.fresh
+        )
+        payload["searches"][name] = {
+            "search": search,
+            "trained": C.row(trained, "searched"),
+            "train_runs": trained["runs"],
+        }
         C.write_results(out, payload)  # after every unit: an interrupted study keeps its numbers
     s = payload["searches"]
     payload["chen_wall_over_darts"] = s["chen"]["search"]["wall_s"] / s["darts"]["search"]["wall_s"]
@@ -51,8 +61,10 @@ def main(argv: list[str] | None = None) -> dict:
     plot(payload, out.with_suffix(".png"))
     for name, entry in s.items():
         r, t = entry["search"], entry["trained"]
-        print(f"{name:6s} wall {r['wall_s']:7.1f} s  cpu {r['cpu_s']:7.1f} s  peak {r['peak_rss_gb']:.2f} GB  "
-              f"acc {100 * t['accuracy_mean']:.2f} %")
+        print(
+            f"{name:6s} wall {r['wall_s']:7.1f} s  cpu {r['cpu_s']:7.1f} s  peak "
+            f"{r['peak_rss_gb']:.2f} GB  acc {100 * t['accuracy_mean']:.2f} %"
+        )
     print(f"chen / darts wall time: {payload['chen_wall_over_darts']:.2f}")
     return payload
 
@@ -77,7 +89,9 @@ def plot(payload: dict, path) -> None:
         ax.bar_label(bars, fmt="%.1f" if max(values) < 100 else "%.0f")
         ax.set_title(title, fontsize=10)
     b = payload["budget"]
-    fig.suptitle(f"Complete searches, {b['search_epochs']} epochs each, budget {b['name']}", fontsize=10)
+    fig.suptitle(
+        f"Complete searches, {b['search_epochs']} epochs each, budget {b['name']}", fontsize=10
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -76,7 +76,8 @@ MARKER = "SEARCH_SPEED_JSON:"
 # Measured on this machine (../shared/reference.md, "Measured here"): 2 cores, no GPU.
 REFERENCE = {
     "pytorch_bnas_kim": {
-        "what": "PyTorch gistvision/bnas search step, 8 cells x 16 ch, batch 64, first-order + entropy",
+        "what": "PyTorch gistvision/bnas search step, 8 cells x 16 ch, batch 64, first-order + "
+        "entropy",
         "seconds_per_step": 24.0,
         "images_per_second": 2.7,
         "peak_memory_gb": 7.2,
@@ -116,6 +117,7 @@ def pytorch_reference(step: dict | None) -> dict:
         }
     return dict(REFERENCE["pytorch_bnas_kim"], measured=False)
 
+
 REFERENCE_NET = dict(
     num_classes=10,
     layers=8,
@@ -133,13 +135,31 @@ CONFIGS = {
     "k4": dict(partial_channels=4, share_computation=True, meta_optimizer=True),
     "k1_textbook": dict(partial_channels=1, share_computation=False, meta_optimizer=True),
     "k1_nometa": dict(partial_channels=1, share_computation=True, meta_optimizer=False),
-    "k1_two_traces": dict(partial_channels=1, share_computation=True, meta_optimizer=True, trace_forward_once=False),
-    "k1_bf16": dict(partial_channels=1, share_computation=True, meta_optimizer=True, dtype_policy="mixed_bfloat16"),
-    "k4_bf16": dict(partial_channels=4, share_computation=True, meta_optimizer=True, dtype_policy="mixed_bfloat16"),
-    "k1_bf16_arenas2": dict(
-        partial_channels=1, share_computation=True, meta_optimizer=True, dtype_policy="mixed_bfloat16", malloc_arenas=2
+    "k1_two_traces": dict(
+        partial_channels=1, share_computation=True, meta_optimizer=True, trace_forward_once=False
     ),
-    "k1_arenas2": dict(partial_channels=1, share_computation=True, meta_optimizer=True, malloc_arenas=2),
+    "k1_bf16": dict(
+        partial_channels=1,
+        share_computation=True,
+        meta_optimizer=True,
+        dtype_policy="mixed_bfloat16",
+    ),
+    "k4_bf16": dict(
+        partial_channels=4,
+        share_computation=True,
+        meta_optimizer=True,
+        dtype_policy="mixed_bfloat16",
+    ),
+    "k1_bf16_arenas2": dict(
+        partial_channels=1,
+        share_computation=True,
+        meta_optimizer=True,
+        dtype_policy="mixed_bfloat16",
+        malloc_arenas=2,
+    ),
+    "k1_arenas2": dict(
+        partial_channels=1, share_computation=True, meta_optimizer=True, malloc_arenas=2
+    ),
 }
 DEFAULT_CONFIGS = ["k1", "k4", "k1_textbook", "k1_nometa", "k1_two_traces", "k1_bf16", "k4_bf16"]
 
@@ -197,15 +217,24 @@ def machine_info() -> dict:
     except ImportError:
         pass
     git = {}
-    for key, cmd in (("commit", ["git", "rev-parse", "HEAD"]), ("dirty_files", ["git", "status", "--porcelain"])):
+    for key, cmd in (
+        ("commit", ["git", "rev-parse", "HEAD"]),
+        ("dirty_files", ["git", "status", "--porcelain"]),
+    ):
         try:
             out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=30).stdout
-            git[key] = out.strip() if key == "commit" else len([l for l in out.splitlines() if l.strip()])
+            git[key] = (
+                out.strip()
+                if key == "commit"
+                else len([line for line in out.splitlines() if line.strip()])
+            )
         except (OSError, subprocess.SubprocessError):
             git[key] = None
     return {
         "nproc": os.cpu_count(),
-        "cpus_available": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "cpus_available": len(os.sched_getaffinity(0))
+        if hasattr(os, "sched_getaffinity")
+        else None,
         "cpu_model": cpu_model,
         "mem_total_gb": mem_total,
         "python": platform.python_version(),
@@ -239,7 +268,9 @@ def _children_cpu_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def _run_child(args: list[str], timeout: float, *, cmd: list[str] | None = None, marker: str = MARKER) -> dict:
+def _run_child(
+    args: list[str], timeout: float, *, cmd: list[str] | None = None, marker: str = MARKER
+) -> dict:
     """Run this script with ``args`` in a fresh interpreter; return the JSON it emits.
 
     ``cmd``/``marker``: run that command instead, and read the line that starts with ``marker``.
@@ -253,9 +284,14 @@ def _run_child(args: list[str], timeout: float, *, cmd: list[str] | None = None,
     started = time.time()
     busy0, child0 = _busy_cpu_s(), _children_cpu_s()
     try:
-        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env)
+        proc = subprocess.run(
+            cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env
+        )
     except subprocess.TimeoutExpired:
-        return {"error": f"timed out after {timeout:.0f} s", "process_wall_s": time.time() - started}
+        return {
+            "error": f"timed out after {timeout:.0f} s",
+            "process_wall_s": time.time() - started,
+        }
     wall = time.time() - started
     busy1, child1 = _busy_cpu_s(), _children_cpu_s()
     noise = {}
@@ -268,12 +304,16 @@ def _run_child(args: list[str], timeout: float, *, cmd: list[str] | None = None,
         }
     for line in reversed(proc.stdout.splitlines()):
         if line.startswith(marker):
-            result = json.loads(line[len(marker):])
+            result = json.loads(line[len(marker) :])
             result["process_wall_s"] = wall
             result.update(noise)
             return result
     tail = (proc.stderr or "")[-3000:] + (proc.stdout or "")[-1000:]
-    return {"error": f"exit status {proc.returncode}, no result", "log_tail": tail, "process_wall_s": wall}
+    return {
+        "error": f"exit status {proc.returncode}, no result",
+        "log_tail": tail,
+        "process_wall_s": wall,
+    }
 
 
 # ---------------------------------------------------------------------- part 1: one config
@@ -285,7 +325,9 @@ def random_pairs(shape: tuple, batch: int, num_classes: int, count: int) -> list
     rng = tf.random.Generator.from_seed(0)
 
     def one():
-        return rng.uniform((batch, *shape)), rng.uniform((batch,), maxval=num_classes, dtype=tf.int32)
+        return rng.uniform((batch, *shape)), rng.uniform(
+            (batch,), maxval=num_classes, dtype=tf.int32
+        )
 
     return [(one(), one()) for _ in range(count)]
 
@@ -295,6 +337,7 @@ def single_step_config(name: str, steps: int, quick: bool) -> dict:
     spec = CONFIGS[name]
     net_spec = QUICK_NET if quick else REFERENCE_NET
     import bnas_tf  # noqa: F401  (before tensorflow)
+
     import tensorflow as tf
 
     if spec.get("malloc_arenas"):
@@ -402,17 +445,21 @@ def _tiny_search(limit: int | None) -> dict:
 def single_search(kind: str, epochs: int, limit: int | None = None) -> dict:
     load_start = list(os.getloadavg())
     import bnas_tf  # noqa: F401  (before tensorflow)
-    import tensorflow as tf  # noqa: F401
     from bnas_tf import ops as ops_lib
     from bnas_tf.search.cell import num_edges
     from bnas_tf.search.driver import SearchConfig, run_search
     from bnas_tf.search.reduction import ReductionConfig
     from bnas_tf.search.reduction_search import run_reduction_search
 
+    import tensorflow as tf  # noqa: F401
+
     search = _tiny_search(limit)
     ops = list(ops_lib.search_space(search["search_space"]))
     if epochs + 1 > len(ops):
-        raise SystemExit(f"--reduction-epochs {epochs}: the space has only {len(ops)} ops (at most {len(ops) - 1}).")
+        raise SystemExit(
+            f"--reduction-epochs {epochs}: the space has only {len(ops)} ops (at most "
+            f"{len(ops) - 1})."
+        )
     start_ops = ops[: epochs + 1]
     full_space = len(start_ops) == len(ops)
     config = SearchConfig(epochs=epochs, **search)
@@ -421,12 +468,18 @@ def single_search(kind: str, epochs: int, limit: int | None = None) -> dict:
     c0 = time.process_time()
     if kind == "plain":
         if not full_space:
-            raise SystemExit("the plain search (run_search) takes the full space only: use --reduction-epochs 6")
+            raise SystemExit(
+                "the plain search (run_search) takes the full space only: use --reduction-epochs 6"
+            )
         result = run_search(config, out_dir)
         inner = result.wall_time
         extra = {"epochs_run": len(result.history)}
     else:
-        active = None if full_space else {cell: [list(start_ops)] * num_edges() for cell in ("normal", "reduce")}
+        active = (
+            None
+            if full_space
+            else {cell: [list(start_ops)] * num_edges() for cell in ("normal", "reduce")}
+        )
         result = run_reduction_search(
             config, ReductionConfig(stage_epochs=1), out_dir, active_ops=active, log=lambda _: None
         )
@@ -460,6 +513,12 @@ def _f(value, digits=1, suffix=""):
     return "–" if value is None else f"{value:.{digits}f}{suffix}"
 
 
+def _others_share(result: dict) -> str:
+    """The other processes' CPU share during a timed run, in percent."""
+    share = result.get("others_cpu_share")
+    return _f(None if share is None else 100 * share, 0, "%")
+
+
 def step_ratios(results: dict, quick: bool = False, ref: dict | None = None) -> dict:
     """Ratios to the reference numbers (only for the reference configuration) and between configs.
 
@@ -474,20 +533,31 @@ def step_ratios(results: dict, quick: bool = False, ref: dict | None = None) -> 
             "images_per_s_vs_pytorch_reference": r["images_per_s"] / ref["images_per_second"],
             "speedup_vs_pytorch_reference": ref["seconds_per_step"] / r["median_step_s"],
             "peak_memory_vs_pytorch_reference": r["peak_rss_gb"] / ref["peak_memory_gb"],
-            "speedup_vs_tf_prototype": (proto4 if r["partial_channels"] == 4 else proto)["seconds_per_step"]
+            "speedup_vs_tf_prototype": (proto4 if r["partial_channels"] == 4 else proto)[
+                "seconds_per_step"
+            ]
             / r["median_step_s"],
             "first_step_vs_tf_prototype": r["first_step_s"] / proto["first_step_seconds"],
         }
         if r["partial_channels"] == 4:
-            ratios[name]["speedup_vs_pytorch_pc_darts"] = pc["seconds_per_step"] / r["median_step_s"]
-            ratios[name]["peak_memory_vs_pytorch_pc_darts"] = r["peak_rss_gb"] / pc["peak_memory_gb"]
+            ratios[name]["speedup_vs_pytorch_pc_darts"] = (
+                pc["seconds_per_step"] / r["median_step_s"]
+            )
+            ratios[name]["peak_memory_vs_pytorch_pc_darts"] = (
+                r["peak_rss_gb"] / pc["peak_memory_gb"]
+            )
     k1 = results.get("k1", {})
     if k1.get("median_step_s"):
-        for other, key in (("k4", "k4_speedup_vs_k1"), ("k1_textbook", "sharing_speedup_textbook_over_shared")):
+        for other, key in (
+            ("k4", "k4_speedup_vs_k1"),
+            ("k1_textbook", "sharing_speedup_textbook_over_shared"),
+        ):
             o = results.get(other, {})
             if o.get("median_step_s"):
                 ratios[key] = (
-                    k1["median_step_s"] / o["median_step_s"] if other == "k4" else o["median_step_s"] / k1["median_step_s"]
+                    k1["median_step_s"] / o["median_step_s"]
+                    if other == "k4"
+                    else o["median_step_s"] / k1["median_step_s"]
                 )
         tb = results.get("k1_textbook", {})
         if tb.get("peak_rss_gb"):
@@ -501,11 +571,14 @@ def step_ratios(results: dict, quick: bool = False, ref: dict | None = None) -> 
     return ratios
 
 
-def step_table(results: dict, quick: bool, ref: dict | None = None, measured_ref: dict | None = None) -> str:
+def step_table(
+    results: dict, quick: bool, ref: dict | None = None, measured_ref: dict | None = None
+) -> str:
     ref = ref or REFERENCE["pytorch_bnas_kim"]
     lines = [
-        f"| config | K | shared | first step s (trace + 1st call) | s/step (median) | img/s | CPU s/step | peak RSS GB "
-        f"| img/s vs PyTorch {ref['images_per_second']:.1f} | mem vs PyTorch {ref['peak_memory_gb']:.1f} GB | other load |",
+        "| config | K | shared | first step s (trace + 1st call) | s/step (median) | img/s | CPU "
+        f"s/step | peak RSS GB | img/s vs PyTorch {ref['images_per_second']:.1f} | mem vs PyTorch "
+        f"{ref['peak_memory_gb']:.1f} GB | other load |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, r in results.items():
@@ -520,25 +593,30 @@ def step_table(results: dict, quick: bool, ref: dict | None = None, measured_ref
         if r.get("malloc_arenas"):
             label += f" (malloc arenas {r['malloc_arenas']})"
         lines.append(
-            f"| {label} | {r['partial_channels']} | {'yes' if r['share_computation'] else 'no'} "
-            f"| {_f(r['first_step_s'])} ({_f(r['trace_s'])} + {_f(r['first_call_s'])}) "
-            f"| {_f(r['median_step_s'], 2)} | {_f(r['images_per_s'], 1)} | {_f(r['median_cpu_s_per_step'], 1)} "
-            f"| {_f(r['peak_rss_gb'], 2)} "
-            + ("| – | – " if quick else
-               f"| {_f(r['images_per_s'] / ref['images_per_second'], 2, 'x')} "
-               f"| {_f(r['peak_rss_gb'] / ref['peak_memory_gb'], 2, 'x')} ")
+            f"| {label} | {r['partial_channels']} | {'yes' if r['share_computation'] else 'no'} | "
+            f"{_f(r['first_step_s'])} ({_f(r['trace_s'])} + {_f(r['first_call_s'])}) | "
+            f"{_f(r['median_step_s'], 2)} | {_f(r['images_per_s'], 1)} | "
+            f"{_f(r['median_cpu_s_per_step'], 1)} | {_f(r['peak_rss_gb'], 2)} "
+            + (
+                "| – | – "
+                if quick
+                else f"| {_f(r['images_per_s'] / ref['images_per_second'], 2, 'x')} "
+                f"| {_f(r['peak_rss_gb'] / ref['peak_memory_gb'], 2, 'x')} "
+            )
             + f"| {_f(100 * r['others_cpu_share'] if 'others_cpu_share' in r else None, 0, '%')} |"
         )
     if measured_ref and measured_ref.get("median_step_s"):
         m = measured_ref
         lines.append(
-            f"| PyTorch reference (gistvision/bnas, torch {m['torch']}, this run) | 1 | – | {_f(m['first_step_s'])} "
-            f"| {_f(m['median_step_s'], 2)} | {_f(m['images_per_s'], 1)} | {_f(m['median_cpu_s_per_step'], 1)} "
-            f"| {_f(m['peak_rss_gb'], 2)} | 1.00x | 1.00x "
-            f"| {_f(100 * m['others_cpu_share'] if 'others_cpu_share' in m else None, 0, '%')} |"
+            f"| PyTorch reference (gistvision/bnas, torch {m['torch']}, this run) | 1 | – | "
+            f"{_f(m['first_step_s'])} | {_f(m['median_step_s'], 2)} | {_f(m['images_per_s'], 1)} "
+            f"| {_f(m['median_cpu_s_per_step'], 1)} | {_f(m['peak_rss_gb'], 2)} | 1.00x | 1.00x | "
+            f"{_f(100 * m['others_cpu_share'] if 'others_cpu_share' in m else None, 0, '%')} |"
         )
     elif measured_ref and measured_ref.get("error"):
-        lines.append(f"| PyTorch reference (this run) | error: {measured_ref['error']} | | | | | | | | | |")
+        lines.append(
+            f"| PyTorch reference (this run) | error: {measured_ref['error']} | | | | | | | | | |"
+        )
     if not quick:
         for key, label in (
             ("pytorch_bnas_kim", "PyTorch reference (gistvision/bnas)"),
@@ -548,9 +626,10 @@ def step_table(results: dict, quick: bool, ref: dict | None = None, measured_ref
         ):
             p = REFERENCE[key]
             lines.append(
-                f"| {label} (reference.md) | {4 if 'k4' in key else 1} | – | {_f(p.get('first_step_seconds'))} "
-                f"| {_f(p['seconds_per_step'], 1)} | {_f(p.get('images_per_second'), 1)} | – "
-                f"| {_f(p.get('peak_memory_gb'), 1)} | | | 0% |"
+                f"| {label} (reference.md) | {4 if 'k4' in key else 1} | – | "
+                f"{_f(p.get('first_step_seconds'))} | {_f(p['seconds_per_step'], 1)} | "
+                f"{_f(p.get('images_per_second'), 1)} | – | {_f(p.get('peak_memory_gb'), 1)} | | "
+                "| 0% |"
             )
     return "\n".join(lines)
 
@@ -575,14 +654,17 @@ def reduction_table(results: dict) -> str:
             lines.append(f"| {kind} | error: {r['error']} | | | | | |")
             continue
         note = (
-            f"{r['stages']} stages x 1 epoch; stage wall s: {', '.join(f'{s:.1f}' for s in r['stage_wall_s'])}; "
-            f"{r['samples_evaluated']} sampled architectures evaluated"
+            f"{r['stages']} stages x 1 epoch; stage wall s: "
+            f"{', '.join(f'{s:.1f}' for s in r['stage_wall_s'])}; {r['samples_evaluated']} "
+            "sampled architectures evaluated"
             if kind == "reduction"
             else "run_search"
         )
         lines.append(
-            f"| {kind} | {r['epochs']} | {_f(r['wall_s'])} | {_f(r['cpu_s'])} | {_f(r['peak_rss_gb'], 2)} "
-            f"| {_f(100 * r['others_cpu_share'] if 'others_cpu_share' in r else None, 0, '%')} | {note} |"
+            f"| {kind} | {r['epochs']} | {_f(r['wall_s'])} | {_f(r['cpu_s'])} | "
+            f"{_f(r['peak_rss_gb'], 2)} | "
+            f"{_f(100 * r['others_cpu_share'] if 'others_cpu_share' in r else None, 0, '%')} | "
+            f"{note} |"
         )
     return "\n".join(lines)
 
@@ -615,7 +697,14 @@ def summarize_rounds(rounds: list[dict]) -> dict:
 
 def _summary(step: dict) -> dict:
     machine = step.get("machine")
-    keys = ("first_step_s", "median_step_s", "images_per_s", "median_cpu_s_per_step", "peak_rss_gb", "others_cpu_share")
+    keys = (
+        "first_step_s",
+        "median_step_s",
+        "images_per_s",
+        "median_cpu_s_per_step",
+        "peak_rss_gb",
+        "others_cpu_share",
+    )
     return {
         "date": (machine or {}).get("date"),
         "load_average_at_start": (machine or {}).get("load_average_at_start"),
@@ -645,7 +734,11 @@ def _run_line(part: dict) -> str:
     if not m:
         return ""
     load = ", ".join(f"{x:.2f}" for x in m.get("load_average_at_start", []))
-    return f"Run {m.get('date')} (git {str(m.get('git', {}).get('commit'))[:10]}, {m.get('git', {}).get('dirty_files')} files modified by others); load average at start {load}.\n"
+    git = m.get("git", {})
+    return (
+        f"Run {m.get('date')} (git {str(git.get('commit'))[:10]}, {git.get('dirty_files')} files "
+        f"modified by others); load average at start {load}.\n"
+    )
 
 
 def _markdown(payload: dict) -> str:
@@ -655,7 +748,8 @@ def _markdown(payload: dict) -> str:
         "",
         f"Machine: {m['nproc']} CPUs ({m['cpu_model']}), {m['mem_total_gb']} GB; TensorFlow "
         f"{m['versions'].get('tensorflow')}, larq {m['versions'].get('larq')}.",
-        "Generated by `benchmarks/search_speed.py`; reference rows from `../shared/reference.md` (same machine type).",
+        "Generated by `benchmarks/search_speed.py`; reference rows from `../shared/reference.md` "
+        "(same machine type).",
     ]
     if payload.get("notes"):
         parts += ["", "Notes:", "", *[f"- {note}" for note in payload["notes"]]]
@@ -667,12 +761,18 @@ def _markdown(payload: dict) -> str:
             "",
             _run_line(step),
             f"{'Quick smoke configuration' if step['quick'] else 'Reference configuration'}: "
-            f"{json.dumps(step['net'])}; first-order alpha step with the entropy term, then the weight step; "
-            f"{step['steps']} timed steps after the first. Peak RSS = VmHWM of a fresh process per config "
-            "(includes the TensorFlow runtime). GB = 1e9 bytes. *Other load*: CPU time of other "
-            "processes on the machine while the config ran, as a share of all CPUs (0% = quiet machine).",
+            f"{json.dumps(step['net'])}; first-order alpha step with the entropy term, then the "
+            f"weight step; {step['steps']} timed steps after the first. Peak RSS = VmHWM of a "
+            "fresh process per config (includes the TensorFlow runtime). GB = 1e9 bytes. *Other "
+            "load*: CPU time of other processes on the machine while the config ran, as a share "
+            "of all CPUs (0% = quiet machine).",
             "",
-            step_table(step["results"], step["quick"], pytorch_reference(step), step.get("pytorch_reference")),
+            step_table(
+                step["results"],
+                step["quick"],
+                pytorch_reference(step),
+                step.get("pytorch_reference"),
+            ),
             "",
             "Ratios:",
             "",
@@ -683,10 +783,15 @@ def _markdown(payload: dict) -> str:
             "",
             f"Earlier run ({run['date']}, {run['steps']} timed steps), kept for comparison: "
             + "; ".join(
-                f"{name} " + (r["error"] if "error" in r else
-                f"{_f(r['median_step_s'], 2)} s/step, first step {_f(r['first_step_s'])} s, "
-                f"CPU {_f(r['median_cpu_s_per_step'])} s/step, peak {_f(r['peak_rss_gb'], 2)} GB, "
-                f"other load {_f(100 * r['others_cpu_share'] if r.get('others_cpu_share') is not None else None, 0, '%')}")
+                f"{name} "
+                + (
+                    r["error"]
+                    if "error" in r
+                    else f"{_f(r['median_step_s'], 2)} s/step, "
+                    f"first step {_f(r['first_step_s'])} s, "
+                    f"CPU {_f(r['median_cpu_s_per_step'])} s/step, peak {_f(r['peak_rss_gb'], 2)} "
+                    f"GB, other load {_others_share(r)}"
+                )
                 for name, r in run["results"].items()
             )
             + ".",
@@ -698,8 +803,9 @@ def _markdown(payload: dict) -> str:
             "## Complete tiny search: with and without operation space reduction",
             "",
             _run_line(red),
-            f"{json.dumps(red['search'])}; equal epochs ({red['epochs']}). Each in a fresh process; wall "
-            "time includes data loading, tracing (once per stage for the reduction) and checkpoints.",
+            f"{json.dumps(red['search'])}; equal epochs ({red['epochs']}). Each in a fresh "
+            "process; wall time includes data loading, tracing (once per stage for the "
+            "reduction) and checkpoints.",
             "",
             reduction_table(red["results"]),
         ]
@@ -710,8 +816,9 @@ def _markdown(payload: dict) -> str:
                 f"{len(rounds)} rounds, each a plain then a reduction search; the table shows "
                 "the run of median wall time of each kind. Wall s per round: "
                 + "; ".join(
-                    ", ".join(f"{k} {_f(r[k].get('wall_s'))}" for k in ("plain", "reduction")
-                              if k in r)
+                    ", ".join(
+                        f"{k} {_f(r[k].get('wall_s'))}" for k in ("plain", "reduction") if k in r
+                    )
                     for r in rounds
                 )
                 + ".",
@@ -727,8 +834,7 @@ def _markdown(payload: dict) -> str:
                 "",
                 f"Earlier run ({run['date']}), kept for comparison: "
                 + "; ".join(
-                    f"{k} {_f(r.get('wall_s'))} s wall (other load "
-                    f"{_f(100 * r['others_cpu_share'] if r.get('others_cpu_share') is not None else None, 0, '%')})"
+                    f"{k} {_f(r.get('wall_s'))} s wall (other load {_others_share(r)})"
                     for k, r in run["results"].items()
                 )
                 + f"; ratio {_f(run.get('ratio_reduction_over_plain'), 2)}.",
@@ -739,26 +845,41 @@ def _markdown(payload: dict) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--part", choices=("step", "reduction", "all"), default="step")
-    parser.add_argument("--steps", type=int, default=5, help="timed steps per config after the first")
+    parser.add_argument(
+        "--steps", type=int, default=5, help="timed steps per config after the first"
+    )
     parser.add_argument("--configs", nargs="+", choices=sorted(CONFIGS), default=None)
     parser.add_argument("--quick", action="store_true", help="a tiny smoke configuration (seconds)")
-    parser.add_argument("--reduction-epochs", type=int, default=6, help="epochs of each tiny search (part 2)")
     parser.add_argument(
-        "--reduction-limit", type=int, default=None,
+        "--reduction-epochs", type=int, default=6, help="epochs of each tiny search (part 2)"
+    )
+    parser.add_argument(
+        "--reduction-limit",
+        type=int,
+        default=None,
         help=f"images of Fashion-MNIST in each search of part 2 (default {TINY_SEARCH['limit']}; "
         "larger makes the training steps, not the per-stage tracing, dominate)",
     )
     parser.add_argument(
-        "--reduction-repeats", type=int, default=1,
+        "--reduction-repeats",
+        type=int,
+        default=1,
         help="rounds of (plain, reduction) searches in part 2, interleaved; medians are reported",
     )
     parser.add_argument("--timeout", type=float, default=1800, help="seconds per child process")
     parser.add_argument(
-        "--pytorch_python", help="a Python with torch: time the PyTorch reference's step in this run too"
+        "--pytorch_python",
+        help="a Python with torch: time the PyTorch reference's step in this run too",
     )
-    parser.add_argument("--reference_src", help="gistvision/bnas's src/ folder (with --pytorch_python)")
-    parser.add_argument("--output", type=Path, default=ROOT / "benchmarks/results/search_speed.json")
-    parser.add_argument("--render", action="store_true", help="only rewrite the .md table from --output")
+    parser.add_argument(
+        "--reference_src", help="gistvision/bnas's src/ folder (with --pytorch_python)"
+    )
+    parser.add_argument(
+        "--output", type=Path, default=ROOT / "benchmarks/results/search_speed.json"
+    )
+    parser.add_argument(
+        "--render", action="store_true", help="only rewrite the .md table from --output"
+    )
     parser.add_argument("--single", choices=sorted(CONFIGS), help=argparse.SUPPRESS)
     parser.add_argument("--single-search", choices=("plain", "reduction"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -802,19 +923,38 @@ def main(argv=None) -> int:
         if args.pytorch_python and args.reference_src and not args.quick:
             print(f"[{time.strftime('%H:%M:%S')}] PyTorch reference ...", flush=True)
             harness = Path(__file__).resolve().with_name("pytorch_reference_step.py")
-            cmd = [args.pytorch_python, str(harness), "--reference_src", args.reference_src, "--steps", str(args.steps)]
-            step["pytorch_reference"] = _run_child([], args.timeout, cmd=cmd, marker="PYTORCH_REFERENCE_JSON:")
-            print(f"  PyTorch reference: {step['pytorch_reference'].get('median_step_s') or step['pytorch_reference']}", flush=True)
+            cmd = [
+                args.pytorch_python,
+                str(harness),
+                "--reference_src",
+                args.reference_src,
+                "--steps",
+                str(args.steps),
+            ]
+            step["pytorch_reference"] = _run_child(
+                [], args.timeout, cmd=cmd, marker="PYTORCH_REFERENCE_JSON:"
+            )
+            print(
+                "  PyTorch reference: "
+                f"{step['pytorch_reference'].get('median_step_s') or step['pytorch_reference']}",
+                flush=True,
+            )
         for name in configs:
             print(f"[{time.strftime('%H:%M:%S')}] {name} ...", flush=True)
-            child = ["--single", name, "--steps", str(args.steps)] + (["--quick"] if args.quick else [])
+            child = ["--single", name, "--steps", str(args.steps)] + (
+                ["--quick"] if args.quick else []
+            )
             r = _run_child(child, args.timeout)
             step["results"][name] = r
             step["ratios"] = step_ratios(step["results"], args.quick, pytorch_reference(step))
             print(
-                f"  {name}: " + (r["error"] if r.get("error") else
-                f"first step {r['first_step_s']:.1f} s, {r['median_step_s']:.2f} s/step, "
-                f"{r['images_per_s']:.1f} img/s, peak {r['peak_rss_gb']:.2f} GB"),
+                f"  {name}: "
+                + (
+                    r["error"]
+                    if r.get("error")
+                    else f"first step {r['first_step_s']:.1f} s, {r['median_step_s']:.2f} s/step, "
+                    f"{r['images_per_s']:.1f} img/s, peak {r['peak_rss_gb']:.2f} GB"
+                ),
                 flush=True,
             )
             _write(args.output, payload, _markdown(payload))
@@ -827,7 +967,11 @@ def main(argv=None) -> int:
                     "date": old.get("machine", {}).get("date"),
                     "ratio_reduction_over_plain": old.get("ratio_reduction_over_plain"),
                     "results": {
-                        k: {x: r.get(x) for x in ("wall_s", "cpu_s", "others_cpu_share", "error") if x in r}
+                        k: {
+                            x: r.get(x)
+                            for x in ("wall_s", "cpu_s", "others_cpu_share", "error")
+                            if x in r
+                        }
                         for k, r in old.get("results", {}).items()
                     },
                 }
@@ -845,12 +989,20 @@ def main(argv=None) -> int:
             child += ["--reduction-limit", str(args.reduction_limit)]
         for i in range(args.reduction_repeats):
             rounds.append({})
-            for kind in ("plain", "reduction"):  # interleaved: both kinds see the same machine drift
+            for kind in (
+                "plain",
+                "reduction",
+            ):  # interleaved: both kinds see the same machine drift
                 when = time.strftime("%H:%M:%S")
-                print(f"[{when}] tiny search {i + 1}/{args.reduction_repeats}: {kind} ...", flush=True)
+                print(
+                    f"[{when}] tiny search {i + 1}/{args.reduction_repeats}: {kind} ...", flush=True
+                )
                 r = _run_child(["--single-search", kind, *child], args.timeout)
                 rounds[-1][kind] = r
-                print(f"  {kind}: " + (r["error"] if r.get("error") else f"{r['wall_s']:.1f} s"), flush=True)
+                print(
+                    f"  {kind}: " + (r["error"] if r.get("error") else f"{r['wall_s']:.1f} s"),
+                    flush=True,
+                )
                 red.update(summarize_rounds(rounds))
                 _write(args.output, payload, _markdown(payload))
 

@@ -76,8 +76,13 @@ class _Sampler(threading.Thread):
     with ``gdb -p <pid> -batch -ex "thread apply all bt"``, into ``gdb_dir``.
     """
 
-    def __init__(self, interval: float, gdb_after: float = 0.0, gdb_dir: Path | None = None,
-                 in_batch=lambda: False):
+    def __init__(
+        self,
+        interval: float,
+        gdb_after: float = 0.0,
+        gdb_dir: Path | None = None,
+        in_batch=lambda: False,
+    ):
         super().__init__(daemon=True)
         self.interval, self.samples, self.stopped = interval, [], False
         self.main = threading.main_thread().ident
@@ -89,11 +94,19 @@ class _Sampler(threading.Thread):
         started = time.perf_counter()
         result = subprocess.run(
             ["gdb", "-p", str(os.getpid()), "-batch", "-ex", "thread apply all bt"],
-            capture_output=True, text=True, timeout=300,
+            capture_output=True,
+            text=True,
+            timeout=300,
         )
         path.write_text(result.stdout + result.stderr)
-        self.dumps.append({"t": started, "python_stack": stack[:8], "path": str(path),
-                           "gdb_s": time.perf_counter() - started})
+        self.dumps.append(
+            {
+                "t": started,
+                "python_stack": stack[:8],
+                "path": str(path),
+                "gdb_s": time.perf_counter() - started,
+            }
+        )
 
     def run(self):
         while not self.stopped:
@@ -171,17 +184,19 @@ def main(argv=None) -> int:
     parser.add_argument("--interval", type=float, default=0.1, help="seconds between stack samples")
     parser.add_argument("--output", type=Path, required=True)
     parser.add_argument(
-        "--gdb-after", type=float, default=0.0,
+        "--gdb-after",
+        type=float,
+        default=0.0,
         help="seconds of one unchanged stack outside a batch before a native gdb dump (0: off)",
     )
     args = parser.parse_args(argv)
 
     import bnas_tf  # noqa: F401  (before tensorflow)
-    import tensorflow as tf
-
     from bnas_tf.search.driver import SearchConfig, run_search
     from bnas_tf.search.reduction import ReductionConfig
     from bnas_tf.search.reduction_search import run_reduction_search
+
+    import tensorflow as tf
 
     events, collected, gc_start = [], [], {}
 
@@ -236,8 +251,10 @@ def main(argv=None) -> int:
     payload["gdb_dumps"] = [{**d, "t": d["t"] - started} for d in sampler.dumps]
     args.output.write_text(json.dumps(payload, indent=2) + "\n")
     for k, row in enumerate(payload["fits"]):
-        print(f"fit {k}: {row['wall_s']:.1f} s, outside batches {row['outside_batches_s']:.1f} s, "
-              f"after on_train_end {row['after_train_end_s']:.1f} s")
+        print(
+            f"fit {k}: {row['wall_s']:.1f} s, outside batches {row['outside_batches_s']:.1f} s, "
+            f"after on_train_end {row['after_train_end_s']:.1f} s"
+        )
     print(f"wall {wall:.1f} s; longest garbage collection {payload['longest_gc_s']:.2f} s")
     return 0
 

@@ -47,8 +47,9 @@ import importlib.util
 import os
 import struct
 import zlib
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, NamedTuple, Optional, Union
+from typing import NamedTuple
 
 import numpy as np
 import tensorflow as tf
@@ -69,7 +70,7 @@ __all__ = [
     "search_validation",
 ]
 
-PathLike = Union[str, os.PathLike]
+PathLike = str | os.PathLike
 
 #: Where the Debian package ``dataset-fashion-mnist`` installs the Fashion-MNIST IDX files.
 DEBIAN_FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -139,8 +140,16 @@ DATASETS: dict[str, DatasetInfo] = {
             num_classes=10,
             input_shape=(28, 28, 1),
             class_names=(
-                "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-                "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+                "T-shirt/top",
+                "Trouser",
+                "Pullover",
+                "Dress",
+                "Coat",
+                "Sandal",
+                "Shirt",
+                "Sneaker",
+                "Bag",
+                "Ankle boot",
             ),
             mean=(0.2860,),
             std=(0.3530,),
@@ -162,8 +171,16 @@ DATASETS: dict[str, DatasetInfo] = {
             num_classes=10,
             input_shape=(32, 32, 3),
             class_names=(
-                "airplane", "automobile", "bird", "cat", "deer",
-                "dog", "frog", "horse", "ship", "truck",
+                "airplane",
+                "automobile",
+                "bird",
+                "cat",
+                "deer",
+                "dog",
+                "frog",
+                "horse",
+                "ship",
+                "truck",
             ),
             mean=(0.4914, 0.4822, 0.4465),
             std=(0.2470, 0.2435, 0.2616),
@@ -236,7 +253,7 @@ def _check_split(split: str) -> None:
         raise ValueError(f"Unknown split {split!r}; expected one of {SPLITS}.")
 
 
-def _check_limit(limit: Optional[int]) -> None:
+def _check_limit(limit: int | None) -> None:
     if limit is not None and (not isinstance(limit, (int, np.integer)) or limit < 1):
         raise ValueError(f"limit must be a positive integer or None, got {limit!r}.")
 
@@ -296,7 +313,7 @@ def _read_idx(path: Path, ndim: int) -> np.ndarray:
     return _parse_idx(str(path), ndim, stat.st_mtime_ns, stat.st_size)
 
 
-def _find_idx_files(directory: Path, split: str) -> Optional[tuple[Path, Path]]:
+def _find_idx_files(directory: Path, split: str) -> tuple[Path, Path] | None:
     """Returns the (images, labels) IDX files of ``split`` in ``directory``, if both exist."""
     found = []
     for stem in _IDX_FILES[split]:
@@ -328,7 +345,7 @@ def _read_idx_split(name: str, images_path: Path, labels_path: Path) -> tuple[np
     return images[..., np.newaxis], labels
 
 
-def _idx_dirs(name: str, data_dir: Optional[PathLike]) -> list[Path]:
+def _idx_dirs(name: str, data_dir: PathLike | None) -> list[Path]:
     if data_dir is not None:
         return [Path(data_dir)]
     return [DEBIAN_FASHION_MNIST_DIR] if name == "fashion_mnist" else []
@@ -339,13 +356,13 @@ def _idx_dirs(name: str, data_dir: Optional[PathLike]) -> list[Path]:
 # --------------------------------------------------------------------------------------------
 
 
-def _tfds_builder(name: str, data_dir: Optional[PathLike]):
+def _tfds_builder(name: str, data_dir: PathLike | None):
     import tensorflow_datasets as tfds
 
     return tfds.builder(name, data_dir=None if data_dir is None else os.fspath(data_dir))
 
 
-def _install_hint(name: str, data_dir: Optional[PathLike]) -> str:
+def _install_hint(name: str, data_dir: PathLike | None) -> str:
     tfds_dir = f" --data_dir={data_dir}" if data_dir is not None else ""
     if name == "fashion_mnist":
         return (
@@ -368,7 +385,7 @@ def _install_hint(name: str, data_dir: Optional[PathLike]) -> str:
     return f"On a machine with internet run `tfds build {name}{tfds_dir}` and copy the result."
 
 
-def _missing(name: str, split: str, data_dir: Optional[PathLike], builder) -> FileNotFoundError:
+def _missing(name: str, split: str, data_dir: PathLike | None, builder) -> FileNotFoundError:
     places = []
     if name in _IDX_DATASETS:
         stems = ", ".join(f"{s}[.gz]" for s in _IDX_FILES[split])
@@ -383,7 +400,7 @@ def _missing(name: str, split: str, data_dir: Optional[PathLike], builder) -> Fi
     )
 
 
-def _tfds_prepared(name: str, split: str, data_dir: Optional[PathLike]):
+def _tfds_prepared(name: str, split: str, data_dir: PathLike | None):
     builder = _tfds_builder(name, data_dir)
     if not builder.is_prepared():
         raise _missing(name, split, data_dir, builder)
@@ -393,10 +410,10 @@ def _tfds_prepared(name: str, split: str, data_dir: Optional[PathLike]):
 def _tfds_dataset(
     name: str,
     split: str,
-    data_dir: Optional[PathLike],
+    data_dir: PathLike | None,
     *,
     shuffle_files: bool = False,
-    seed: Optional[int] = None,
+    seed: int | None = None,
 ) -> tf.data.Dataset:
     """Yields ``(image, label)`` from TFDS, in file order unless ``shuffle_files``.
 
@@ -420,7 +437,7 @@ def _tfds_dataset(
 # --------------------------------------------------------------------------------------------
 
 
-def _arrays(name: str, split: str, data_dir: Optional[PathLike]) -> tuple[np.ndarray, ...]:
+def _arrays(name: str, split: str, data_dir: PathLike | None) -> tuple[np.ndarray, ...]:
     """Full (read-only, cached) uint8 NHWC images and uint8/int64 labels of an IDX dataset."""
     for directory in _idx_dirs(name, data_dir):
         files = _find_idx_files(directory, split)
@@ -437,8 +454,8 @@ def load_arrays(
     name: str,
     split: str,
     *,
-    data_dir: Optional[PathLike] = None,
-    limit: Optional[int] = None,
+    data_dir: PathLike | None = None,
+    limit: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Loads an IDX dataset (``fashion_mnist`` or ``mnist``) into NumPy arrays.
 
@@ -467,7 +484,7 @@ def load_arrays(
     return np.array(images[:limit], dtype=np.uint8), np.array(labels[:limit], dtype=np.int64)
 
 
-def num_examples(name: str, split: str, *, data_dir: Optional[PathLike] = None) -> int:
+def num_examples(name: str, split: str, *, data_dir: PathLike | None = None) -> int:
     """Number of examples in ``split`` of dataset ``name`` as found on disk."""
     info(name)
     _check_split(split)
@@ -561,9 +578,9 @@ def _finish(
     name: str,
     fetch: Callable,
     *,
-    seed: Optional[int],
+    seed: int | None,
     augment: bool,
-    batch_size: Optional[int],
+    batch_size: int | None,
     drop_remainder: bool,
 ) -> tf.data.Dataset:
     """``fetch`` → (augment) → :func:`preprocess` → batch → prefetch."""
@@ -584,7 +601,7 @@ def _finish(
     return ds.prefetch(autotune).with_options(_options())
 
 
-def _array_fetch(name: str, split: str, data_dir: Optional[PathLike]) -> Callable:
+def _array_fetch(name: str, split: str, data_dir: PathLike | None) -> Callable:
     """``index -> (uint8 image, label)`` gathering from the in-memory arrays."""
     images, labels = _arrays(name, split, data_dir)
     images_t = tf.constant(images)
@@ -607,12 +624,12 @@ def load(
     name: str,
     split: str,
     *,
-    data_dir: Optional[PathLike] = None,
-    batch_size: Optional[int] = None,
+    data_dir: PathLike | None = None,
+    batch_size: int | None = None,
     shuffle: bool = False,
-    seed: Optional[int] = None,
+    seed: int | None = None,
     augment: bool = False,
-    limit: Optional[int] = None,
+    limit: int | None = None,
     drop_remainder: bool = False,
     repeat: bool = False,
 ) -> tf.data.Dataset:
@@ -682,7 +699,7 @@ class SearchSplitSizes(NamedTuple):
 
 
 def _split_indices(
-    total: int, *, seed: int, portion: float, limit: Optional[int], batch_size: int
+    total: int, *, seed: int, portion: float, limit: int | None, batch_size: int
 ) -> tuple[np.ndarray, np.ndarray]:
     if not 0.0 < portion < 1.0:
         raise ValueError(f"portion must be in (0, 1), got {portion!r}.")
@@ -704,10 +721,10 @@ def _split_indices(
 def search_split_sizes(
     name: str,
     *,
-    data_dir: Optional[PathLike] = None,
+    data_dir: PathLike | None = None,
     batch_size: int,
     portion: float = 0.5,
-    limit: Optional[int] = None,
+    limit: int | None = None,
 ) -> SearchSplitSizes:
     """Sizes of the halves of :func:`search_splits` and its number of steps per epoch."""
     total = num_examples(name, "train", data_dir=data_dir)
@@ -720,13 +737,13 @@ def search_split_sizes(
 def search_splits(
     name: str,
     *,
-    data_dir: Optional[PathLike] = None,
+    data_dir: PathLike | None = None,
     batch_size: int,
     seed: int = 0,
     portion: float = 0.5,
-    limit: Optional[int] = None,
+    limit: int | None = None,
     augment: bool = False,
-    shuffle_seed: Optional[int] = None,
+    shuffle_seed: int | None = None,
 ) -> tf.data.Dataset:
     """Pairs of batches from two disjoint halves of the training split, for bi-level search.
 
@@ -755,8 +772,14 @@ def search_splits(
         half_seed = base * 2 + offset  # distinct seeds for the two halves
         pipelines.append(
             _half_pipeline(
-                name, indices, total, data_dir, shuffle_seed=half_seed, augment=augment,
-                batch_size=batch_size, drop_remainder=True,
+                name,
+                indices,
+                total,
+                data_dir,
+                shuffle_seed=half_seed,
+                augment=augment,
+                batch_size=batch_size,
+                drop_remainder=True,
             )
         )
     return tf.data.Dataset.zip(tuple(pipelines)).with_options(_options())
@@ -766,9 +789,9 @@ def _half_pipeline(
     name: str,
     indices: np.ndarray,
     total: int,
-    data_dir: Optional[PathLike],
+    data_dir: PathLike | None,
     *,
-    shuffle_seed: Optional[int],
+    shuffle_seed: int | None,
     augment: bool,
     batch_size: int,
     drop_remainder: bool,
@@ -803,12 +826,12 @@ def _half_pipeline(
 def search_validation(
     name: str,
     *,
-    data_dir: Optional[PathLike] = None,
+    data_dir: PathLike | None = None,
     batch_size: int,
     seed: int = 0,
     portion: float = 0.5,
-    limit: Optional[int] = None,
-    batches: Optional[int] = None,
+    limit: int | None = None,
+    batches: int | None = None,
 ) -> tf.data.Dataset:
     """The architecture (alpha) half of :func:`search_splits` with the same ``seed``,
     ``portion`` and ``limit``, as ``(x, y)`` batches in a fixed order, unaugmented: the
@@ -823,7 +846,13 @@ def search_validation(
             raise ValueError(f"batches must be positive or None, got {batches!r}.")
         idx_a = idx_a[: batches * batch_size]
     ds = _half_pipeline(
-        name, idx_a, total, data_dir, shuffle_seed=None, augment=False, batch_size=batch_size,
+        name,
+        idx_a,
+        total,
+        data_dir,
+        shuffle_seed=None,
+        augment=False,
+        batch_size=batch_size,
         drop_remainder=False,
     )
     return ds.with_options(_options())

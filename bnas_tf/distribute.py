@@ -134,7 +134,9 @@ def is_chief(strategy: tf.distribute.Strategy) -> bool:
     return bool(strategy.extended.should_checkpoint)
 
 
-def check_global_batch(batch_size: int, strategy: tf.distribute.Strategy, flag: str = "--batch_size") -> int:
+def check_global_batch(
+    batch_size: int, strategy: tf.distribute.Strategy, flag: str = "--batch_size"
+) -> int:
     """The per-replica batch of a global ``batch_size``; ``ValueError`` unless it divides."""
     replicas = strategy.num_replicas_in_sync
     if batch_size % replicas:

@@ -163,7 +163,9 @@ def count_ops(flatbuffer: bytes) -> dict[str, int]:
         raise ValueError("Not a TFLite flatbuffer (file identifier 'TFL3' missing).")
     schema = _schema()
     builtin_names = {
-        value: name for name, value in vars(schema.BuiltinOperator).items() if not name.startswith("_")
+        value: name
+        for name, value in vars(schema.BuiltinOperator).items()
+        if not name.startswith("_")
     }
     model = schema.Model.GetRootAsModel(data, 0)
     codes = []
@@ -232,9 +234,9 @@ def convert_lce(model: tf.keras.Model, *, strict: bool = False, **converter_kwar
         raise ValueError(
             f"The Larq Compute Engine converter produced no LceBconv2d op for the {binary} binary "
             f"QuantConv2D layers of {model.name!r} (kernel quantizers: "
-            f"{', '.join(report['kernel_quantizers'])}); the flatbuffer would compute them in float "
-            f"(ops: {report['op_counts']}). LCE maps a binary convolution only when its input "
-            "quantizer is a sign (ste_sign) and its quantized kernel is +-alpha per output "
+            f"{', '.join(report['kernel_quantizers'])}); the flatbuffer would compute them in "
+            f"float (ops: {report['op_counts']}). LCE maps a binary convolution only when its "
+            "input quantizer is a sign (ste_sign) and its quantized kernel is +-alpha per output "
             "channel; use one of the binarizations xnor, sign_scale or pcnn, or export with "
             "format='tflite' for a float model."
         )
@@ -258,14 +260,18 @@ def convert(model: tf.keras.Model, format: str = "lce", *, strict: bool = False)
     """The flatbuffer of ``model`` in ``format`` (``"lce"`` or ``"tflite"``)."""
     _check_format(format)
     if format == "saved_model":
-        raise ValueError("A SavedModel is a directory, not bytes: use export_model(format='saved_model').")
+        raise ValueError(
+            "A SavedModel is a directory, not bytes: use export_model(format='saved_model')."
+        )
     return convert_lce(model, strict=strict) if format == "lce" else _convert_tflite(model)
 
 
 def _refuse_existing(path: Path, overwrite: bool) -> None:
     if path.exists() or path.is_symlink():
         if not overwrite:
-            raise FileExistsError(f"{path} exists; pass overwrite=True (--overwrite) to replace it.")
+            raise FileExistsError(
+                f"{path} exists; pass overwrite=True (--overwrite) to replace it."
+            )
 
 
 def export_model(
@@ -307,7 +313,9 @@ def export_model(
         model.save(str(path), save_format="tf", include_optimizer=False)
         return path
     if path.is_dir():
-        raise IsADirectoryError(f"{path} is a directory; give a file name for the {format} flatbuffer.")
+        raise IsADirectoryError(
+            f"{path} is a directory; give a file name for the {format} flatbuffer."
+        )
     flatbuffer = convert(model, format, strict=strict)
     # Write next to the target, then rename: a failed write never leaves half a model.
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -322,7 +330,7 @@ def export_model(
 
 
 def model_summary(model: tf.keras.Model) -> dict:
-    """Parameter counts, memory and MACs of ``model`` by precision (:class:`larq.models.ModelProfile`).
+    """Parameter counts, memory and MACs of ``model`` by precision (larq's ``ModelProfile``).
 
     Keys: ``params_1bit``, ``params_32bit``, ``params_other``, ``params_total``,
     ``memory_bytes`` / ``memory_kib`` (1-bit weights at 1 bit, the rest at their

@@ -37,6 +37,8 @@ Example (an outline, not run: it needs a run's objects)::
 
 from __future__ import annotations
 
+from bnas_tf.runs import read_json, write_json
+
 import contextlib
 import errno
 import math
@@ -51,8 +53,6 @@ from pathlib import Path
 from typing import Any
 
 import tensorflow as tf
-
-from bnas_tf.runs import read_json, write_json
 
 __all__ = [
     "Interrupted",
@@ -70,8 +70,13 @@ _SIGNALS = (signal.SIGINT, signal.SIGTERM)
 # Write errors that mean "this directory cannot take the file", by errno and by the
 # strerror text TensorFlow's C++ file system puts in its messages.
 _WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM}
-_WRITE_TEXTS = ("No space left on device", "Disk quota exceeded", "File too large",
-                "Read-only file system", "Permission denied")
+_WRITE_TEXTS = (
+    "No space left on device",
+    "Disk quota exceeded",
+    "File too large",
+    "Read-only file system",
+    "Permission denied",
+)
 
 
 class Interrupted(Exception):
@@ -120,7 +125,7 @@ def _name(signum: int) -> str:
 class _StepGuard(tf.keras.callbacks.Callback):
     """Per step: stop on a signal or a non-finite loss; after a resume, restore the metrics."""
 
-    def __init__(self, guard: "RunGuard", epoch: int, first_step: int, metrics: dict | None):
+    def __init__(self, guard: RunGuard, epoch: int, first_step: int, metrics: dict | None):
         super().__init__()
         self.guard, self.epoch, self.first_step, self.metrics = guard, epoch, first_step, metrics
         self._train_results: dict | None = None  # the epoch's training metrics, last step
@@ -207,7 +212,7 @@ class RunGuard:
         self._previous: dict[int, Any] = {}
 
     # ------------------------------------------------------------------ context
-    def __enter__(self) -> "RunGuard":
+    def __enter__(self) -> RunGuard:
         if self.check_space and self.model is not None:
             need = checkpoint_bytes(self.model.variables) * (self.keep + 1) + checkpoint_bytes(
                 self.model.variables, slots=0
@@ -274,10 +279,14 @@ class RunGuard:
         :class:`Interrupted`. Returns normally when the epoch is complete."""
         if self._bad is not None:
             bad_epoch, step, key, value = self._bad
-            latest = tf.train.latest_checkpoint(str(self.checkpoint_dir)) if self.checkpoint else None
+            latest = (
+                tf.train.latest_checkpoint(str(self.checkpoint_dir)) if self.checkpoint else None
+            )
             kept = (
-                f"the last good checkpoint {latest} is kept" if latest
-                else "the last complete checkpoint is kept" if self.checkpoint is None
+                f"the last good checkpoint {latest} is kept"
+                if latest
+                else "the last complete checkpoint is kept"
+                if self.checkpoint is None
                 else "no checkpoint had been written yet"
             )
             raise NonFiniteLoss(
@@ -292,8 +301,8 @@ class RunGuard:
         step = self._steps_done
         if self.checkpoint is None:  # the unit of resumption is larger than this fit
             raise Interrupted(
-                f"{self.program} stopped by {_name(self.signum)} at {self._where(epoch, step)}; the "
-                "unfinished part is abandoned and the last complete checkpoint is kept.",
+                f"{self.program} stopped by {_name(self.signum)} at {self._where(epoch, step)}; "
+                "the unfinished part is abandoned and the last complete checkpoint is kept.",
                 self.signum,
                 None,
             )
@@ -305,8 +314,13 @@ class RunGuard:
         metrics = self._metric_state
         write_json(
             self.checkpoint_dir / INTERRUPTION_FILE,
-            {"epoch": epoch, "step": step, "checkpoint": name, "metrics": metrics,
-             "signal": _name(self.signum)},
+            {
+                "epoch": epoch,
+                "step": step,
+                "checkpoint": name,
+                "metrics": metrics,
+                "signal": _name(self.signum),
+            },
         )
         if old and old["checkpoint"] != name:
             self._remove(old["checkpoint"])
@@ -327,8 +341,8 @@ class RunGuard:
         if self.signum is not None:
             latest = tf.train.latest_checkpoint(str(self.checkpoint_dir))
             raise Interrupted(
-                f"{self.program} stopped by {_name(self.signum)} after epoch {epoch + 1}; its state "
-                f"is saved in {latest}.",
+                f"{self.program} stopped by {_name(self.signum)} after epoch {epoch + 1}; its "
+                f"state is saved in {latest}.",
                 self.signum,
                 latest,
             )
@@ -361,11 +375,17 @@ def reported_faults(program: str, argv: Sequence[str] | None = None) -> Iterator
     try:
         yield
     except Interrupted as error:
-        print(f"{error}\nResume with:\n  {resume_command(argv, program)}", file=sys.stderr, flush=True)
+        print(
+            f"{error}\nResume with:\n  {resume_command(argv, program)}", file=sys.stderr, flush=True
+        )
         raise SystemExit(128 + error.signum) from None
     except KeyboardInterrupt as error:
-        print(f"{program}: interrupted ({error or 'SIGINT'}); the last complete checkpoint is kept. "
-              f"Resume with:\n  {resume_command(argv, program)}", file=sys.stderr, flush=True)
+        print(
+            f"{program}: interrupted ({error or 'SIGINT'}); the last complete checkpoint is kept. "
+            f"Resume with:\n  {resume_command(argv, program)}",
+            file=sys.stderr,
+            flush=True,
+        )
         raise SystemExit(128 + signal.SIGINT) from None
     except NonFiniteLoss as error:
         print(str(error), file=sys.stderr, flush=True)

@@ -42,7 +42,8 @@ import dataclasses
 import json
 import os
 import tempfile
-from typing import TYPE_CHECKING, Any, Iterable, Mapping, Union
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Union
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import numpy as np
@@ -116,9 +117,7 @@ def _as_edges(value: Any) -> Any:
     items = list(value)
     # pt.darts writes one list of two edges per node: [[(op, i), (op, j)], ...].
     if items and all(
-        isinstance(node, (list, tuple))
-        and node
-        and all(isinstance(e, (list, tuple)) for e in node)
+        isinstance(node, (list, tuple)) and node and all(isinstance(e, (list, tuple)) for e in node)
         for node in items
     ):
         items = [edge for node in items for edge in node]
@@ -184,9 +183,7 @@ class Genotype:
         if space is not None and not isinstance(space, str):
             raise ValueError(f"search_space must be a string or None, got {space!r}")
         if space is not None and space not in spaces:
-            raise ValueError(
-                f"unknown search space {space!r}; known: {', '.join(sorted(spaces))}"
-            )
+            raise ValueError(f"unknown search space {space!r}; known: {', '.join(sorted(spaces))}")
         allowed = tuple(spaces[space]) if space is not None else op_names
         for cell in CELL_TYPES:
             self._validate_edges(cell, getattr(self, cell), space, allowed, op_names)
@@ -218,16 +215,15 @@ class Genotype:
             if not isinstance(op, str):
                 raise ValueError(f"{where}: op name must be a string, got {op!r}")
             if op not in op_names:
-                raise ValueError(
-                    f"{where}: unknown op {op!r}; known ops: {', '.join(op_names)}"
-                )
+                raise ValueError(f"{where}: unknown op {op!r}; known ops: {', '.join(op_names)}")
             if op not in allowed:
                 hint = ""
                 if space == "bnas_darts" and op.startswith("bin_dil_conv"):
                     hint = (
-                        f"; DARTS' dil_conv is the dilated separable {op.replace('dil_conv', 'dil_sep_conv')} "
-                        "since bnas-tf 0.2. A genotype saved before that used the dense dilated "
-                        "convolution: load it with search_space=None to rebuild it as trained"
+                        "; DARTS' dil_conv is the dilated separable "
+                        f"{op.replace('dil_conv', 'dil_sep_conv')} since bnas-tf 0.2. A genotype "
+                        "saved before that used the dense dilated convolution: load it with "
+                        "search_space=None to rebuild it as trained"
                     )
                 raise ValueError(
                     f"{where}: op {op!r} is not in search space {space!r} "
@@ -409,7 +405,9 @@ class Genotype:
         try:
             module = ast.parse(text.strip(), mode="exec")
         except SyntaxError as e:
-            raise ValueError(f"malformed DARTS genotype string: {e.msg} (line {e.lineno})") from None
+            raise ValueError(
+                f"malformed DARTS genotype string: {e.msg} (line {e.lineno})"
+            ) from None
         body = module.body
         node: ast.AST | None = None
         if len(body) == 1 and isinstance(body[0], ast.Expr):
@@ -418,8 +416,10 @@ class Genotype:
             node = body[0].value
         func = getattr(node, "func", None)
         func_name = (
-            func.id if isinstance(func, ast.Name)
-            else func.attr if isinstance(func, ast.Attribute)
+            func.id
+            if isinstance(func, ast.Name)
+            else func.attr
+            if isinstance(func, ast.Attribute)
             else None
         )
         if not isinstance(node, ast.Call) or func_name != "Genotype":
@@ -464,8 +464,7 @@ def _literal(node: ast.expr, field: str) -> Any:
             if all(_is_int(a) for a in args):
                 return tuple(range(*args))
         raise ValueError(
-            f"field {field!r}: only literals and range(a, b) are allowed, "
-            f"got {ast.unparse(node)!r}"
+            f"field {field!r}: only literals and range(a, b) are allowed, got {ast.unparse(node)!r}"
         )
     try:
         return ast.literal_eval(node)
@@ -484,17 +483,25 @@ def _literal(node: ast.expr, field: str) -> Any:
 # BNAS-A cell; the Zeroise ("none") edges are kept as searched).
 BNAS_A = Genotype(
     normal=(
-        ("none", 1), ("bin_dil_conv_3x3", 0),
-        ("bin_conv_3x3", 1), ("none", 2),
-        ("none", 2), ("none", 3),
-        ("none", 3), ("none", 4),
+        ("none", 1),
+        ("bin_dil_conv_3x3", 0),
+        ("bin_conv_3x3", 1),
+        ("none", 2),
+        ("none", 2),
+        ("none", 3),
+        ("none", 3),
+        ("none", 4),
     ),
     normal_concat=(2, 3, 4, 5),
     reduce=(
-        ("max_pool_3x3", 0), ("none", 1),
-        ("max_pool_3x3", 0), ("none", 2),
-        ("none", 3), ("none", 2),
-        ("none", 3), ("none", 4),
+        ("max_pool_3x3", 0),
+        ("none", 1),
+        ("max_pool_3x3", 0),
+        ("none", 2),
+        ("none", 3),
+        ("none", 2),
+        ("none", 3),
+        ("none", 4),
     ),
     reduce_concat=(2, 3, 4, 5),
     search_space="bnas_kim",
@@ -504,17 +511,25 @@ BNAS_A = Genotype(
 # src/genotypes.py, `latest_cell`: the cell of the ImageNet models BNAS-D..H.
 LATEST_CELL = Genotype(
     normal=(
-        ("bin_conv_3x3", 1), ("bin_dil_conv_3x3", 0),
-        ("bin_conv_3x3", 1), ("bin_conv_3x3", 2),
-        ("bin_conv_3x3", 2), ("bin_dil_conv_3x3", 1),
-        ("bin_dil_conv_3x3", 1), ("bin_conv_3x3", 0),
+        ("bin_conv_3x3", 1),
+        ("bin_dil_conv_3x3", 0),
+        ("bin_conv_3x3", 1),
+        ("bin_conv_3x3", 2),
+        ("bin_conv_3x3", 2),
+        ("bin_dil_conv_3x3", 1),
+        ("bin_dil_conv_3x3", 1),
+        ("bin_conv_3x3", 0),
     ),
     normal_concat=(2, 3, 4, 5),
     reduce=(
-        ("max_pool_3x3", 0), ("max_pool_3x3", 1),
-        ("max_pool_3x3", 0), ("bin_conv_3x3", 2),
-        ("max_pool_3x3", 0), ("bin_dil_conv_3x3", 3),
-        ("max_pool_3x3", 0), ("bin_dil_conv_3x3", 4),
+        ("max_pool_3x3", 0),
+        ("max_pool_3x3", 1),
+        ("max_pool_3x3", 0),
+        ("bin_conv_3x3", 2),
+        ("max_pool_3x3", 0),
+        ("bin_dil_conv_3x3", 3),
+        ("max_pool_3x3", 0),
+        ("bin_dil_conv_3x3", 4),
     ),
     reduce_concat=(2, 3, 4, 5),
     search_space="bnas_kim",
@@ -528,17 +543,25 @@ LATEST_CELL = Genotype(
 # -> bin_dil_sep_conv_k.
 BNAS_XNOR_1 = Genotype(
     normal=(
-        ("skip_connect", 1), ("bin_dil_sep_conv_3x3", 0),
-        ("skip_connect", 0), ("bin_dil_sep_conv_5x5", 2),
-        ("max_pool_3x3", 1), ("max_pool_3x3", 0),
-        ("bin_dil_sep_conv_5x5", 4), ("bin_sep_conv_3x3", 2),
+        ("skip_connect", 1),
+        ("bin_dil_sep_conv_3x3", 0),
+        ("skip_connect", 0),
+        ("bin_dil_sep_conv_5x5", 2),
+        ("max_pool_3x3", 1),
+        ("max_pool_3x3", 0),
+        ("bin_dil_sep_conv_5x5", 4),
+        ("bin_sep_conv_3x3", 2),
     ),
     normal_concat=(2, 3, 4, 5),
     reduce=(
-        ("bin_sep_conv_3x3", 1), ("bin_dil_sep_conv_5x5", 0),
-        ("skip_connect", 1), ("max_pool_3x3", 2),
-        ("bin_dil_sep_conv_5x5", 0), ("avg_pool_3x3", 3),
-        ("skip_connect", 2), ("bin_dil_sep_conv_3x3", 4),
+        ("bin_sep_conv_3x3", 1),
+        ("bin_dil_sep_conv_5x5", 0),
+        ("skip_connect", 1),
+        ("max_pool_3x3", 2),
+        ("bin_dil_sep_conv_5x5", 0),
+        ("avg_pool_3x3", 3),
+        ("skip_connect", 2),
+        ("bin_dil_sep_conv_3x3", 4),
     ),
     reduce_concat=(2, 3, 4, 5),
     search_space="bnas_darts",
@@ -593,9 +616,20 @@ def get(name_or_path: str | os.PathLike[str] | Genotype) -> Genotype:
 
 # Fixed colours (tab10 + extras) so an op has the same colour in every plot.
 _PALETTE = (
-    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
-    "#8c564b", "#e377c2", "#bcbd22", "#17becf", "#393b79",
-    "#637939", "#8c6d31", "#843c39", "#7b4173",
+    "#1f77b4",
+    "#ff7f0e",
+    "#2ca02c",
+    "#d62728",
+    "#9467bd",
+    "#8c564b",
+    "#e377c2",
+    "#bcbd22",
+    "#17becf",
+    "#393b79",
+    "#637939",
+    "#8c6d31",
+    "#843c39",
+    "#7b4173",
 )
 _OP_COLOURS_FIXED = {"none": "#9e9e9e", "skip_connect": "#2ca02c"}
 
@@ -619,9 +653,7 @@ _Y_BOTTOM = -2.1
 
 def _node_positions() -> dict[int | str, tuple[float, float]]:
     """Arc-diagram layout: c_{k-2}, c_{k-1}, 0..3, c_{k} on one horizontal line."""
-    pos: dict[int | str, tuple[float, float]] = {
-        i: (_SPACING * i, 0.0) for i in range(STEPS + 2)
-    }
+    pos: dict[int | str, tuple[float, float]] = {i: (_SPACING * i, 0.0) for i in range(STEPS + 2)}
     pos["out"] = (_SPACING * (STEPS + 2), 0.0)
     return pos
 
@@ -647,13 +679,19 @@ def _draw_cell(ax: Any, genotype: Genotype, cell: str) -> None:
         if key in (0, 1, "out"):
             colour = "#d9ead3" if key == "out" else "#cfe2f3"
             patch = FancyBboxPatch(
-                (x - 1.2 * r, y - 0.75 * r), 2.4 * r, 1.5 * r,
+                (x - 1.2 * r, y - 0.75 * r),
+                2.4 * r,
+                1.5 * r,
                 boxstyle="round,pad=0.02,rounding_size=0.15",
-                facecolor=colour, edgecolor="#333333", linewidth=1.2, zorder=3,
+                facecolor=colour,
+                edgecolor="#333333",
+                linewidth=1.2,
+                zorder=3,
             )
         else:
-            patch = Circle((x, y), r, facecolor="#fff2cc", edgecolor="#333333",
-                           linewidth=1.2, zorder=3)
+            patch = Circle(
+                (x, y), r, facecolor="#fff2cc", edgecolor="#333333", linewidth=1.2, zorder=3
+            )
         ax.add_patch(patch)
         patches[key] = patch
         ax.text(x, y, labels[key], ha="center", va="center", fontsize=11, zorder=4)
@@ -669,28 +707,57 @@ def _draw_cell(ax: Any, genotype: Genotype, cell: str) -> None:
         seen[(src, dst)] += 1
         colour = _op_colour(op)
         none = op == "none"
-        ax.add_patch(FancyArrowPatch(
-            (x1, y1), (x2, y1), patchA=patches[src], patchB=patches[dst],
-            connectionstyle=f"arc3,rad={_arc_rad(x1, x2, height)}",
-            arrowstyle="-|>", mutation_scale=14, color=colour,
-            linewidth=1.0 if none else 1.8, linestyle=(0, (4, 3)) if none else "-",
-            zorder=2,
-        ))
-        ax.text((x1 + x2) / 2, y1 + height, op, ha="center", va="center", fontsize=7.5,
-                color=colour, zorder=5,
-                bbox=dict(boxstyle="round,pad=0.15", facecolor="white", edgecolor=colour,
-                          linewidth=0.6, alpha=0.95))
+        ax.add_patch(
+            FancyArrowPatch(
+                (x1, y1),
+                (x2, y1),
+                patchA=patches[src],
+                patchB=patches[dst],
+                connectionstyle=f"arc3,rad={_arc_rad(x1, x2, height)}",
+                arrowstyle="-|>",
+                mutation_scale=14,
+                color=colour,
+                linewidth=1.0 if none else 1.8,
+                linestyle=(0, (4, 3)) if none else "-",
+                zorder=2,
+            )
+        )
+        ax.text(
+            (x1 + x2) / 2,
+            y1 + height,
+            op,
+            ha="center",
+            va="center",
+            fontsize=7.5,
+            color=colour,
+            zorder=5,
+            bbox=dict(
+                boxstyle="round,pad=0.15",
+                facecolor="white",
+                edgecolor=colour,
+                linewidth=0.6,
+                alpha=0.95,
+            ),
+        )
     # The output concatenation: grey arcs below the line.
     x_out, y_out = pos["out"]
     for node in concat:
         x1, y1 = pos[node]
         height = -(0.5 + 0.3 * (STEPS + 1 - node))
-        ax.add_patch(FancyArrowPatch(
-            (x1, y1), (x_out, y_out), patchA=patches[node], patchB=patches["out"],
-            connectionstyle=f"arc3,rad={_arc_rad(x1, x_out, height)}",
-            arrowstyle="-|>", mutation_scale=12, color="#8c8c8c", linewidth=1.0,
-            zorder=1,
-        ))
+        ax.add_patch(
+            FancyArrowPatch(
+                (x1, y1),
+                (x_out, y_out),
+                patchA=patches[node],
+                patchB=patches["out"],
+                connectionstyle=f"arc3,rad={_arc_rad(x1, x_out, height)}",
+                arrowstyle="-|>",
+                mutation_scale=12,
+                color="#8c8c8c",
+                linewidth=1.0,
+                zorder=1,
+            )
+        )
     title = "normal cell" if cell == "normal" else "reduction cell"
     if genotype.search_space:
         title += f"  [{genotype.search_space}]"
@@ -755,5 +822,4 @@ def tensorboard_image(
     import tensorflow as tf
 
     image = plot_to_array(genotype, cell)[None]
-    return bool(tf.summary.image(name, image, step=step, max_outputs=1,
-                                 description=str(genotype)))
+    return bool(tf.summary.image(name, image, step=step, max_outputs=1, description=str(genotype)))

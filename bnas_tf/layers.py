@@ -21,10 +21,10 @@ pick the plain or the scaled layer from a :class:`~bnas_tf.quantizers.Binarizati
 
 from __future__ import annotations
 
+from bnas_tf.quantizers import Binarization, get_binarization, xnor_scaling_map
+
 import larq as lq
 import tensorflow as tf
-
-from bnas_tf.quantizers import Binarization, get_binarization, xnor_scaling_map
 
 __all__ = [
     "XnorScaledQuantConv2D",
@@ -49,7 +49,8 @@ class _XnorScalingMixin:
     def _check_scaling(self) -> None:
         if self.padding != "same":
             raise ValueError(
-                f"{self.name}: XNOR-Net activation scaling needs padding='same', got {self.padding!r}."
+                f"{self.name}: XNOR-Net activation scaling needs padding='same', got "
+                f"{self.padding!r}."
             )
         if self.activation is not tf.keras.activations.linear:
             raise ValueError(f"{self.name}: XNOR-Net activation scaling needs activation=None.")
@@ -99,7 +100,9 @@ def binary_conv2d(
     layer and may override the quantizers (e.g. ``input_quantizer=None``)."""
     binarization = get_binarization(binarization)
     kwargs = {**binarization.layer_kwargs(), **kwargs}
-    layer_cls = XnorScaledQuantConv2D if binarization.xnor_activation_scale else lq.layers.QuantConv2D
+    layer_cls = (
+        XnorScaledQuantConv2D if binarization.xnor_activation_scale else lq.layers.QuantConv2D
+    )
     return layer_cls(filters, kernel_size, **kwargs)
 
 

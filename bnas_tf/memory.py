@@ -35,7 +35,9 @@ def limit_malloc_arenas(arenas: int) -> bool:
     the cap was set (``False`` where the C library is not glibc).
     """
     if isinstance(arenas, bool) or not isinstance(arenas, int) or arenas < 0:
-        raise ValueError(f"malloc arenas must be a non-negative integer (0: glibc's default), got {arenas!r}.")
+        raise ValueError(
+            f"malloc arenas must be a non-negative integer (0: glibc's default), got {arenas!r}."
+        )
     if arenas == 0:
         return False
     try:

@@ -23,16 +23,22 @@ Example:
 
 from __future__ import annotations
 
-import tensorflow as tf
-from larq_zoo.core import utils as zoo_utils
-
 from bnas_tf import ops as ops_lib
 from bnas_tf.genotype import Genotype
 from bnas_tf.layers import binary_conv2d
 from bnas_tf.quantizers import Binarization, get_binarization
 
+import tensorflow as tf
+from larq_zoo.core import utils as zoo_utils
 
-__all__ = ["build_network", "DropPath", "set_drop_path_progress", "seed_drop_path", "STEMS", "min_input_size"]
+__all__ = [
+    "build_network",
+    "DropPath",
+    "set_drop_path_progress",
+    "seed_drop_path",
+    "STEMS",
+    "min_input_size",
+]
 
 STEMS = ("cifar", "imagenet")
 
@@ -82,7 +88,7 @@ def seed_drop_path(model: tf.keras.Model, seed: int, step: tf.Variable) -> None:
     ``step`` is a counter a checkpoint restores, e.g. ``model.optimizer.iterations``.
     Call before the first ``fit`` (the masks are fixed when the step is traced).
     """
-    for index, layer in enumerate(l for l in model.layers if isinstance(l, DropPath)):
+    for index, layer in enumerate(x for x in model.layers if isinstance(x, DropPath)):
         layer._seed = int(seed) * 1_000_003 + index
         object.__setattr__(layer, "_step", step)
 
@@ -106,12 +112,30 @@ def min_input_size(stem: str) -> int:
 def _binary_conv(x, channels, kernel, stride, binarization, name):
     x = tf.keras.layers.BatchNormalization(name=f"{name}_bn")(x)
     return binary_conv2d(
-        binarization, channels, kernel, strides=stride, padding="same", use_bias=False,
+        binarization,
+        channels,
+        kernel,
+        strides=stride,
+        padding="same",
+        use_bias=False,
         name=f"{name}_conv",
     )(x)
 
 
-def _cell(s0, s1, edges, concat, channels, reduction, reduction_prev, skip, binarization, drop_path_rate, grid, name):
+def _cell(
+    s0,
+    s1,
+    edges,
+    concat,
+    channels,
+    reduction,
+    reduction_prev,
+    skip,
+    binarization,
+    drop_path_rate,
+    grid,
+    name,
+):
     if reduction_prev:
         p0 = _binary_conv(s0, channels, 3, 2, binarization, f"{name}_pre0")
     else:
@@ -135,7 +159,9 @@ def _cell(s0, s1, edges, concat, channels, reduction, reduction_prev, skip, bina
         if not terms:  # both edges are Zeroise: the node is zero
             source, stride = zero_source
             terms.append(ops_lib.Zeroise(stride, name=f"{name}_n{node}_zeroise")(source))
-        states.append(terms[0] if len(terms) == 1 else tf.keras.layers.Add(name=f"{name}_n{node}")(terms))
+        states.append(
+            terms[0] if len(terms) == 1 else tf.keras.layers.Add(name=f"{name}_n{node}")(terms)
+        )
     out = tf.keras.layers.Concatenate(name=f"{name}_concat")([states[i] for i in concat])
     if skip:
         if reduction:
@@ -164,17 +190,25 @@ def _stem(x, channels, stem):
     if stem == "cifar":
         # Kim et al.: BN -> conv3x3 (3 -> 3C) -> ReLU, full precision.
         x = tf.keras.layers.BatchNormalization(name="stem_bn")(x)
-        x = tf.keras.layers.Conv2D(3 * channels, 3, padding="same", use_bias=False, name="stem_conv")(x)
+        x = tf.keras.layers.Conv2D(
+            3 * channels, 3, padding="same", use_bias=False, name="stem_conv"
+        )(x)
         x = tf.keras.layers.ReLU(name="stem_relu")(x)
         return x, x, False
     # ImageNet: three full-precision stride-2 convolutions (DARTS NetworkImageNet).
-    x = tf.keras.layers.Conv2D(channels // 2, 3, strides=2, padding="same", use_bias=False, name="stem0_conv1")(x)
+    x = tf.keras.layers.Conv2D(
+        channels // 2, 3, strides=2, padding="same", use_bias=False, name="stem0_conv1"
+    )(x)
     x = tf.keras.layers.BatchNormalization(name="stem0_bn1")(x)
     x = tf.keras.layers.ReLU(name="stem0_relu")(x)
-    x = tf.keras.layers.Conv2D(channels, 3, strides=2, padding="same", use_bias=False, name="stem0_conv2")(x)
+    x = tf.keras.layers.Conv2D(
+        channels, 3, strides=2, padding="same", use_bias=False, name="stem0_conv2"
+    )(x)
     s0 = tf.keras.layers.BatchNormalization(name="stem0_bn2")(x)
     x = tf.keras.layers.ReLU(name="stem1_relu")(s0)
-    x = tf.keras.layers.Conv2D(channels, 3, strides=2, padding="same", use_bias=False, name="stem1_conv")(x)
+    x = tf.keras.layers.Conv2D(
+        channels, 3, strides=2, padding="same", use_bias=False, name="stem1_conv"
+    )(x)
     s1 = tf.keras.layers.BatchNormalization(name="stem1_bn")(x)
     return s0, s1, True
 
@@ -216,7 +250,9 @@ def build_network(
     if include_top and num_classes < 2:
         raise ValueError(f"num_classes must be at least 2, got {num_classes}.")
     if layers < 1 or init_channels < 1:
-        raise ValueError(f"layers and init_channels must be positive, got {layers} and {init_channels}.")
+        raise ValueError(
+            f"layers and init_channels must be positive, got {layers} and {init_channels}."
+        )
     if not 0.0 <= drop_path_rate < 1.0:
         raise ValueError(f"drop_path_rate must be in [0, 1), got {drop_path_rate}.")
     binarization = get_binarization(binarization)
@@ -236,10 +272,24 @@ def build_network(
         reduction = index in (layers // 3, 2 * layers // 3)
         if reduction:
             channels *= 2
-        edges, concat = (genotype.reduce, genotype.reduce_concat) if reduction else (genotype.normal, genotype.normal_concat)
+        edges, concat = (
+            (genotype.reduce, genotype.reduce_concat)
+            if reduction
+            else (genotype.normal, genotype.normal_concat)
+        )
         out = _cell(
-            s0, s1, edges, concat, channels, reduction, reduction_prev,
-            inter_cell_skip and index > 0, binarization, drop_path_rate, stride2_grid, f"cell{index}",
+            s0,
+            s1,
+            edges,
+            concat,
+            channels,
+            reduction,
+            reduction_prev,
+            inter_cell_skip and index > 0,
+            binarization,
+            drop_path_rate,
+            stride2_grid,
+            f"cell{index}",
         )
         s0, s1, reduction_prev = s1, out, reduction
         if index == 2 * layers // 3:

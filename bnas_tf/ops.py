@@ -39,13 +39,13 @@ ops are pools and Zeroise, keep their trained behaviour.
 
 from __future__ import annotations
 
+from bnas_tf.layers import binary_conv2d, binary_depthwise_conv2d
+from bnas_tf.quantizers import Binarization, get_binarization
+
 from collections.abc import Callable
 
 import larq as lq
 import tensorflow as tf
-
-from bnas_tf.layers import binary_conv2d, binary_depthwise_conv2d
-from bnas_tf.quantizers import Binarization, get_binarization
 
 __all__ = [
     "SEARCH_SPACES",
@@ -214,9 +214,7 @@ class Subsample(tf.keras.layers.Layer):
         ow = self._offset(static[2] if static[2] is not None else dynamic[2])
         if isinstance(oh, int) and isinstance(ow, int):
             return inputs[:, oh::s, ow::s, :]
-        return tf.strided_slice(
-            inputs, tf.stack([0, oh, ow, 0]), tf.shape(inputs), [1, s, s, 1]
-        )
+        return tf.strided_slice(inputs, tf.stack([0, oh, ow, 0]), tf.shape(inputs), [1, s, s, 1])
 
     def compute_output_shape(self, input_shape):
         shape = tf.TensorShape(input_shape).as_list()
@@ -230,8 +228,10 @@ class Subsample(tf.keras.layers.Layer):
 
 
 def _depthwise_quantizer(name):
-    """The kernel quantizer ``name`` (a name or an instance) set to scale each depthwise filter on its own
-    (quantizers without that option, such as PCNN's, keep one scale per layer)."""
+    """The kernel quantizer ``name`` (a name or an instance), one scale per depthwise filter.
+
+    Quantizers without that option, such as PCNN's, keep one scale per layer.
+    """
     quantizer = lq.quantizers.get(name)
     if "depthwise" in quantizer.get_config():
         quantizer = type(quantizer).from_config({**quantizer.get_config(), "depthwise": True})
@@ -290,7 +290,12 @@ def _binary_conv_layers(
     )
     if op.startswith("bin_dil_sep"):
         return head + [depthwise, pointwise, _bn(affine, name("bn_pointwise"))]
-    return head + [depthwise, _bn(affine, name("bn_depthwise")), pointwise, _bn(affine, name("bn_pointwise"))]
+    return head + [
+        depthwise,
+        _bn(affine, name("bn_depthwise")),
+        pointwise,
+        _bn(affine, name("bn_pointwise")),
+    ]
 
 
 def op_layers(
@@ -333,7 +338,14 @@ def op_layers(
 
     if op in _CONV_SPECS:
         return _binary_conv_layers(
-            op, channels, stride, get_binarization(binarization), affine, shared_input, grid, layer_name
+            op,
+            channels,
+            stride,
+            get_binarization(binarization),
+            affine,
+            shared_input,
+            grid,
+            layer_name,
         )
     if shared_input:
         raise ValueError(f"Op {op!r} is not a binary convolution: shared_input does not apply.")
@@ -343,7 +355,10 @@ def op_layers(
         if stride == 1:
             return []
         return [FactorizedReduce(channels, affine=affine, name=layer_name("reduce"))]
-    pool_cls = {"max_pool_3x3": tf.keras.layers.MaxPool2D, "avg_pool_3x3": tf.keras.layers.AveragePooling2D}[op]
+    pool_cls = {
+        "max_pool_3x3": tf.keras.layers.MaxPool2D,
+        "avg_pool_3x3": tf.keras.layers.AveragePooling2D,
+    }[op]
     pool = pool_cls(3, strides=stride, padding="same", name=layer_name("pool"))
     return [pool] if affine else [pool, _bn(False, layer_name("bn"))]
 
@@ -353,4 +368,3 @@ def apply_op(x: tf.Tensor, op: str, channels: int, stride: int = 1, **kwargs) ->
     for layer in op_layers(op, channels, stride, **kwargs):
         x = layer(x)
     return x
-

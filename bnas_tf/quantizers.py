@@ -115,8 +115,8 @@ class SignScaleWeight(Quantizer):
     binarized with a per-output-channel scale:
 
     \[
-    \tilde W = \operatorname{clip}\!\left(W - \tfrac{1}{C_{in}} \textstyle\sum_{c} W_{\cdot,c,\cdot},
-    \,-1,\, 1\right), \qquad
+    \tilde W = \operatorname{clip}\!\left(W - \tfrac{1}{C_{in}}
+        \textstyle\sum_{c} W_{\cdot,c,\cdot}, \,-1,\, 1\right), \qquad
     q(W)_{\cdot,o} = \alpha_o \operatorname{sign}(\tilde W_{\cdot,o}), \qquad
     \alpha_o = \frac{1}{n} \lVert \tilde W_{\cdot,o} \rVert_1 .
     \]
@@ -675,7 +675,11 @@ def binarization_of(config) -> Binarization:
     """The :class:`Binarization` of a search or training config (or a ``network.json``
     spec dict): its ``binarization`` name, ``xnor_activation_scale`` and, for PCNN,
     ``pcnn_lambda``."""
-    get = config.get if isinstance(config, dict) else lambda key, default: getattr(config, key, default)
+    get = (
+        config.get
+        if isinstance(config, dict)
+        else lambda key, default: getattr(config, key, default)
+    )
     name = get("binarization", "sign_scale")
     return get_binarization(
         name,

@@ -23,11 +23,18 @@ import os
 import shutil
 import tempfile
 import time
-from pathlib import Path
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
-__all__ = ["MARKER", "prepare_output_dir", "write_json", "read_json", "atomic_write_text", "atomic_path"]
+__all__ = [
+    "MARKER",
+    "prepare_output_dir",
+    "write_json",
+    "read_json",
+    "atomic_write_text",
+    "atomic_path",
+]
 
 MARKER = "bnas_run.json"
 
@@ -60,7 +67,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             model.save_weights(str(tmp))
     """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}")
+    fd, tmp = tempfile.mkstemp(
+        dir=path.parent, prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}"
+    )
     os.close(fd)
     os.unlink(tmp)  # writers such as h5py create the file themselves
     try:
@@ -76,7 +85,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
 def write_json(path: str | os.PathLike, obj: Any) -> Path:
     """Write ``obj`` as indented JSON, atomically."""
-    return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=_jsonable) + "\n")
+    return atomic_write_text(
+        path, json.dumps(obj, indent=2, sort_keys=True, default=_jsonable) + "\n"
+    )
 
 
 def read_json(path: str | os.PathLike) -> Any:
@@ -131,7 +142,11 @@ def prepare_output_dir(
         probe.write_text("ok")
         probe.unlink()
     except OSError as error:
-        raise PermissionError(f"--output_dir {path} is not writable: {error.strerror or error}.") from None
+        raise PermissionError(
+            f"--output_dir {path} is not writable: {error.strerror or error}."
+        ) from None
     if not (path / MARKER).exists():
-        write_json(path / MARKER, {"program": program, "created": time.strftime("%Y-%m-%dT%H:%M:%S")})
+        write_json(
+            path / MARKER, {"program": program, "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        )
     return path

@@ -18,14 +18,14 @@ code draws from NumPy (:func:`random_genotype`) or from keras-tuner, one
 
 from __future__ import annotations
 
+from bnas_tf import ops as ops_lib
+from bnas_tf.genotype import CELL_TYPES, EDGES_PER_NODE, STEPS, Genotype
+
 import itertools
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
-
-from bnas_tf import ops as ops_lib
-from bnas_tf.genotype import CELL_TYPES, EDGES_PER_NODE, STEPS, Genotype
 
 __all__ = ["genotype_space", "sample_genotype", "random_genotype", "Chooser"]
 

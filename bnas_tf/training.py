@@ -17,6 +17,13 @@ Example (Fashion-MNIST installed; minutes on two cores, so not run as a doctest)
 
 from __future__ import annotations
 
+from bnas_tf import data as data_lib
+from bnas_tf import distribute, faults
+from bnas_tf import genotype as genotype_lib
+from bnas_tf.network import build_network, seed_drop_path, set_drop_path_progress
+from bnas_tf.quantizers import binarization_of, quantizer_variables
+from bnas_tf.runs import atomic_path, read_json, write_json
+
 import dataclasses
 import math
 import time
@@ -24,14 +31,6 @@ from pathlib import Path
 
 import larq as lq
 import tensorflow as tf
-
-from bnas_tf import data as data_lib
-from bnas_tf import distribute
-from bnas_tf import faults
-from bnas_tf import genotype as genotype_lib
-from bnas_tf.network import build_network, seed_drop_path, set_drop_path_progress
-from bnas_tf.quantizers import binarization_of, quantizer_variables
-from bnas_tf.runs import atomic_path, read_json, write_json
 
 __all__ = [
     "TrainConfig",
@@ -87,7 +86,7 @@ class TrainConfig:
     verbose: int = 2
     strategy: str = "default"
 
-    def validate(self) -> "TrainConfig":
+    def validate(self) -> TrainConfig:
         """Raise ``ValueError`` naming the first bad setting."""
         for name in ("epochs", "batch_size", "layers", "init_channels", "learning_rate"):
             value = getattr(self, name)
@@ -97,7 +96,8 @@ class TrainConfig:
             raise ValueError(f"--optimizer must be 'sgd' or 'adam', got {self.optimizer!r}.")
         if self.lr_schedule not in ("onecycle", "cosine", "constant"):
             raise ValueError(
-                f"--lr_schedule must be 'onecycle', 'cosine' or 'constant', got {self.lr_schedule!r}."
+                "--lr_schedule must be 'onecycle', 'cosine' or 'constant', got "
+                f"{self.lr_schedule!r}."
             )
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ValueError(f"--label_smoothing must be in [0, 1), got {self.label_smoothing}.")
@@ -105,7 +105,10 @@ class TrainConfig:
             raise ValueError("--auxiliary_weight and --weight_decay must be >= 0.")
         binarization_of(self)
         if self.strategy not in distribute.STRATEGIES:
-            raise ValueError(f"--strategy must be one of {', '.join(distribute.STRATEGIES)}, got {self.strategy!r}.")
+            raise ValueError(
+                f"--strategy must be one of {', '.join(distribute.STRATEGIES)}, got "
+                f"{self.strategy!r}."
+            )
         data_lib.info(self.dataset)
         return self
 
@@ -137,7 +140,11 @@ class OneCycle(tf.keras.optimizers.schedules.LearningRateSchedule):
             fraction = tf.clip_by_value(fraction, 0.0, 1.0)
             return b + (a - b) * (1.0 + tf.cos(math.pi * fraction)) / 2.0
 
-        return tf.where(step < up, anneal(start, self.max_lr, step / up), anneal(self.max_lr, end, (step - up) / down))
+        return tf.where(
+            step < up,
+            anneal(start, self.max_lr, step / up),
+            anneal(self.max_lr, end, (step - up) / down),
+        )
 
     def get_config(self):
         return {
@@ -219,12 +226,15 @@ def _with_targets(ds: tf.data.Dataset, num_classes: int, auxiliary: bool) -> tf.
 
 
 def _compile(model, config, optimizer, auxiliary):
-    loss = tf.keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=config.label_smoothing)
+    loss = tf.keras.losses.CategoricalCrossentropy(
+        from_logits=True, label_smoothing=config.label_smoothing
+    )
     model.compile(
         optimizer=optimizer,
         loss=[loss, loss] if auxiliary else loss,
         loss_weights=[1.0, config.auxiliary_weight] if auxiliary else None,
-        metrics=[[tf.keras.metrics.CategoricalAccuracy(name="accuracy")], []] if auxiliary
+        metrics=[[tf.keras.metrics.CategoricalAccuracy(name="accuracy")], []]
+        if auxiliary
         else [tf.keras.metrics.CategoricalAccuracy(name="accuracy")],
     )
 
@@ -260,17 +270,24 @@ def train_network(
         if config.weight_decay:  # not on the quantizers' own parameters (PCNN's binary level)
             optimizer.exclude_from_weight_decay(var_list=quantizer_variables(model))
         _compile(model, config, optimizer, auxiliary)
-    seed_drop_path(model, config.seed, model.optimizer.iterations)  # a resumed run draws the same masks
+    # a resumed run draws the same masks
+    seed_drop_path(model, config.seed, model.optimizer.iterations)
     write_json(output_dir / NETWORK_FILE, spec)
 
     checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer)
     manager = distribute.CheckpointManager(checkpoint, checkpoint_dir, strategy, max_to_keep=2)
-    guard = faults.RunGuard(checkpoint, output_dir, steps_per_epoch=steps, model=model, program="bnas-train")
+    guard = faults.RunGuard(
+        checkpoint, output_dir, steps_per_epoch=steps, model=model, program="bnas-train"
+    )
     start_epoch, history = 0, []
     if resume:
         guard.restore(manager)  # the last complete epoch, or an interrupted one
         start_epoch = guard.start_epoch
-        history = read_json(output_dir / "train_state.json")["history"][:start_epoch] if start_epoch else []
+        history = (
+            read_json(output_dir / "train_state.json")["history"][:start_epoch]
+            if start_epoch
+            else []
+        )
     distribute.check_same(strategy, start_epoch, "the epoch to resume from")
 
     callbacks = [
@@ -281,14 +298,23 @@ def train_network(
     with guard:
         for epoch in range(start_epoch, config.epochs):
             train = data_lib.load(
-                config.dataset, "train", data_dir=config.data_dir, batch_size=config.batch_size,
-                shuffle=True, seed=config.seed * 1000 + epoch, augment=config.augment,
-                limit=config.limit, drop_remainder=True,
+                config.dataset,
+                "train",
+                data_dir=config.data_dir,
+                batch_size=config.batch_size,
+                shuffle=True,
+                seed=config.seed * 1000 + epoch,
+                augment=config.augment,
+                limit=config.limit,
+                drop_remainder=True,
             )
             train = distribute.shard_by_data(train, strategy)
             train, guards = guard.epoch(epoch, _with_targets(train, spec["num_classes"], auxiliary))
             logs = model.fit(
-                train, initial_epoch=epoch, epochs=epoch + 1, verbose=config.verbose,
+                train,
+                initial_epoch=epoch,
+                epochs=epoch + 1,
+                verbose=config.verbose,
                 callbacks=[*guards, *callbacks],
             ).history
             guard.check(epoch)  # a non-finite loss or a signal stops here, before any write
@@ -300,8 +326,9 @@ def train_network(
 
     with atomic_path(output_dir / WEIGHTS_FILE) as tmp:
         model.save_weights(str(tmp))
-    results = evaluate_trained(output_dir, data_dir=config.data_dir, limit=config.limit_test,
-                               batch_size=config.batch_size)
+    results = evaluate_trained(
+        output_dir, data_dir=config.data_dir, limit=config.limit_test, batch_size=config.batch_size
+    )
     metrics = {
         "config": dataclasses.asdict(config),
         "history": history,
@@ -319,8 +346,8 @@ def training_examples(config: TrainConfig) -> int:
     if n < config.batch_size:
         raise ValueError(
             f"--batch_size={config.batch_size} is larger than the {n} training examples of "
-            f"{config.dataset}{f' (--limit={config.limit})' if config.limit else ''}: no full batch; "
-            "lower --batch_size."
+            f"{config.dataset}{f' (--limit={config.limit})' if config.limit else ''}: no full "
+            "batch; lower --batch_size."
         )
     return n
 
@@ -360,7 +387,9 @@ def load_trained(model_dir: str | Path, **overrides) -> tuple[tf.keras.Model, di
     try:
         load_weights(model, weights)
     except OSError as error:
-        raise ValueError(f"{weights}: unreadable HDF5 weights file ({error}); it is truncated or corrupt.") from None
+        raise ValueError(
+            f"{weights}: unreadable HDF5 weights file ({error}); it is truncated or corrupt."
+        ) from None
     return model, spec
 
 
@@ -374,7 +403,9 @@ def evaluate_trained(
 ) -> dict:
     """Top-1 accuracy and loss of a trained run on ``split`` of its dataset."""
     model, spec = load_trained(model_dir)
-    ds = data_lib.load(spec["dataset"], split, data_dir=data_dir, batch_size=batch_size, limit=limit)
+    ds = data_lib.load(
+        spec["dataset"], split, data_dir=data_dir, batch_size=batch_size, limit=limit
+    )
     model.compile(
         loss=tf.keras.losses.CategoricalCrossentropy(from_logits=True),
         metrics=[tf.keras.metrics.CategoricalAccuracy(name="accuracy")],
@@ -384,8 +415,13 @@ def evaluate_trained(
     elapsed = time.time() - start
     n = data_lib.num_examples(spec["dataset"], split, data_dir=data_dir)
     n = min(n, limit) if limit else n
-    return {"accuracy": float(accuracy), "loss": float(loss), "examples": n, "split": split,
-            "seconds": elapsed}
+    return {
+        "accuracy": float(accuracy),
+        "loss": float(loss),
+        "examples": n,
+        "split": split,
+        "seconds": elapsed,
+    }
 
 
 def summary_text(model: tf.keras.Model) -> str:

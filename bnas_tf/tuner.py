@@ -41,6 +41,7 @@ keras-tuner (which imports Keras 3 next to tf-keras) is imported on first use on
 from __future__ import annotations
 
 import bnas_tf  # noqa: F401  (Keras 2 before TensorFlow)
+from bnas_tf.runs import read_json, write_json
 
 import dataclasses
 import functools
@@ -52,8 +53,6 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
-
-from bnas_tf.runs import read_json, write_json
 
 __all__ = [
     "MODES",
@@ -74,7 +73,11 @@ __all__ = [
 MODES = ("search", "search_train", "random_arch")
 ORACLES = ("random", "bayesian", "hyperband")
 #: The objective (maximized) of each mode.
-OBJECTIVES = {"search": "search_accuracy", "search_train": "val_accuracy", "random_arch": "val_accuracy"}
+OBJECTIVES = {
+    "search": "search_accuracy",
+    "search_train": "val_accuracy",
+    "random_arch": "val_accuracy",
+}
 #: Tunable hyperparameters: name -> (config field, configs it sets: search and/or train).
 HYPERPARAMETERS: dict[str, tuple[str, tuple[str, ...]]] = {
     "binarization": ("binarization", ("search", "train")),
@@ -124,12 +127,14 @@ class TuneConfig:
     def spaces(self) -> dict[str, dict]:
         """The tuned hyperparameters: ``{name: parse_space(...)}`` (empty flags left out)."""
         return {
-            name: parse_space(getattr(self, f"hp_{name}"), integer=name in _INTS, name=f"--hp_{name}")
+            name: parse_space(
+                getattr(self, f"hp_{name}"), integer=name in _INTS, name=f"--hp_{name}"
+            )
             for name in HYPERPARAMETERS
             if getattr(self, f"hp_{name}").strip()
         }
 
-    def validate(self) -> "TuneConfig":
+    def validate(self) -> TuneConfig:
         """Raise ``ValueError`` naming the first bad setting."""
         if self.mode not in MODES:
             raise ValueError(f"--mode must be one of {', '.join(MODES)}, got {self.mode!r}.")
@@ -141,8 +146,9 @@ class TuneConfig:
         missing = [m for m in ("sklearn", "scipy") if importlib.util.find_spec(m) is None]
         if self.oracle == "bayesian" and missing:
             raise ValueError(
-                f"--oracle=bayesian needs keras-tuner's optional dependencies ({', '.join(missing)} "
-                "missing): pip install 'keras-tuner[bayesian]' (or bnas-tf[bayesian])."
+                "--oracle=bayesian needs keras-tuner's optional dependencies "
+                f"({', '.join(missing)} missing): pip install 'keras-tuner[bayesian]' (or "
+                "bnas-tf[bayesian])."
             )
         if self.hyperband_factor < 2:
             raise ValueError(f"--hyperband_factor must be at least 2, got {self.hyperband_factor}.")
@@ -160,7 +166,9 @@ class TuneConfig:
                     f"{', '.join('--hp_' + n for n in searched)} cannot be tuned."
                 )
         elif self.mode == "search" and "train_learning_rate" in spaces:
-            raise ValueError("--mode=search trains no network: --hp_train_learning_rate cannot be tuned.")
+            raise ValueError(
+                "--mode=search trains no network: --hp_train_learning_rate cannot be tuned."
+            )
         return self
 
 
@@ -209,10 +217,12 @@ def parse_space(text: str, *, integer: bool = False, name: str = "space") -> dic
 
 def declare_hyperparameters(config: TuneConfig, search_space: str = "bnas_kim"):
     """keras-tuner ``HyperParameters`` holding the whole space of ``config`` (and, in
-    ``random_arch`` mode, one ``Choice`` per decision of :func:`bnas_tf.sampling.genotype_space`)."""
-    import keras_tuner
-
+    ``random_arch`` mode, one ``Choice`` per decision of
+    :func:`bnas_tf.sampling.genotype_space`).
+    """
     from bnas_tf.sampling import genotype_space
+
+    import keras_tuner
 
     hp = keras_tuner.HyperParameters()
     for name, space in config.spaces().items():
@@ -240,7 +250,9 @@ def trial_configs(values: Mapping[str, Any], config: TuneConfig, search, train) 
             for target in targets:
                 changes[target][field] = values[name]
     if "tuner/epochs" in values:
-        changes["train" if config.mode == "random_arch" else "search"]["epochs"] = int(values["tuner/epochs"])
+        changes["train" if config.mode == "random_arch" else "search"]["epochs"] = int(
+            values["tuner/epochs"]
+        )
     search = dataclasses.replace(search, **changes["search"], strategy=config.strategy)
     train = dataclasses.replace(train, **changes["train"], strategy=config.strategy)
     if config.mode != "random_arch":
@@ -251,10 +263,10 @@ def trial_configs(values: Mapping[str, Any], config: TuneConfig, search, train) 
 def validation_accuracy(model_dir: str | os.PathLike, train, examples: int) -> float:
     """Top-1 accuracy of a trained run on the last ``examples`` images of the training
     split, which its training (the first ``train.limit`` images) never saw."""
-    import tensorflow as tf
-
     from bnas_tf import data as data_lib
     from bnas_tf.training import load_trained
+
+    import tensorflow as tf
 
     total = data_lib.num_examples(train.dataset, "train", data_dir=train.data_dir)
     used = min(total, train.limit) if train.limit else total
@@ -268,12 +280,14 @@ def validation_accuracy(model_dir: str | os.PathLike, train, examples: int) -> f
     classes = data_lib.info(train.dataset).num_classes
     ds = ds.batch(min(256, examples)).map(lambda x, y: (x, tf.one_hot(y, classes)))
     model, _ = load_trained(model_dir)
-    model.compile(metrics=[tf.keras.metrics.CategoricalAccuracy(name="accuracy")],
-                  loss=tf.keras.losses.CategoricalCrossentropy(from_logits=True))
+    model.compile(
+        metrics=[tf.keras.metrics.CategoricalAccuracy(name="accuracy")],
+        loss=tf.keras.losses.CategoricalCrossentropy(from_logits=True),
+    )
     return float(model.evaluate(ds, verbose=0, return_dict=True)["accuracy"])
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _tuner_class():
     import keras_tuner
     import tensorflow as tf
@@ -298,7 +312,9 @@ def _tuner_class():
                 self._log(trial, "reused", finished)
                 return finished
             try:
-                search, train = trial_configs(hp.values, self.config, self.search_config, self.train_config)
+                search, train = trial_configs(
+                    hp.values, self.config, self.search_config, self.train_config
+                )
             except ValueError as error:  # an impossible combination: not retried
                 raise keras_tuner.errors.FailedTrialError(str(error)) from None
             self._log(trial, "start")
@@ -306,23 +322,31 @@ def _tuner_class():
             metrics: dict[str, float] = {}
             if self.config.mode == "random_arch":
                 genotype = sample_genotype(
-                    lambda name, options: hp.get(name), search.search_space, allow_none=self.config.allow_none
+                    lambda name, options: hp.get(name),
+                    search.search_space,
+                    allow_none=self.config.allow_none,
                 )
             else:  # resume=True: a trial interrupted by a kill continues from its checkpoint
-                result = run_search(search, trial_dir / "search", resume=True, strategy=self.strategy)
+                result = run_search(
+                    search, trial_dir / "search", resume=True, strategy=self.strategy
+                )
                 metrics["search_accuracy"] = max(r["val_accuracy"] for r in result.history)
                 genotype = result.genotype
             if self.config.mode != "search":
                 genotype.save(trial_dir / "genotype.json")
                 train = dataclasses.replace(train, genotype=str(trial_dir / "genotype.json"))
                 tf.keras.backend.clear_session()
-                trained = train_network(train, trial_dir / "train", resume=True, strategy=self.strategy)
+                trained = train_network(
+                    train, trial_dir / "train", resume=True, strategy=self.strategy
+                )
                 metrics["test_accuracy"] = trained["test"]["accuracy"]
                 metrics["val_accuracy"] = validation_accuracy(
                     trial_dir / "train", train, self.config.val_examples
                 )
-            write_json(trial_dir / TRIAL_FILE, {"metrics": metrics, "genotype": genotype.to_dict(),
-                                                       "values": hp.values})
+            write_json(
+                trial_dir / TRIAL_FILE,
+                {"metrics": metrics, "genotype": genotype.to_dict(), "values": hp.values},
+            )
             self._log(trial, "end", metrics)
             return metrics
 
@@ -333,12 +357,22 @@ def _tuner_class():
             if not path.exists():
                 return None
             record = read_json(path)
-            return record["metrics"] if record.get("values") == json.loads(json.dumps(dict(values))) else None
+            return (
+                record["metrics"]
+                if record.get("values") == json.loads(json.dumps(dict(values)))
+                else None
+            )
 
         def _log(self, trial, event: str, metrics: Mapping[str, float] | None = None) -> None:
             """One line per trial start and end in ``trials_<tuner id>.jsonl`` (who ran what)."""
-            line = {"trial_id": trial.trial_id, "tuner_id": self.tuner_id, "event": event,
-                    "time": time.time(), "pid": os.getpid(), "metrics": dict(metrics or {})}
+            line = {
+                "trial_id": trial.trial_id,
+                "tuner_id": self.tuner_id,
+                "event": event,
+                "time": time.time(),
+                "pid": os.getpid(),
+                "metrics": dict(metrics or {}),
+            }
             with open(Path(self.project_dir) / f"trials_{self.tuner_id}.jsonl", "a") as f:
                 f.write(json.dumps(line) + "\n")
 
@@ -368,7 +402,9 @@ def make_oracle(config: TuneConfig, hyperparameters):
     if config.oracle == "random":
         return keras_tuner.oracles.RandomSearchOracle(max_trials=config.max_trials, **common)
     if config.oracle == "bayesian":
-        return keras_tuner.oracles.BayesianOptimizationOracle(max_trials=config.max_trials, **common)
+        return keras_tuner.oracles.BayesianOptimizationOracle(
+            max_trials=config.max_trials, **common
+        )
     return keras_tuner.oracles.HyperbandOracle(
         max_epochs=config.max_epochs, factor=config.hyperband_factor, **common
     )
@@ -376,11 +412,15 @@ def make_oracle(config: TuneConfig, hyperparameters):
 
 def is_worker() -> bool:
     """Whether this process is a worker of a distributed keras-tuner run."""
-    return "KERASTUNER_ORACLE_IP" in os.environ and "chief" not in os.environ.get("KERASTUNER_TUNER_ID", "")
+    return "KERASTUNER_ORACLE_IP" in os.environ and "chief" not in os.environ.get(
+        "KERASTUNER_TUNER_ID", ""
+    )
 
 
 def _is_chief() -> bool:
-    return "KERASTUNER_ORACLE_IP" in os.environ and "chief" in os.environ.get("KERASTUNER_TUNER_ID", "")
+    return "KERASTUNER_ORACLE_IP" in os.environ and "chief" in os.environ.get(
+        "KERASTUNER_TUNER_ID", ""
+    )
 
 
 def _serve(tuner, poll_s: float = 1.0) -> None:
@@ -400,7 +440,9 @@ def _serve(tuner, poll_s: float = 1.0) -> None:
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=1))
     servicer = oracle_chief.OracleServicer(tuner.oracle)
     protos.get_service_grpc().add_OracleServicer_to_server(servicer, server)
-    server.add_insecure_port(f"{os.environ['KERASTUNER_ORACLE_IP']}:{os.environ['KERASTUNER_ORACLE_PORT']}")
+    server.add_insecure_port(
+        f"{os.environ['KERASTUNER_ORACLE_IP']}:{os.environ['KERASTUNER_ORACLE_PORT']}"
+    )
     server.start()
     try:
         while not (servicer.stop_triggered and oracle_chief.exit_chief(tuner.oracle)):
@@ -430,7 +472,9 @@ def make_tuner(config: TuneConfig, search, train, *, overwrite: bool = False, st
     )
 
 
-def run_tuning(config: TuneConfig, search, train, *, overwrite: bool = False, strategy=None) -> dict | None:
+def run_tuning(
+    config: TuneConfig, search, train, *, overwrite: bool = False, strategy=None
+) -> dict | None:
     """Run (or resume) a tuning project; write and return its best trial.
 
     Returns ``{"trial_id", "score", "values", "metrics", "trial_dir"}`` (also written to
@@ -453,10 +497,14 @@ def run_tuning(config: TuneConfig, search, train, *, overwrite: bool = False, st
         "objective": config.objective,
         "score": None if trial.score is None or math.isnan(trial.score) else float(trial.score),
         "values": dict(trial.hyperparameters.values),
-        "metrics": {name: float(trial.metrics.get_last_value(name)) for name in trial.metrics.metrics},
+        "metrics": {
+            name: float(trial.metrics.get_last_value(name)) for name in trial.metrics.metrics
+        },
         "trial_dir": str(Path(tuner.project_dir) / f"trial_{trial.trial_id}"),
-        "trials": {status: sum(t.status == status for t in tuner.oracle.trials.values())
-                   for status in ("COMPLETED", "FAILED", "INVALID", "RUNNING")},
+        "trials": {
+            status: sum(t.status == status for t in tuner.oracle.trials.values())
+            for status in ("COMPLETED", "FAILED", "INVALID", "RUNNING")
+        },
     }
     write_json(Path(tuner.project_dir) / BEST_TRIAL_FILE, report)
     return report

@@ -48,8 +48,7 @@ def fashion_dir() -> Path:
     directory = data.DEBIAN_FASHION_MNIST_DIR
     if data._find_idx_files(directory, "train") is None:
         pytest.skip(
-            f"Fashion-MNIST not installed in {directory} "
-            "(apt-get install -y dataset-fashion-mnist)"
+            f"Fashion-MNIST not installed in {directory} (apt-get install -y dataset-fashion-mnist)"
         )
     return directory
 

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
+import bnas_tf  # noqa: F401  (Keras 2 before TensorFlow)
+from bnas_tf import genotype
+from bnas_tf.export import model_summary
+
 import sys
 from pathlib import Path
 
 import pytest
-
-import bnas_tf  # noqa: F401  (Keras 2 before TensorFlow)
-from bnas_tf import genotype
-from bnas_tf.export import model_summary
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import _common as C  # noqa: E402
@@ -31,11 +31,20 @@ def test_upsampled_zoo_model_emits_logits_and_is_profiled_as_the_zoo_network():
     import larq_zoo
     import numpy as np
 
-    model = C.build_model({"kind": "zoo", "module": "sota", "model": "QuickNetSmall", "input_size": 32})
-    assert model.input_shape == (None, *C.INPUT_SHAPE) and model.output_shape == (None, C.NUM_CLASSES)
-    logits = model(np.random.default_rng(0).normal(size=(2, *C.INPUT_SHAPE)).astype("float32")).numpy()
+    model = C.build_model(
+        {"kind": "zoo", "module": "sota", "model": "QuickNetSmall", "input_size": 32}
+    )
+    assert model.input_shape == (None, *C.INPUT_SHAPE) and model.output_shape == (
+        None,
+        C.NUM_CLASSES,
+    )
+    logits = model(
+        np.random.default_rng(0).normal(size=(2, *C.INPUT_SHAPE)).astype("float32")
+    ).numpy()
     assert not np.allclose(logits.sum(axis=-1), 1.0)  # the softmax was removed
-    direct = larq_zoo.sota.QuickNetSmall(input_shape=(32, 32, 1), weights=None, num_classes=C.NUM_CLASSES)
+    direct = larq_zoo.sota.QuickNetSmall(
+        input_shape=(32, 32, 1), weights=None, num_classes=C.NUM_CLASSES
+    )
     assert model_summary(C.profiled(model))["macs_total"] == model_summary(direct)["macs_total"]
 
 
@@ -57,13 +66,19 @@ def test_search_speed_rounds_report_median_walls_and_per_round_ratios():
     assert summary["results"]["plain"]["wall_s"] == 305.0  # the median run itself
     assert summary["results"]["reduction"]["wall_s"] == 260.0  # lower median of two
     only_errors = search_speed.summarize_rounds([{"plain": {"error": "x"}}])
-    assert only_errors["results"]["plain"] == {"error": "x"} and only_errors["ratio_reduction_over_plain"] is None
+    assert (
+        only_errors["results"]["plain"] == {"error": "x"}
+        and only_errors["ratio_reduction_over_plain"] is None
+    )
 
 
 def test_reduction_stage_ratio_counts_one_trace_per_stage_against_one_for_the_plain_search():
     import reduction_stages
 
-    rows = [{"first_step_s": 10.0, "median_step_s": 1.0}, {"first_step_s": 6.0, "median_step_s": 0.5}]
+    rows = [
+        {"first_step_s": 10.0, "median_step_s": 1.0},
+        {"first_step_s": 6.0, "median_step_s": 0.5},
+    ]
     # reduction: (10 + 9 * 1) + (6 + 9 * 0.5) = 29.5; plain: 10 + 19 * 1 = 29
     assert reduction_stages.ratio_with_first_steps(rows, 10) == pytest.approx(29.5 / 29.0)
     # long stages approach the steps-only ratio (1 + 0.5) / 2
@@ -75,13 +90,34 @@ def test_reduction_stage_ratio_counts_one_trace_per_stage_against_one_for_the_pl
 def test_reduction_stages_record_the_timed_network_with_the_search_space_and_k_kept():
     import reduction_stages
 
-    metrics = {"config": {"search_space": "bnas_darts", "binarization": "xnor", "partial_channels": 4,
-                          "layers": 3, "init_channels": 8, "batch_size": 32}}
+    metrics = {
+        "config": {
+            "search_space": "bnas_darts",
+            "binarization": "xnor",
+            "partial_channels": 4,
+            "layers": 3,
+            "init_channels": 8,
+            "batch_size": 32,
+        }
+    }
     own = reduction_stages.timed_network(metrics)
-    assert (own["layers"], own["init_channels"], own["batch_size"]) == (3, 8, 32) and "image" not in own
+    assert (own["layers"], own["init_channels"], own["batch_size"]) == (
+        3,
+        8,
+        32,
+    ) and "image" not in own
     ref = reduction_stages.timed_network(metrics, "reference")
-    assert (ref["layers"], ref["init_channels"], ref["batch_size"], ref["image"]) == (8, 16, 64, [32, 32, 3])
-    assert (ref["search_space"], ref["binarization"], ref["partial_channels"]) == ("bnas_darts", "xnor", 4)
+    assert (ref["layers"], ref["init_channels"], ref["batch_size"], ref["image"]) == (
+        8,
+        16,
+        64,
+        [32, 32, 3],
+    )
+    assert (ref["search_space"], ref["binarization"], ref["partial_channels"]) == (
+        "bnas_darts",
+        "xnor",
+        4,
+    )
 
 
 def test_report_marks_each_reduction_measurement_met_or_missed_against_0_6(tmp_path, monkeypatch):
@@ -91,7 +127,9 @@ def test_report_marks_each_reduction_measurement_met_or_missed_against_0_6(tmp_p
 
     monkeypatch.setattr(C, "RESULTS", tmp_path)
     assert report.reduction_rows() == []  # no results files: no rows
-    (tmp_path / "reduction_stages_6400_reference.json").write_text(json.dumps({"ratio_steps_only": 0.584}))
+    (tmp_path / "reduction_stages_6400_reference.json").write_text(
+        json.dumps({"ratio_steps_only": 0.584})
+    )
     (tmp_path / "search_speed_reduction_6400.json").write_text(
         json.dumps({"reduction": {"ratio_reduction_over_plain": 0.87}})
     )
@@ -103,7 +141,10 @@ def test_report_marks_each_reduction_measurement_met_or_missed_against_0_6(tmp_p
             json.dumps({"ratio_steps_only": ratio})
         )
     kim = report.reduction_rows()[0]
-    assert "median over 3 searches' removal sequences | **missed** | 0.66x of 0.58, 0.66, 0.69 (" in kim
+    assert (
+        "median over 3 searches' removal sequences | **missed** | 0.66x of 0.58, 0.66, 0.69 ("
+        in kim
+    )
 
 
 def test_stall_watch_fires_once_per_period_of_one_still_stack_outside_batches():
@@ -116,27 +157,47 @@ def test_stall_watch_fires_once_per_period_of_one_still_stack_outside_batches():
     assert not any(moving.observe(float(t), [f"line {t}"], in_batch=False) for t in range(10))
     tracing = stall_profile.StallWatch(after=3.0)  # a long first step is not a stall
     assert not any(tracing.observe(float(t), ["trace"], in_batch=True) for t in range(10))
-    assert not any(stall_profile.StallWatch(after=0).observe(float(t), ["x"], False) for t in range(10))
+    assert not any(
+        stall_profile.StallWatch(after=0).observe(float(t), ["x"], False) for t in range(10)
+    )
 
 
 def test_stall_profile_splits_a_fit_into_batches_start_up_and_tear_down():
     import stall_profile
 
     events = [
-        ("fit_call", 0.0), ("batch_begin", 1.0), ("batch_end", 3.0), ("batch_begin", 3.0),
-        ("batch_end", 4.0), ("train_end", 4.5), ("fit_return", 40.0), ("fit_call", 41.0),
-        ("batch_begin", 41.0), ("batch_end", 42.0), ("train_end", 42.0), ("fit_return", 42.5),
+        ("fit_call", 0.0),
+        ("batch_begin", 1.0),
+        ("batch_end", 3.0),
+        ("batch_begin", 3.0),
+        ("batch_end", 4.0),
+        ("train_end", 4.5),
+        ("fit_return", 40.0),
+        ("fit_call", 41.0),
+        ("batch_begin", 41.0),
+        ("batch_end", 42.0),
+        ("train_end", 42.0),
+        ("fit_return", 42.5),
     ]
-    samples = [(2.0, ["step"]), (20.0, ["teardown", "fit"]), (30.0, ["teardown", "fit"]), (40.5, ["save"])]
+    samples = [
+        (2.0, ["step"]),
+        (20.0, ["teardown", "fit"]),
+        (30.0, ["teardown", "fit"]),
+        (40.5, ["save"]),
+    ]
     summary = stall_profile.summarize(events, samples, [(2, 0.2), (0, 0.01)])
     first, second = summary["fits"]
-    assert first["batches"] == 2 and first["first_batch_s"] == 2.0 and first["median_batch_s"] == 1.0
+    assert (
+        first["batches"] == 2 and first["first_batch_s"] == 2.0 and first["median_batch_s"] == 1.0
+    )
     assert first["outside_batches_s"] == pytest.approx(37.0)
     assert first["after_train_end_s"] == pytest.approx(35.5)
     assert second["after_train_end_s"] == pytest.approx(0.5)
     assert summary["gaps_between_fits_s"] == [1.0] and summary["longest_gc_s"] == 0.2
     stacks = summary["top_stacks_outside_batches"]
-    assert stacks["fit 0 outside batches"] == [("teardown < fit", 2)]  # the batch sample is left out
+    assert stacks["fit 0 outside batches"] == [
+        ("teardown < fit", 2)
+    ]  # the batch sample is left out
     assert stacks["between fits"] == [("save", 1)]
 
 
@@ -146,10 +207,14 @@ def test_reduction_bounds_derive_op_costs_and_the_ratio_of_each_removal_order():
     # full step 10 s; removing conv from every edge saves 3 s, pool 1 s, none nothing
     fixed, costs = rb.op_costs(10.0, {"conv": 7.0, "pool": 9.0, "none": 10.0})
     assert rb.order_spaces(["conv", "pool", "none"], "costliest") == [
-        ("costliest_1", rb.full_space(["pool", "none"]))]  # stages 1 .. n - 2; stage 0 is the full space
-    assert fixed == pytest.approx(6.0) and costs == pytest.approx({"conv": 3.0, "pool": 1.0, "none": 0.0})
+        ("costliest_1", rb.full_space(["pool", "none"]))
+    ]  # stages 1 .. n - 2; stage 0 is the full space
+    assert fixed == pytest.approx(6.0) and costs == pytest.approx(
+        {"conv": 3.0, "pool": 1.0, "none": 0.0}
+    )
     b = rb.bounds(fixed, costs)
-    # two stages: the second keeps (pool, none) = 7 s, or (pool, conv) = 10 s, or on average 6 + 2/3 * 4 s
+    # two stages: the second keeps (pool, none) = 7 s, or (pool, conv) = 10 s,
+    # or on average 6 + 2/3 * 4 s
     assert b["costliest_first"] == pytest.approx((10 + 7) / 20)
     assert b["cheapest_first"] == pytest.approx((10 + 10) / 20)
     assert b["random_order"] == pytest.approx((10 + 6 + 8 / 3) / 20)
@@ -169,13 +234,23 @@ def test_reduction_bounds_predict_a_search_s_own_removal_sequence_from_its_op_sh
 
     ops = ["none", "pool", "conv"]
     full = rb.full_space(ops, edges=2)
-    assert rb.without(ops, "pool", edges=2) == {"normal": [["none", "conv"]] * 2, "reduce": [["none", "conv"]] * 2}
-    stage1 = {"normal": [["none", "conv"], ["pool", "conv"]], "reduce": [["none", "pool"], ["none", "conv"]]}
+    assert rb.without(ops, "pool", edges=2) == {
+        "normal": [["none", "conv"]] * 2,
+        "reduce": [["none", "conv"]] * 2,
+    }
+    stage1 = {
+        "normal": [["none", "conv"], ["pool", "conv"]],
+        "reduce": [["none", "pool"], ["none", "conv"]],
+    }
     shares = rb.op_shares(stage1, ops)
     assert shares == {"none": 0.75, "pool": 0.5, "conv": 0.75}
     fixed, costs = 6.0, {"none": 0.0, "pool": 1.0, "conv": 3.0}
     assert rb.stage_step(fixed, costs, rb.op_shares(full, ops)) == pytest.approx(10.0)
-    metrics = {"op_names": ops, "config": {"seed": 4}, "stages": [{"active_ops": full}, {"active_ops": stage1}]}
+    metrics = {
+        "op_names": ops,
+        "config": {"seed": 4},
+        "stages": [{"active_ops": full}, {"active_ops": stage1}],
+    }
     measured = {"metrics": "m.json", "stages": [{"median_step_s": 10.2}, {"median_step_s": 9.0}]}
     row = rb.sequence_row(fixed, costs, measured, metrics)
     assert row["seed"] == 4 and row["predicted_step_s"] == pytest.approx([10.0, 6.0 + 0.5 + 2.25])
@@ -184,22 +259,34 @@ def test_reduction_bounds_predict_a_search_s_own_removal_sequence_from_its_op_sh
     assert row["removable_share_kept"] == pytest.approx([1.0, 2.75 / 4.0])
 
 
-def test_report_lists_the_removal_order_bounds_of_each_configuration_measured(tmp_path, monkeypatch):
+def test_report_lists_the_removal_order_bounds_of_each_configuration_measured(
+    tmp_path, monkeypatch
+):
     import json
 
     import report
 
     monkeypatch.setattr(C, "RESULTS", tmp_path)
     assert report.reduction_bound_rows() == []
-    (tmp_path / "reduction_bounds_kim.json").write_text(json.dumps({
-        "full_step_s": 8.0, "fixed_s": 1.0,
-        "bounds": {"costliest_first": 0.5, "random_order": 0.66, "cheapest_first": 0.81},
-        "bounds_timed": {"costliest_first": 0.47},
-        "sequences": [{"measured_ratio": 0.58, "predicted_ratio": 0.6}, {"measured_ratio": 0.69, "predicted_ratio": 0.7}],
-    }))
+    (tmp_path / "reduction_bounds_kim.json").write_text(
+        json.dumps(
+            {
+                "full_step_s": 8.0,
+                "fixed_s": 1.0,
+                "bounds": {"costliest_first": 0.5, "random_order": 0.66, "cheapest_first": 0.81},
+                "bounds_timed": {"costliest_first": 0.47},
+                "sequences": [
+                    {"measured_ratio": 0.58, "predicted_ratio": 0.6},
+                    {"measured_ratio": 0.69, "predicted_ratio": 0.7},
+                ],
+            }
+        )
+    )
     (row,) = report.reduction_bound_rows()
     assert row.startswith("| Kim et al.'s space (K=1) (`")
-    assert row.endswith("| 8.00 | 0.12 | 0.47 (0.50) | (0.66) | (0.81) | 0.58 (0.60), 0.69 (0.70) |")
+    assert row.endswith(
+        "| 8.00 | 0.12 | 0.47 (0.50) | (0.66) | (0.81) | 0.58 (0.60), 0.69 (0.70) |"
+    )
 
 
 def test_reduction_bounds_time_every_space_once_per_round_after_building_them_all(monkeypatch):
@@ -215,39 +302,78 @@ def test_reduction_bounds_time_every_space_once_per_round_after_building_them_al
     monkeypatch.setattr(rb, "search_step", fake_search_step)
     spaces = [("a", rb.full_space(["a"])), ("b", rb.full_space(["b"]))]
     timings = rb.interleaved_steps(None, spaces, rounds=2)
-    assert calls == [("build", "a"), ("step", "a"), ("build", "b"), ("step", "b"),  # first steps
-                     ("step", "a"), ("step", "b"), ("step", "a"), ("step", "b")]  # rounds, interleaved
+    assert calls == [
+        ("build", "a"),
+        ("step", "a"),
+        ("build", "b"),
+        ("step", "b"),  # first steps
+        ("step", "a"),
+        ("step", "b"),
+        ("step", "a"),
+        ("step", "b"),
+    ]  # rounds, interleaved
     assert set(timings) == {"a", "b"} and all(len(t["step_s"]) == 2 for t in timings.values())
 
 
-def test_reduction_bounds_recompute_from_earlier_timings_and_refuse_another_network(tmp_path, capsys):
+def test_reduction_bounds_recompute_from_earlier_timings_and_refuse_another_network(
+    tmp_path, capsys
+):
     import json
 
     import reduction_bounds as rb
 
     ops = ["none", "pool", "conv"]
     config = {"search_space": "toy", "binarization": "sign_scale", "partial_channels": 1, "seed": 3}
-    metrics = {"op_names": ops, "config": config,
-               "stages": [{"active_ops": rb.full_space(ops)}, {"active_ops": rb.without(ops, "pool")}]}
+    metrics = {
+        "op_names": ops,
+        "config": config,
+        "stages": [{"active_ops": rb.full_space(ops)}, {"active_ops": rb.without(ops, "pool")}],
+    }
     (tmp_path / "metrics.json").write_text(json.dumps(metrics))
     net = rb.timed_network(metrics, "reference")
     step = lambda s: {"first_step_s": 30.0, "median_step_s": s, "step_s": [s]}  # noqa: E731
-    earlier = {"machine": {"nproc": 2}, "timed_network": net, "peak_rss_gb": 5.0,
-               "leave_one_out": {"full": step(10.0), "without_none": step(10.0), "without_pool": step(9.0),
-                                 "without_conv": step(7.0)},
-               "orders": {"full": step(10.0), "costliest_first_1": step(7.5), "cheapest_first_1": step(10.0)}}
+    earlier = {
+        "machine": {"nproc": 2},
+        "timed_network": net,
+        "peak_rss_gb": 5.0,
+        "leave_one_out": {
+            "full": step(10.0),
+            "without_none": step(10.0),
+            "without_pool": step(9.0),
+            "without_conv": step(7.0),
+        },
+        "orders": {
+            "full": step(10.0),
+            "costliest_first_1": step(7.5),
+            "cheapest_first_1": step(10.0),
+        },
+    }
     (tmp_path / "timings.json").write_text(json.dumps(earlier))
-    measured = {"net": "reference", "timed_network": net, "metrics": str(tmp_path / "metrics.json"),
-                "stages": [{"median_step_s": 10.0}, {"median_step_s": 9.2}]}
+    measured = {
+        "net": "reference",
+        "timed_network": net,
+        "metrics": str(tmp_path / "metrics.json"),
+        "stages": [{"median_step_s": 10.0}, {"median_step_s": 9.2}],
+    }
     (tmp_path / "measured.json").write_text(json.dumps(measured))
     out = tmp_path / "bounds.json"
-    args = ["--config", str(tmp_path / "metrics.json"), "--timings", str(tmp_path / "timings.json"),
-            "--output", str(out)]
+    args = [
+        "--config",
+        str(tmp_path / "metrics.json"),
+        "--timings",
+        str(tmp_path / "timings.json"),
+        "--output",
+        str(out),
+    ]
     assert rb.main(args + ["--measured", str(tmp_path / "measured.json")]) == 0
     result = json.loads(out.read_text())
-    assert result["removal_orders"] == {"costliest_first": ["conv", "pool", "none"],
-                                       "cheapest_first": ["none", "pool", "conv"]}
-    assert result["bounds_timed"] == pytest.approx({"costliest_first": 17.5 / 20, "cheapest_first": 1.0})
+    assert result["removal_orders"] == {
+        "costliest_first": ["conv", "pool", "none"],
+        "cheapest_first": ["none", "pool", "conv"],
+    }
+    assert result["bounds_timed"] == pytest.approx(
+        {"costliest_first": 17.5 / 20, "cheapest_first": 1.0}
+    )
     assert result["bounds"]["costliest_first"] == pytest.approx(17 / 20)  # the model: 6 + 1 + 0 s
     (seq,) = result["sequences"]
     assert seq["seed"] == 3 and seq["measured_ratio"] == pytest.approx(19.2 / 20)

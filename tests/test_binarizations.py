@@ -2,12 +2,6 @@
 then the trained network reloaded; and XNOR-Net's activation scaling in layers and ops."""
 
 import bnas_tf  # noqa: F401  (Keras 2 before TensorFlow)
-
-import larq as lq
-import numpy as np
-import pytest
-import tensorflow as tf
-
 from bnas_tf import ops
 from bnas_tf.layers import (
     XnorScaledQuantConv2D,
@@ -20,26 +14,49 @@ from bnas_tf.search.driver import SearchConfig, run_search
 from bnas_tf.search.mixed_op import MixedOp
 from bnas_tf.training import TrainConfig, load_trained, train_network
 
+import larq as lq
+import numpy as np
+import pytest
+import tensorflow as tf
+
 # (binarization, xnor_activation_scale): every method, plus XNOR-Net with its scaling map.
 METHODS = [(name, False) for name in sorted(BINARIZATIONS)] + [("xnor", True)]
 METHOD_IDS = [f"{name}{'+K' if scale else ''}" for name, scale in METHODS]
 
 
 @pytest.mark.parametrize("binarization,scale", METHODS, ids=METHOD_IDS)
-def test_search_then_train_with_each_binarization(binarization, scale, tiny_idx_dir_module, tmp_path):
+def test_search_then_train_with_each_binarization(
+    binarization, scale, tiny_idx_dir_module, tmp_path
+):
     search = SearchConfig(
-        data_dir=str(tiny_idx_dir_module), limit=32, batch_size=8, epochs=1, layers=1,
-        init_channels=4, binarization=binarization, xnor_activation_scale=scale, verbose=0,
+        data_dir=str(tiny_idx_dir_module),
+        limit=32,
+        batch_size=8,
+        epochs=1,
+        layers=1,
+        init_channels=4,
+        binarization=binarization,
+        xnor_activation_scale=scale,
+        verbose=0,
     )
     result = run_search(search, tmp_path / "search")
     assert (tmp_path / "search" / "genotype.json").exists()
     assert len(result.genotype.normal) == 8
 
     train = TrainConfig(
-        genotype=str(tmp_path / "search" / "genotype.json"), data_dir=str(tiny_idx_dir_module),
-        limit=32, limit_test=16, layers=2, init_channels=4, epochs=1, batch_size=8,
-        binarization=binarization, xnor_activation_scale=scale, augment=False,
-        drop_path_rate=0.0, verbose=0,
+        genotype=str(tmp_path / "search" / "genotype.json"),
+        data_dir=str(tiny_idx_dir_module),
+        limit=32,
+        limit_test=16,
+        layers=2,
+        init_channels=4,
+        epochs=1,
+        batch_size=8,
+        binarization=binarization,
+        xnor_activation_scale=scale,
+        augment=False,
+        drop_path_rate=0.0,
+        verbose=0,
     )
     metrics = train_network(train, tmp_path / "train")
     assert np.isfinite(metrics["history"][0]["loss"])
@@ -59,7 +76,9 @@ def test_search_then_train_with_each_binarization(binarization, scale, tiny_idx_
 def test_scaled_conv_is_binary_conv_times_scaling_map():
     rng = np.random.default_rng(0)
     x = tf.constant(rng.normal(size=(2, 7, 7, 3)), tf.float32)
-    scaled = binary_conv2d(get_binarization("xnor", xnor_activation_scale=True), 5, 3, padding="same")
+    scaled = binary_conv2d(
+        get_binarization("xnor", xnor_activation_scale=True), 5, 3, padding="same"
+    )
     plain = lq.layers.QuantConv2D(5, 3, padding="same", **BINARIZATIONS["xnor"].layer_kwargs())
     plain.build(x.shape)
     scaled.build(x.shape)
@@ -90,7 +109,9 @@ def test_scaled_depthwise_conv_scales_each_channel():
 
 def test_scaled_conv_gradient_reaches_input_through_sign_and_scale():
     x = tf.Variable(np.random.default_rng(2).normal(size=(1, 5, 5, 2)).astype("float32") * 0.5)
-    layer = binary_conv2d(get_binarization("xnor", xnor_activation_scale=True), 3, 3, padding="same")
+    layer = binary_conv2d(
+        get_binarization("xnor", xnor_activation_scale=True), 3, 3, padding="same"
+    )
     with tf.GradientTape() as tape:
         y = tf.reduce_sum(layer(x))
     grad = tape.gradient(y, x).numpy()
@@ -128,9 +149,14 @@ def test_activation_scale_is_xnor_only(name):
 def test_every_binary_op_uses_the_scaled_layers(op):
     b = get_binarization("xnor", xnor_activation_scale=True)
     layers = ops.op_layers(op, 4, 1, binarization=b)
-    convs = [layer for layer in layers if isinstance(layer, (lq.layers.QuantConv2D, lq.layers.QuantDepthwiseConv2D))]
+    convs = [
+        layer
+        for layer in layers
+        if isinstance(layer, (lq.layers.QuantConv2D, lq.layers.QuantDepthwiseConv2D))
+    ]
     assert convs and all(
-        isinstance(layer, (XnorScaledQuantConv2D, XnorScaledQuantDepthwiseConv2D)) for layer in convs
+        isinstance(layer, (XnorScaledQuantConv2D, XnorScaledQuantDepthwiseConv2D))
+        for layer in convs
     )
     y = ops.apply_op(tf.random.normal((1, 8, 8, 4)), op, 4, 1, binarization=b)
     assert y.shape == (1, 8, 8, 4)
@@ -153,7 +179,9 @@ def test_mixed_op_with_scaling_matches_one_branch_per_edge():
         wide = [w for w in shared.op_layers[op].weights if "kernel" in w.name][0].numpy()
         edges = [e for e, ops_ in enumerate(edge_ops) if op in ops_]
         for i, e in enumerate(edges):
-            kernel = [w for w in textbook.op_layers[f"{op}_edge{e}"].weights if "kernel" in w.name][0]
+            kernel = [w for w in textbook.op_layers[f"{op}_edge{e}"].weights if "kernel" in w.name][
+                0
+            ]
             kernel.assign(wide[..., i * 4 : (i + 1) * 4])
     for a, b_ in zip(shared(x, weights), textbook(x, weights)):
         np.testing.assert_allclose(a.numpy(), b_.numpy(), rtol=1e-4, atol=1e-4)
@@ -165,7 +193,11 @@ def test_summary_reports_binary_parameters_and_macs(binarization, scale):
     from bnas_tf.network import build_network
 
     model = build_network(
-        get("latest_cell"), layers=3, init_channels=8, num_classes=10, input_shape=(16, 16, 1),
+        get("latest_cell"),
+        layers=3,
+        init_channels=8,
+        num_classes=10,
+        input_shape=(16, 16, 1),
         binarization=get_binarization(binarization, xnor_activation_scale=scale),
     )
     lines = []
@@ -184,15 +216,25 @@ def test_pcnn_lambda_reaches_every_projection_quantizer(tmp_path):
     binarization = binarization_of(config.validate())
     assert binarization.pcnn_lambda == 3e-3
     # One fresh quantizer (one projection) per layer.
-    assert binarization.layer_kwargs()["kernel_quantizer"] is not binarization.layer_kwargs()["kernel_quantizer"]
+    assert (
+        binarization.layer_kwargs()["kernel_quantizer"]
+        is not binarization.layer_kwargs()["kernel_quantizer"]
+    )
     spec = {
         "genotype": __import__("bnas_tf.genotype").genotype.get("latest_cell").to_dict(),
-        "layers": 2, "init_channels": 4, "num_classes": 10, "input_shape": [16, 16, 1],
-        "stem": "cifar", "binarization": "pcnn", "pcnn_lambda": 3e-3,
+        "layers": 2,
+        "init_channels": 4,
+        "num_classes": 10,
+        "input_shape": [16, 16, 1],
+        "stem": "cifar",
+        "binarization": "pcnn",
+        "pcnn_lambda": 3e-3,
     }
     model = build_from_spec(spec)
-    quantizers = [l.kernel_quantizer for l in model.layers if isinstance(l, lq.layers.QuantConv2D)]
-    assert quantizers and all(isinstance(q, PcnnWeight) and q.pcnn_lambda == 3e-3 for q in quantizers)
+    quantizers = [x.kernel_quantizer for x in model.layers if isinstance(x, lq.layers.QuantConv2D)]
+    assert quantizers and all(
+        isinstance(q, PcnnWeight) and q.pcnn_lambda == 3e-3 for q in quantizers
+    )
     assert len({id(q) for q in quantizers}) == len(quantizers)
 
 

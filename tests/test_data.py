@@ -169,7 +169,12 @@ def test_load_shuffle_is_seeded(tiny_idx_dir):
 
 def test_load_repeat(tiny_idx_dir):
     ds = data.load(
-        "fashion_mnist", "test", data_dir=tiny_idx_dir, batch_size=8, repeat=True, shuffle=True,
+        "fashion_mnist",
+        "test",
+        data_dir=tiny_idx_dir,
+        batch_size=8,
+        repeat=True,
+        shuffle=True,
         seed=0,
     )
     batches = list(ds.take(3 * TINY_TEST // 8))  # three epochs
@@ -182,7 +187,11 @@ def test_augment_keeps_shapes_and_is_seeded(tiny_idx_dir):
     def run(seed, augment=True):
         return _collect(
             data.load(
-                "fashion_mnist", "train", data_dir=tiny_idx_dir, batch_size=16, augment=augment,
+                "fashion_mnist",
+                "train",
+                data_dir=tiny_idx_dir,
+                batch_size=16,
+                augment=augment,
                 seed=seed,
             )
         )

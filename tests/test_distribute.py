@@ -48,13 +48,17 @@ def tf_config(ports: list[int], index: int) -> str:
     return json.dumps({"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}})
 
 
-def run_workers(commands: list[list[str]], envs: list[dict], logs: Path) -> list[subprocess.CompletedProcess]:
+def run_workers(
+    commands: list[list[str]], envs: list[dict], logs: Path
+) -> list[subprocess.CompletedProcess]:
     """Run the commands at once (output to files: a full pipe would stall a collective)."""
     logs.mkdir(parents=True, exist_ok=True)
     processes = []
     for i, (command, env) in enumerate(zip(commands, envs)):
         with open(logs / f"{i}.log", "w") as log:
-            processes.append(subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT))
+            processes.append(
+                subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+            )
     results = []
     try:
         for i, (command, process) in enumerate(zip(commands, processes)):
@@ -97,10 +101,15 @@ def _mirrored_job(data_dir: str, out: str) -> None:
     pairs = tf.data.Dataset.from_tensor_slices(((x[0], y[0]), (x[1], y[1]))).batch(8)
 
     def supernet():  # one reduction cell with one node: the step, cheap to trace
-        net = Supernet(10, layers=1, init_channels=4, steps=1, multiplier=1, entropy_lambda=1.0, seed=0)
+        net = Supernet(
+            10, layers=1, init_channels=4, steps=1, multiplier=1, entropy_lambda=1.0, seed=0
+        )
         # Plain SGD on alpha: its update is the gradient itself (Adam's would not show a wrong
         # loss scale, being invariant to it).
-        net.compile(optimizer=default_optimizers(10)["optimizer"], arch_optimizer=tf.keras.optimizers.SGD(1.0))
+        net.compile(
+            optimizer=default_optimizers(10)["optimizer"],
+            arch_optimizer=tf.keras.optimizers.SGD(1.0),
+        )
         net(tf.zeros((1, 8, 8, 1)))
         net.build_optimizers()
         return net
@@ -122,11 +131,21 @@ def _mirrored_job(data_dir: str, out: str) -> None:
 
     # Training a published cell's network under the strategy (bnas-train's function).
     config = TrainConfig(
-        genotype="bnas_a", dataset="fashion_mnist", data_dir=data_dir, layers=1, init_channels=4,
-        epochs=1, batch_size=16, limit=64, limit_test=32, lr_schedule="constant", verbose=0,
+        genotype="bnas_a",
+        dataset="fashion_mnist",
+        data_dir=data_dir,
+        layers=1,
+        init_channels=4,
+        epochs=1,
+        batch_size=16,
+        limit=64,
+        limit_test=32,
+        lr_schedule="constant",
+        verbose=0,
         strategy="mirrored",
     )
-    metrics = train_network(config, Path(out) / "train", strategy=strategy)  # one strategy per process
+    # one strategy per process
+    metrics = train_network(config, Path(out) / "train", strategy=strategy)
     results["train"] = {"history": metrics["history"], "test": metrics["test"]}
     (Path(out) / "results.json").write_text(json.dumps(results))
 
@@ -136,7 +155,11 @@ def mirrored(tmp_path_factory, tiny_idx_dir_module):
     out = tmp_path_factory.mktemp("mirrored")
     process = subprocess.run(
         [sys.executable, __file__, "mirrored", str(tiny_idx_dir_module), str(out)],
-        cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=TIMEOUT,
+        cwd=ROOT,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
     )
     assert process.returncode == 0, process.stderr[-4000:]
     return {**json.loads((out / "results.json").read_text()), "out": out}
@@ -153,7 +176,9 @@ def test_mirrored_alpha_update_matches_one_device(mirrored):
     replicated = np.array(mirrored["mirrored"]["alpha"]) - before
     assert np.abs(single).max() > 1e-4
     np.testing.assert_allclose(replicated, single, rtol=1e-4, atol=1e-9)
-    assert mirrored["mirrored"]["arch_loss"] == pytest.approx(mirrored["single"]["arch_loss"], rel=1e-5)
+    assert mirrored["mirrored"]["arch_loss"] == pytest.approx(
+        mirrored["single"]["arch_loss"], rel=1e-5
+    )
 
 
 def test_mirrored_weight_update_matches_one_device(mirrored):
@@ -189,14 +214,32 @@ def _multi_worker_job(data_dir: str, out: str) -> None:
     from bnas_tf.training import TrainConfig, train_network
 
     search = SearchConfig(
-        dataset="fashion_mnist", data_dir=data_dir, layers=1, init_channels=4, epochs=2, batch_size=8, limit=32,
-        entropy_tau=1.0, seed=0, verbose=0, strategy="multi_worker",
+        dataset="fashion_mnist",
+        data_dir=data_dir,
+        layers=1,
+        init_channels=4,
+        epochs=2,
+        batch_size=8,
+        limit=32,
+        entropy_tau=1.0,
+        seed=0,
+        verbose=0,
+        strategy="multi_worker",
     )
     run_search(search, Path(out) / "search", strategy=strategy)
     genotype = distribute.own_dir(Path(out) / "search", strategy) / "genotype.json"
     train = TrainConfig(
-        genotype=str(genotype), dataset="fashion_mnist", data_dir=data_dir, layers=1, init_channels=4,
-        epochs=1, batch_size=16, limit=64, limit_test=32, lr_schedule="constant", verbose=0,
+        genotype=str(genotype),
+        dataset="fashion_mnist",
+        data_dir=data_dir,
+        layers=1,
+        init_channels=4,
+        epochs=1,
+        batch_size=16,
+        limit=64,
+        limit_test=32,
+        lr_schedule="constant",
+        verbose=0,
         strategy="multi_worker",
     )
     train_network(train, Path(out) / "train", strategy=strategy)
@@ -207,7 +250,9 @@ def two_workers(tmp_path_factory, tiny_idx_dir_module):
     out = tmp_path_factory.mktemp("two_workers")
     ports = free_ports(2)
     command = [sys.executable, __file__, "multi_worker", str(tiny_idx_dir_module), str(out)]
-    results = run_workers([command, command], [_env(TF_CONFIG=tf_config(ports, i)) for i in range(2)], out / "logs")
+    results = run_workers(
+        [command, command], [_env(TF_CONFIG=tf_config(ports, i)) for i in range(2)], out / "logs"
+    )
     for result in results:
         assert result.returncode == 0, result.stdout[-4000:]
     return out
@@ -215,7 +260,9 @@ def two_workers(tmp_path_factory, tiny_idx_dir_module):
 
 def test_two_worker_search_writes_identical_genotypes(two_workers):
     chief, worker = two_workers / "search", two_workers / "search" / "worker_1"
-    assert json.loads((chief / "genotype.json").read_text()) == json.loads((worker / "genotype.json").read_text())
+    assert json.loads((chief / "genotype.json").read_text()) == json.loads(
+        (worker / "genotype.json").read_text()
+    )
     a, b = (json.loads((d / "metrics.json").read_text()) for d in (chief, worker))
     np.testing.assert_array_equal(a["alpha_normal"], b["alpha_normal"])
     np.testing.assert_array_equal(a["alpha_reduce"], b["alpha_reduce"])
@@ -232,8 +279,10 @@ def test_two_worker_checkpoints_follow_the_multi_worker_rules(two_workers):
 
 
 def test_two_worker_training(two_workers):
-    chief, worker = (json.loads((d / "metrics.json").read_text()) for d in
-                     (two_workers / "train", two_workers / "train" / "worker_1"))
+    chief, worker = (
+        json.loads((d / "metrics.json").read_text())
+        for d in (two_workers / "train", two_workers / "train" / "worker_1")
+    )
     assert len(chief["history"]) == 1 and np.isfinite(chief["history"][0]["loss"])
     assert chief["history"] == worker["history"]  # the same global loss and accuracy
     assert chief["test"]["accuracy"] == worker["test"]["accuracy"]  # the same weights
@@ -250,8 +299,15 @@ def test_two_worker_training(two_workers):
         ("sideways", {}, "--strategy must be one of default, mirrored, multi_worker, tpu"),
         ("multi_worker", {}, "needs the TF_CONFIG environment variable"),
         ("multi_worker", {"TF_CONFIG": "{not json"}, "TF_CONFIG is not valid"),
-        ("multi_worker", {"TF_CONFIG": json.dumps({"cluster": {"worker": ["a:1"]},
-                                                   "task": {"type": "worker", "index": 1}})}, "not in its cluster"),
+        (
+            "multi_worker",
+            {
+                "TF_CONFIG": json.dumps(
+                    {"cluster": {"worker": ["a:1"]}, "task": {"type": "worker", "index": 1}}
+                )
+            },
+            "not in its cluster",
+        ),
         ("tpu", {}, "--strategy=tpu: no TPU found"),
     ],
 )
@@ -289,12 +345,12 @@ class _FakeStrategy:
 
 
 def test_program_start_up_on_a_worker_leaves_the_run_directory_to_the_chief(monkeypatch, tmp_path):
-    from absl import app, flags
-
     from bnas_tf import distribute
     from bnas_tf.apps import common
     from bnas_tf.apps import strategy as strategy_lib
     from bnas_tf.search.driver import SearchConfig
+
+    from absl import app, flags
 
     values = flags.FlagValues()
     common.define_run_flags(values)
@@ -308,4 +364,6 @@ def test_program_start_up_on_a_worker_leaves_the_run_directory_to_the_chief(monk
 
 
 if __name__ == "__main__":
-    {"mirrored": _mirrored_job, "multi_worker": _multi_worker_job}[sys.argv[1]](sys.argv[2], sys.argv[3])
+    {"mirrored": _mirrored_job, "multi_worker": _multi_worker_job}[sys.argv[1]](
+        sys.argv[2], sys.argv[3]
+    )

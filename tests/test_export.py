@@ -2,8 +2,10 @@
 the refusal to write a float model in disguise, op counting, and the ``bnas-export`` program."""
 
 import bnas_tf  # noqa: F401  (Keras 2 before TensorFlow)
+from bnas_tf import export, genotype, network
+from bnas_tf.apps import export as export_app
+from bnas_tf.quantizers import BINARIZATIONS, get_binarization
 
-import json
 import os
 import subprocess
 import sys
@@ -14,10 +16,6 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from absl import app, flags
-
-from bnas_tf import export, genotype, network
-from bnas_tf.apps import export as export_app
-from bnas_tf.quantizers import BINARIZATIONS, get_binarization
 
 ROOT = Path(__file__).resolve().parents[1]
 N_COMPARE = 16
@@ -51,7 +49,9 @@ def _train_steps(model, x, y, steps):
     for step in range(steps):
         batch = slice(16 * (step % 2), 16 * (step % 2) + 16)
         with tf.GradientTape() as tape:
-            loss = loss_fn(y[batch], model(x[batch], training=True)) + tf.add_n(model.losses or [0.0])
+            loss = loss_fn(y[batch], model(x[batch], training=True)) + tf.add_n(
+                model.losses or [0.0]
+            )
         variables = model.trainable_variables
         optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
 
@@ -60,15 +60,16 @@ def _train_steps(model, x, y, steps):
 METHODS = [(name, False) for name in sorted(BINARIZATIONS)] + [("xnor", True)]
 
 
-@pytest.fixture(
-    scope="module", params=METHODS, ids=[f"{n}{'+K' if k else ''}" for n, k in METHODS]
-)
+@pytest.fixture(scope="module", params=METHODS, ids=[f"{n}{'+K' if k else ''}" for n, k in METHODS])
 def converted(request):
-    """A tiny trained latest_cell network of one binarization, its LCE flatbuffer and test inputs."""
+    """A tiny trained latest_cell network of one binarization, its LCE flatbuffer, test inputs."""
     binarization, scale = request.param
     tf.keras.utils.set_random_seed(0)
     model = network.build_network(
-        genotype.PUBLISHED["latest_cell"], layers=3, init_channels=8, num_classes=10,
+        genotype.PUBLISHED["latest_cell"],
+        layers=3,
+        init_channels=8,
+        num_classes=10,
         input_shape=(28, 28, 1),
         binarization=get_binarization(binarization, xnor_activation_scale=scale),
     )
@@ -138,7 +139,9 @@ def test_model_summary_counts_one_bit_weights(converted):
     assert info["params_1bit"] == profile.weight_count(1) > 0
     assert info["params_32bit"] == profile.weight_count(32) > 0
     assert info["params_total"] == info["params_1bit"] + info["params_32bit"] + info["params_other"]
-    assert info["memory_bytes"] == pytest.approx((info["params_1bit"] + 32 * (info["params_32bit"])) / 8, rel=0.2)
+    assert info["memory_bytes"] == pytest.approx(
+        (info["params_1bit"] + 32 * (info["params_32bit"])) / 8, rel=0.2
+    )
     assert info["memory_kib"] == pytest.approx(info["memory_bytes"] / 1024)
     assert info["compression_ratio"] < 1.0
     assert 0.5 < info["binarized_mac_ratio"] < 1.0
@@ -161,8 +164,13 @@ def _single_conv_model(kernel_quantizer, input_quantizer="ste_sign"):
     inputs = tf.keras.Input((8, 8, 4))
     x = tf.keras.layers.BatchNormalization()(inputs)
     x = lq.layers.QuantConv2D(
-        8, 3, padding="same", use_bias=False, input_quantizer=input_quantizer,
-        kernel_quantizer=kernel_quantizer, kernel_constraint="weight_clip",
+        8,
+        3,
+        padding="same",
+        use_bias=False,
+        input_quantizer=input_quantizer,
+        kernel_quantizer=kernel_quantizer,
+        kernel_constraint="weight_clip",
     )(x)
     return tf.keras.Model(inputs, x, name="one_conv")
 
@@ -170,7 +178,9 @@ def _single_conv_model(kernel_quantizer, input_quantizer="ste_sign"):
 def test_unmappable_binarization_raises_and_writes_nothing(tmp_path):
     model = _single_conv_model(_PerInputChannelSign())
     target = tmp_path / "model.tflite"
-    with pytest.raises(ValueError, match=r"no LceBconv2d op for the 1 binary QuantConv2D.*_PerInputChannelSign"):
+    with pytest.raises(
+        ValueError, match=r"no LceBconv2d op for the 1 binary QuantConv2D.*_PerInputChannelSign"
+    ):
         export.export_model(model, target, "lce")
     assert not target.exists() and not list(tmp_path.iterdir())
 
@@ -199,7 +209,9 @@ def test_count_ops_and_float_formats(tmp_path):
     assert (saved / "saved_model.pb").exists() and not (saved / "stale").exists()
     restored = tf.keras.models.load_model(saved)
     x = np.random.default_rng(0).random((2, 8, 8, 4), dtype=np.float32)
-    np.testing.assert_allclose(restored(x, training=False), model(x, training=False), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(
+        restored(x, training=False), model(x, training=False), rtol=1e-6, atol=1e-6
+    )
     # Kernel-only binarization (float activations) is not a binary conv for LCE: no error.
     assert export.binary_conv_layers(_single_conv_model("ste_sign", input_quantizer=None)) == []
 
@@ -207,7 +219,12 @@ def test_count_ops_and_float_formats(tmp_path):
 def _run(module, *args):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "2"}
     return subprocess.run(
-        [sys.executable, "-m", module, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
+        [sys.executable, "-m", module, *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
 
 
@@ -217,8 +234,17 @@ def trained_run(tmp_path_factory, tiny_idx_dir_module):
 
     out = tmp_path_factory.mktemp("export_run")
     train_network(
-        TrainConfig(genotype="latest_cell", layers=3, init_channels=4, epochs=1, batch_size=16, limit=64,
-                    limit_test=32, data_dir=str(tiny_idx_dir_module), verbose=0),
+        TrainConfig(
+            genotype="latest_cell",
+            layers=3,
+            init_channels=4,
+            epochs=1,
+            batch_size=16,
+            limit=64,
+            limit_test=32,
+            data_dir=str(tiny_idx_dir_module),
+            verbose=0,
+        ),
         out,
     )
     return out
@@ -226,14 +252,19 @@ def trained_run(tmp_path_factory, tiny_idx_dir_module):
 
 def test_export_program_end_to_end(trained_run):
     """``bnas-export`` on a trained run, replacing an existing file (--overwrite)."""
-    import larq_compute_engine as lce
-
     from bnas_tf.training import load_trained
+
+    import larq_compute_engine as lce
 
     output = trained_run / "bnas.tflite"
     output.write_bytes(b"stale")
-    result = _run("bnas_tf.apps.export", f"--model_dir={trained_run}", "--format=lce", f"--output={output}",
-                  "--overwrite")
+    result = _run(
+        "bnas_tf.apps.export",
+        f"--model_dir={trained_run}",
+        "--format=lce",
+        f"--output={output}",
+        "--overwrite",
+    )
     assert result.returncode == 0, result.stderr[-4000:]
     assert "Ratio of MACs that are binarized" in result.stdout
     assert "20 LceBconv2d ops for 20 binary convolutions" in result.stdout
@@ -243,7 +274,9 @@ def test_export_program_end_to_end(trained_run):
     images = np.random.default_rng(3).random((4, 28, 28, 1), dtype=np.float32)
     expected = model(images, training=False).numpy()
     actual = lce.testing.Interpreter(flatbuffer).predict(images)
-    np.testing.assert_allclose(actual, expected, atol=1e-3 * max(1.0, float(np.abs(expected).max())))
+    np.testing.assert_allclose(
+        actual, expected, atol=1e-3 * max(1.0, float(np.abs(expected).max()))
+    )
 
 
 def _flag_values(*args):
@@ -254,11 +287,15 @@ def _flag_values(*args):
 
 
 def test_export_program_refuses_to_overwrite(trained_run):
-    """Default output paths, the refusal without --overwrite (before any model is built), bad runs."""
+    """Default output paths, the refusal without --overwrite (before building a model), bad runs."""
     assert export_app.FORMATS == export.FORMATS
     with pytest.raises(app.UsageError, match="network.json not found"):
         export_app.export_from_flags(_flag_values(f"--model_dir={trained_run / 'nope'}"))
-    for format, name in (("lce", "model.lce.tflite"), ("tflite", "model.tflite"), ("saved_model", "saved_model")):
+    for format, name in (
+        ("lce", "model.lce.tflite"),
+        ("tflite", "model.tflite"),
+        ("saved_model", "saved_model"),
+    ):
         default = export.default_output(trained_run, format)
         assert default == trained_run / name
         if format == "saved_model":
@@ -267,11 +304,15 @@ def test_export_program_refuses_to_overwrite(trained_run):
         else:
             default.write_bytes(b"keep me")
         with pytest.raises(app.UsageError, match="exists; pass --overwrite"):
-            export_app.export_from_flags(_flag_values(f"--model_dir={trained_run}", f"--format={format}"))
+            export_app.export_from_flags(
+                _flag_values(f"--model_dir={trained_run}", f"--format={format}")
+            )
         kept = default / "keep" if format == "saved_model" else default
         assert kept.read_bytes() == b"keep me"
     explicit = trained_run / "mine.tflite"
     explicit.write_bytes(b"keep me")
     with pytest.raises(app.UsageError, match="exists; pass --overwrite"):
-        export_app.export_from_flags(_flag_values(f"--model_dir={trained_run}", f"--output={explicit}"))
+        export_app.export_from_flags(
+            _flag_values(f"--model_dir={trained_run}", f"--output={explicit}")
+        )
     assert explicit.read_bytes() == b"keep me"

@@ -1,20 +1,21 @@
 """Every flagfile in flags/ parses with its program's flags into a valid config."""
 
 import bnas_tf  # noqa: F401  (Keras 2 before TensorFlow)
-
-from pathlib import Path
-
-import pytest
-from absl import flags
-
 from bnas_tf.apps import common
 from bnas_tf.apps import search as search_app
 from bnas_tf.apps import train as train_app
 from bnas_tf.search.driver import SearchConfig
 from bnas_tf.training import TrainConfig
 
+from pathlib import Path
+
+import pytest
+from absl import flags
+
 FLAGFILES = sorted(  # bnas-tune's tune_*.cfg: tests/test_tuner.py
-    p for p in (Path(__file__).resolve().parents[1] / "flags").glob("*.cfg") if not p.name.startswith("tune_")
+    p
+    for p in (Path(__file__).resolve().parents[1] / "flags").glob("*.cfg")
+    if not p.name.startswith("tune_")
 )
 
 
@@ -28,22 +29,41 @@ def test_flagfile_parses_and_validates(path):
     flag_values(["prog", f"--flagfile={path}", "--output_dir=unused"])
     config = common.config_from_flags(config_cls, flag_values).validate()
     # Every flag the file names differs from nothing silently: it was really read.
-    named = [line.split("=")[0].lstrip("-") for line in path.read_text().splitlines() if line.startswith("--")]
-    assert named and all(name in flag_values or name.removeprefix("no") in flag_values for name in named)
+    named = [
+        line.split("=")[0].lstrip("-")
+        for line in path.read_text().splitlines()
+        if line.startswith("--")
+    ]
+    assert named and all(
+        name in flag_values or name.removeprefix("no") in flag_values for name in named
+    )
     assert config.dataset in ("fashion_mnist", "cifar10")
 
 
 def test_reference_flagfiles_hold_the_published_settings():
     flag_values = flags.FlagValues()
     search_app.define_flags(flag_values)
-    flag_values(["prog", f"--flagfile={FLAGFILES[0].parent / 'search_cifar10.cfg'}", "--output_dir=unused"])
+    flag_values(
+        ["prog", f"--flagfile={FLAGFILES[0].parent / 'search_cifar10.cfg'}", "--output_dir=unused"]
+    )
     config = common.config_from_flags(SearchConfig, flag_values)
     # Kim et al. / DARTS: 8 cells, 16 channels, batch 64, 50 epochs, lambda 1.0, tau 7.7.
-    assert (config.layers, config.init_channels, config.batch_size, config.epochs) == (8, 16, 64, 50)
+    assert (config.layers, config.init_channels, config.batch_size, config.epochs) == (
+        8,
+        16,
+        64,
+        50,
+    )
     assert (config.entropy_lambda, config.entropy_tau) == (1.0, 7.7)
     chen = flags.FlagValues()
     search_app.define_flags(chen)
-    chen(["prog", f"--flagfile={FLAGFILES[0].parent / 'search_cifar10_chen.cfg'}", "--output_dir=unused"])
+    chen(
+        [
+            "prog",
+            f"--flagfile={FLAGFILES[0].parent / 'search_cifar10_chen.cfg'}",
+            "--output_dir=unused",
+        ]
+    )
     config = common.config_from_flags(SearchConfig, chen)
     assert config.search_space == "bnas_darts" and config.partial_channels == 4
     assert config.operation_space_reduction and not config.allow_none
@@ -52,7 +72,9 @@ def test_reference_flagfiles_hold_the_published_settings():
     assert config.arch_warmup_epochs == 15
 
 
-@pytest.mark.parametrize("name,warmup", [("search_cifar10_chen.cfg", 15), ("search_fashion_mnist_chen.cfg", 4)])
+@pytest.mark.parametrize(
+    "name,warmup", [("search_cifar10_chen.cfg", 15), ("search_fashion_mnist_chen.cfg", 4)]
+)
 def test_chen_flagfiles_cite_a_source_for_every_setting(name, warmup):
     """Each flag of the Chen et al. files is preceded by a comment naming its source."""
     path = FLAGFILES[0].parent / name

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+from bnas_tf import memory
+
 import subprocess
 import sys
 import textwrap
 
 import pytest
-
-from bnas_tf import memory
 
 # Threads that allocate with malloc, then glibc's own report of its arenas (stderr).
 _PROBE = textwrap.dedent(
@@ -32,7 +32,9 @@ _PROBE = textwrap.dedent(
 
 
 def _arenas(cap: int) -> tuple[str, int]:
-    proc = subprocess.run([sys.executable, "-c", _PROBE, str(cap)], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", _PROBE, str(cap)], capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     return proc.stdout.strip(), proc.stderr.count("Arena ")
 

@@ -1,12 +1,11 @@
 import bnas_tf  # noqa: F401  (Keras 2 before TensorFlow)
+from bnas_tf import genotype as genotype_lib
+from bnas_tf import network
 
 import larq as lq
 import numpy as np
 import pytest
 import tensorflow as tf
-
-from bnas_tf import genotype as genotype_lib
-from bnas_tf import network
 
 PUBLISHED = sorted(genotype_lib.PUBLISHED)
 
@@ -15,7 +14,8 @@ def _cell_quant_layers(model):
     return [
         layer
         for layer in model.layers
-        if layer.name.startswith("cell") and isinstance(layer, (lq.layers.QuantConv2D, lq.layers.QuantDepthwiseConv2D))
+        if layer.name.startswith("cell")
+        and isinstance(layer, (lq.layers.QuantConv2D, lq.layers.QuantDepthwiseConv2D))
     ]
 
 
@@ -35,9 +35,20 @@ def test_published_genotypes_build_with_binary_cells(name, binarization):
     assert quant, "the cells hold binary convolutions"
     with lq.context.quantized_scope(True):
         for layer in quant:
-            kernel = (layer.depthwise_kernel if hasattr(layer, "depthwise_kernel") else layer.kernel).numpy()
+            kernel = (
+                layer.depthwise_kernel if hasattr(layer, "depthwise_kernel") else layer.kernel
+            ).numpy()
             assert layer.input_quantizer is not None, layer.name
-            assert getattr(layer.kernel_quantizer if hasattr(layer, "kernel_quantizer") and layer.kernel_quantizer else layer.depthwise_quantizer, "precision", None) == 1
+            assert (
+                getattr(
+                    layer.kernel_quantizer
+                    if hasattr(layer, "kernel_quantizer") and layer.kernel_quantizer
+                    else layer.depthwise_quantizer,
+                    "precision",
+                    None,
+                )
+                == 1
+            )
             if hasattr(layer, "depthwise_kernel"):  # one scale per depthwise filter (axis -2)
                 kernel = np.moveaxis(kernel, -2, -1)
             per_channel = kernel.reshape(-1, kernel.shape[-1])
@@ -57,7 +68,12 @@ def test_forward_values_and_feature_output():
     logits = model(x, training=False).numpy()
     assert logits.shape == (2, 10) and np.all(np.isfinite(logits))
     features = network.build_network(
-        genotype_lib.BNAS_A, layers=3, init_channels=8, num_classes=10, input_shape=(28, 28, 1), include_top=False
+        genotype_lib.BNAS_A,
+        layers=3,
+        init_channels=8,
+        num_classes=10,
+        input_shape=(28, 28, 1),
+        include_top=False,
     )
     # Two reductions: 28 -> 14 -> 7; the last cell concatenates 4 nodes of 4 * 8 channels.
     assert features.output_shape == (None, 7, 7, 4 * 32)
@@ -65,8 +81,13 @@ def test_forward_values_and_feature_output():
 
 def test_imagenet_stem_and_auxiliary_head():
     model = network.build_network(
-        genotype_lib.LATEST_CELL, layers=3, init_channels=8, num_classes=5, input_shape=(64, 64, 3),
-        stem="imagenet", auxiliary=True,
+        genotype_lib.LATEST_CELL,
+        layers=3,
+        init_channels=8,
+        num_classes=5,
+        input_shape=(64, 64, 3),
+        stem="imagenet",
+        auxiliary=True,
     )
     assert [tuple(s) for s in model.output_shape] == [(None, 5), (None, 5)]
 
@@ -91,7 +112,8 @@ def test_identity_inter_cell_skip_of_a_normal_cell_adds_the_previous_cell():
     assert "cell3_skip" in names and "cell3_skip_conv" not in names  # identity, not a conv
     skip = model.get_layer("cell3_skip")
     probe = tf.keras.Model(
-        model.input, [skip.output, model.get_layer("cell3_concat").output, model.get_layer("cell2_skip").output]
+        model.input,
+        [skip.output, model.get_layer("cell3_concat").output, model.get_layer("cell2_skip").output],
     )
     x = np.random.default_rng(0).standard_normal((2, 16, 16, 1)).astype("float32")
     out, concat, previous = [t.numpy() for t in probe(x, training=False)]
@@ -103,7 +125,11 @@ def test_identity_inter_cell_skip_of_a_normal_cell_adds_the_previous_cell():
 
 def test_drop_path_only_in_training():
     model = network.build_network(
-        genotype_lib.LATEST_CELL, layers=3, init_channels=8, num_classes=10, input_shape=(16, 16, 1),
+        genotype_lib.LATEST_CELL,
+        layers=3,
+        init_channels=8,
+        num_classes=10,
+        input_shape=(16, 16, 1),
         drop_path_rate=0.5,
     )
     network.set_drop_path_progress(model, 1.0)
@@ -136,6 +162,11 @@ def test_bad_arguments(kwargs, message):
 def test_input_tensor():
     tensor = tf.keras.Input((16, 16, 1))
     model = network.build_network(
-        genotype_lib.BNAS_A, layers=3, init_channels=4, num_classes=3, input_tensor=tensor, input_shape=None
+        genotype_lib.BNAS_A,
+        layers=3,
+        init_channels=4,
+        num_classes=3,
+        input_tensor=tensor,
+        input_shape=None,
     )
     assert model.inputs[0] is tensor

@@ -1,14 +1,13 @@
 """Tests of the candidate operations in :mod:`bnas_tf.ops`."""
 
 import bnas_tf  # noqa: F401  (must come before tensorflow)
+from bnas_tf import ops, quantizers
+from bnas_tf.ops import BINARY_CONV_OPS, OP_NAMES, SEARCH_SPACES, FactorizedReduce, Zeroise
 
 import larq as lq
 import numpy as np
 import pytest
 import tensorflow as tf
-
-from bnas_tf import ops, quantizers
-from bnas_tf.ops import BINARY_CONV_OPS, OP_NAMES, SEARCH_SPACES, FactorizedReduce, Zeroise
 
 C = 4
 BATCH = 2
@@ -66,11 +65,20 @@ def test_darts_dilated_conv_is_separable_and_kims_is_dense():
     for k in (3, 5):
         layers = ops.op_layers(f"bin_dil_sep_conv_{k}x{k}", C, 1)
         kinds = [type(layer).__name__ for layer in layers]
-        assert kinds == ["BatchNormalization", "QuantDepthwiseConv2D", "QuantConv2D", "BatchNormalization"]
+        assert kinds == [
+            "BatchNormalization",
+            "QuantDepthwiseConv2D",
+            "QuantConv2D",
+            "BatchNormalization",
+        ]
         assert layers[1].kernel_size == (k, k) and layers[1].dilation_rate == (2, 2)
         assert layers[2].kernel_size == (1, 1)
         dense = ops.op_layers(f"bin_dil_conv_{k}x{k}", C, 1)
-        assert [type(layer).__name__ for layer in dense] == ["BatchNormalization", "QuantConv2D", "ReLU"]
+        assert [type(layer).__name__ for layer in dense] == [
+            "BatchNormalization",
+            "QuantConv2D",
+            "ReLU",
+        ]
 
 
 @pytest.mark.parametrize("space", sorted(SEARCH_SPACES))
@@ -125,9 +133,11 @@ def test_binary_conv_kernels_are_one_bit(op, stride, binarization):
         assert len(np.unique(latent)) > 2, "outside the quantized scope the latent kernel is read"
         with lq.context.quantized_scope(True):
             binary = variable.numpy()
-        flat = binary.reshape(-1, binary.shape[-2] * binary.shape[-1]) if isinstance(
-            layer, lq.layers.QuantDepthwiseConv2D
-        ) else binary.reshape(-1, binary.shape[-1])
+        flat = (
+            binary.reshape(-1, binary.shape[-2] * binary.shape[-1])
+            if isinstance(layer, lq.layers.QuantDepthwiseConv2D)
+            else binary.reshape(-1, binary.shape[-1])
+        )
         for o in range(flat.shape[1]):
             magnitudes = np.unique(np.abs(flat[:, o]))
             assert magnitudes.shape == (1,) and magnitudes[0] > 0, f"{layer.name} channel {o}"
@@ -171,7 +181,11 @@ def _reference_binary_conv(op, layers, x, stride):
         return tf.nn.relu(y)
     bns = [layer for layer in layers[1:] if isinstance(layer, tf.keras.layers.BatchNormalization)]
     depthwise = _quantized(quant[0])
-    y = strided(lambda s, d: tf.nn.depthwise_conv2d(_sign(h), depthwise, [1, s, s, 1], "SAME", dilations=[d, d]))
+    y = strided(
+        lambda s, d: tf.nn.depthwise_conv2d(
+            _sign(h), depthwise, [1, s, s, 1], "SAME", dilations=[d, d]
+        )
+    )
     if "dil" not in op:
         y = bns.pop(0)(y, training=False)
     y = tf.nn.conv2d(_sign(y), _quantized(quant[1]), 1, "VALID")

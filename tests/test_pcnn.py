@@ -1,6 +1,8 @@
 """Tests of the PCNN weight binarization (:class:`bnas_tf.quantizers.PcnnWeight`)."""
 
 import bnas_tf  # noqa: F401  (must come before tensorflow)
+from bnas_tf import ops
+from bnas_tf.quantizers import BINARIZATIONS, PcnnWeight, get_binarization
 
 import dataclasses
 
@@ -8,9 +10,6 @@ import larq as lq
 import numpy as np
 import pytest
 import tensorflow as tf
-
-from bnas_tf import ops
-from bnas_tf.quantizers import BINARIZATIONS, PcnnWeight, get_binarization
 
 KERNEL_SHAPES = ((3, 3, 4, 5), (6, 3))  # a conv kernel and a dense kernel
 

@@ -1,6 +1,7 @@
 """The absl programs end to end on tiny data (their errors on bad input: tests/reliability/)."""
 
 import bnas_tf  # noqa: F401  (Keras 2 before TensorFlow)
+from bnas_tf.genotype import Genotype
 
 import json
 import os
@@ -10,27 +11,46 @@ from pathlib import Path
 
 import pytest
 
-from bnas_tf.genotype import Genotype
-
 ROOT = Path(__file__).resolve().parents[1]
 TINY_SEARCH = [
-    "--dataset=fashion_mnist", "--batch_size=8", "--epochs=2", "--layers=2",
-    "--init_channels=4", "--entropy_tau=1.0", "--seed=0", "--verbose=0",
+    "--dataset=fashion_mnist",
+    "--batch_size=8",
+    "--epochs=2",
+    "--layers=2",
+    "--init_channels=4",
+    "--entropy_tau=1.0",
+    "--seed=0",
+    "--verbose=0",
 ]
 TINY_TRAIN = [
-    "--dataset=fashion_mnist", "--layers=2", "--init_channels=4", "--epochs=1",
-    "--batch_size=16", "--optimizer=adam", "--learning_rate=1e-3", "--lr_schedule=constant",
-    "--drop_path_rate=0.1", "--seed=0", "--verbose=0",
+    "--dataset=fashion_mnist",
+    "--layers=2",
+    "--init_channels=4",
+    "--epochs=1",
+    "--batch_size=16",
+    "--optimizer=adam",
+    "--learning_rate=1e-3",
+    "--lr_schedule=constant",
+    "--drop_path_rate=0.1",
+    "--seed=0",
+    "--verbose=0",
 ]
 
 
 def run(module, *args, check=True):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "2"}
     result = subprocess.run(
-        [sys.executable, "-m", module, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
+        [sys.executable, "-m", module, *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     if check and result.returncode != 0:
-        raise AssertionError(f"{module} failed ({result.returncode}):\n{result.stdout}\n{result.stderr[-4000:]}")
+        raise AssertionError(
+            f"{module} failed ({result.returncode}):\n{result.stdout}\n{result.stderr[-4000:]}"
+        )
     return result
 
 
@@ -41,10 +61,18 @@ def pipeline(tmp_path_factory, tiny_idx_dir_module):
     data = f"--data_dir={tiny_idx_dir_module}"
     search = run("bnas_tf.apps.search", *TINY_SEARCH, data, f"--output_dir={root / 'search'}")
     train = run(
-        "bnas_tf.apps.train", *TINY_TRAIN, data, f"--genotype={root / 'search' / 'genotype.json'}",
+        "bnas_tf.apps.train",
+        *TINY_TRAIN,
+        data,
+        f"--genotype={root / 'search' / 'genotype.json'}",
         f"--output_dir={root / 'train'}",
     )
-    evaluate = run("bnas_tf.apps.evaluate", f"--model_dir={root / 'train'}", data, f"--output_dir={root / 'eval'}")
+    evaluate = run(
+        "bnas_tf.apps.evaluate",
+        f"--model_dir={root / 'train'}",
+        data,
+        f"--output_dir={root / 'eval'}",
+    )
     return root, search, train, evaluate
 
 
@@ -60,9 +88,19 @@ def test_search_writes_a_valid_genotype_and_metrics(pipeline):
     assert events
     import tensorflow as tf
 
-    tags = {value.tag for path in events for event in tf.compat.v1.train.summary_iterator(str(path))
-            for value in event.summary.value}
-    for tag in ("search/loss", "search/accuracy", "search/arch_accuracy", "search/entropy", "genotype"):
+    tags = {
+        value.tag
+        for path in events
+        for event in tf.compat.v1.train.summary_iterator(str(path))
+        for value in event.summary.value
+    }
+    for tag in (
+        "search/loss",
+        "search/accuracy",
+        "search/arch_accuracy",
+        "search/entropy",
+        "genotype",
+    ):
         assert tag in tags, sorted(tags)
     assert any(tag.startswith("genotype_ops/") for tag in tags)
     assert "Genotype(" in search.stdout

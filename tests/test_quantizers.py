@@ -1,14 +1,6 @@
 """Tests of the weight/activation binarizers in :mod:`bnas_tf.quantizers`."""
 
 import bnas_tf  # noqa: F401  (must come before tensorflow)
-
-import re
-
-import larq as lq
-import numpy as np
-import pytest
-import tensorflow as tf
-
 from bnas_tf import quantizers as Q
 from bnas_tf.quantizers import (
     BINARIZATIONS,
@@ -17,6 +9,13 @@ from bnas_tf.quantizers import (
     XnorWeight,
     get_binarization,
 )
+
+import re
+
+import larq as lq
+import numpy as np
+import pytest
+import tensorflow as tf
 
 WEIGHT_QUANTIZERS = ("xnor", "sign_scale")
 ALL_QUANTIZERS = (*WEIGHT_QUANTIZERS, "ste_sign")

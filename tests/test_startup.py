@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from bnas_tf.apps.startup import LOGGING_HELP, STARTUP_NOISE
+
 import os
 import subprocess
 import sys
@@ -9,8 +11,6 @@ import textwrap
 from pathlib import Path
 
 import pytest
-
-from bnas_tf.apps.startup import LOGGING_HELP, STARTUP_NOISE
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -36,7 +36,11 @@ def _env(**overrides: str) -> dict[str, str]:
 def test_help_lists_the_programs_flags_and_how_to_see_tensorflows_logs(program, tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", f"bnas_tf.apps.{program}", "--help"],
-        capture_output=True, text=True, cwd=tmp_path, env=_env(), timeout=300,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=_env(),
+        timeout=300,
     )
     # absl's --help exits with status 1 after printing the usage to stdout.
     assert f"bnas-{program}" in result.stdout.splitlines()[0]
@@ -51,7 +55,11 @@ def test_tf_cpp_min_log_level_set_by_the_user_shows_the_start_up_notices(tmp_pat
     script = "import bnas_tf.apps, tensorflow as tf; tf.config.list_physical_devices()"
     result = subprocess.run(
         [sys.executable, "-c", script],
-        capture_output=True, text=True, cwd=tmp_path, env=_env(TF_CPP_MIN_LOG_LEVEL="0"), timeout=300,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=_env(TF_CPP_MIN_LOG_LEVEL="0"),
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr
     assert any(STARTUP_NOISE.search(line) for line in result.stderr.splitlines()), result.stderr
@@ -61,16 +69,26 @@ def test_other_stderr_output_during_the_import_is_written_back(tmp_path):
     """A stand-in ``tensorflow`` writes a notice and a real warning to file descriptor 2."""
     fake = tmp_path / "fake" / "tensorflow"
     fake.mkdir(parents=True)
-    (fake / "__init__.py").write_text(textwrap.dedent("""
+    (fake / "__init__.py").write_text(
+        textwrap.dedent("""
         import os, types
         os.write(2, b"I0000 1 cudart_stub.cc:31] Could not find cuda drivers on your machine\\n")
         os.write(2, b"W0000 1 some_kernel.cc:7] a warning the user must see\\n")
         config = types.SimpleNamespace(list_physical_devices=lambda: [])
-    """))
-    script = "import os, sys, bnas_tf.apps; print('tensorflow' in sys.modules, os.environ['TF_CPP_MIN_LOG_LEVEL'])"
+    """)
+    )
+    script = (
+        "import os, sys, bnas_tf.apps; "
+        "print('tensorflow' in sys.modules, os.environ['TF_CPP_MIN_LOG_LEVEL'])"
+    )
     env = _env(PYTHONPATH=os.pathsep.join([str(tmp_path / "fake"), str(ROOT)]))
     result = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        timeout=120,
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["True", "1"]

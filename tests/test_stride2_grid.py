@@ -9,17 +9,16 @@ reduction cell sums such outputs, so all ops must agree on it.
 """
 
 import bnas_tf  # noqa: F401  (must come before tensorflow)
-
-import numpy as np
-import pytest
-import tensorflow as tf
-
 from bnas_tf import genotype as genotype_lib
 from bnas_tf import ops
 from bnas_tf.network import build_network
 from bnas_tf.search.cell import _relu_conv_bn
 from bnas_tf.search.mixed_op import MixedOp
 from bnas_tf.training import build_from_spec
+
+import numpy as np
+import pytest
+import tensorflow as tf
 
 C = 4
 OUT = 4  # the probed output pixel (OUT, OUT)
@@ -31,7 +30,9 @@ STRIDED_OPS = sorted(
 
 
 def _window_centre(fn, size: int, channels: int = C, seed: int = 0) -> tuple[float, float]:
-    x = tf.constant(np.random.default_rng(seed).standard_normal((64, size, size, channels)), tf.float32)
+    x = tf.constant(
+        np.random.default_rng(seed).standard_normal((64, size, size, channels)), tf.float32
+    )
     with tf.GradientTape() as tape:
         tape.watch(x)
         y = fn(x)
@@ -66,9 +67,14 @@ def test_every_stride2_op_centres_on_one_grid(size):
     # The supernet's node-shared form (shared BN + sign, widened convolutions) and the
     # preprocessing of a cell after a reduction read the same windows.
     centres.update({f"MixedOp/{op}": _window_centre(_mixed_op_fn(op), size) for op in STRIDED_OPS})
-    centres["search preprocess 3x3/2"] = _window_centre(lambda x: _relu_conv_bn(C, 3, 2, "p")(x), size)
+    centres["search preprocess 3x3/2"] = _window_centre(
+        lambda x: _relu_conv_bn(C, 3, 2, "p")(x), size
+    )
     off = {name: c for name, c in centres.items() if c != (expected, expected)}
-    assert not off, f"{size}x{size} input, output ({OUT}, {OUT}) should centre on ({expected}, {expected}): {off}"
+    assert not off, (
+        f"{size}x{size} input, output ({OUT}, {OUT}) should centre on ({expected}, {expected}): "
+        f"{off}"
+    )
 
 
 def test_legacy_grid_keeps_the_old_dilated_subsampling():
@@ -91,7 +97,9 @@ def test_subsample_matches_a_same_padded_strided_dilated_convolution(size):
     np.testing.assert_allclose(subsampled.numpy(), reference.numpy(), rtol=1e-5, atol=1e-5)
     # and the `same` strided conv of a dense kernel centres where the subsampling does
     dense = tf.nn.conv2d(x, k, 2, "SAME")
-    np.testing.assert_allclose(dense.numpy(), tf.nn.conv2d(x, k, 1, "SAME")[:, o::2, o::2].numpy(), atol=1e-5)
+    np.testing.assert_allclose(
+        dense.numpy(), tf.nn.conv2d(x, k, 1, "SAME")[:, o::2, o::2].numpy(), atol=1e-5
+    )
 
 
 def test_network_specs_record_their_grid():
@@ -99,17 +107,29 @@ def test_network_specs_record_their_grid():
     fix, e.g. the published zoo weights) keeps the legacy one."""
     cell = genotype_lib.BNAS_A
     cell = genotype_lib.Genotype(  # a strided dilated conv in the reduction cell
-        cell.normal, cell.normal_concat, (("bin_dil_conv_3x3", 0), *cell.reduce[1:]), cell.reduce_concat,
+        cell.normal,
+        cell.normal_concat,
+        (("bin_dil_conv_3x3", 0), *cell.reduce[1:]),
+        cell.reduce_concat,
         search_space="bnas_kim",
     )
     spec = {
-        "genotype": cell.to_dict(), "layers": 3, "init_channels": 8, "num_classes": 10,
-        "input_shape": [16, 16, 1], "stem": "cifar", "binarization": "sign_scale",
+        "genotype": cell.to_dict(),
+        "layers": 3,
+        "init_channels": 8,
+        "num_classes": 10,
+        "input_shape": [16, 16, 1],
+        "stem": "cifar",
+        "binarization": "sign_scale",
     }
+
     def grids(model):
         return {layer.grid for layer in model.layers if isinstance(layer, ops.Subsample)}
+
     assert grids(build_from_spec(spec)) == {"legacy"}
     assert grids(build_from_spec({**spec, "stride2_grid": "same"})) == {"same"}
-    assert grids(build_network(cell, layers=3, init_channels=8, input_shape=(16, 16, 1))) == {"same"}
+    assert grids(build_network(cell, layers=3, init_channels=8, input_shape=(16, 16, 1))) == {
+        "same"
+    }
     with pytest.raises(ValueError, match="stride-2 grid 'centre'"):
         build_from_spec({**spec, "stride2_grid": "centre"})

@@ -6,6 +6,11 @@ training images: a trial is one short training (a few seconds).
 """
 
 import bnas_tf  # noqa: F401  (Keras 2 before TensorFlow)
+from bnas_tf.genotype import STEPS, Genotype
+from bnas_tf.sampling import genotype_space, random_genotype, sample_genotype
+from bnas_tf.search.driver import SearchConfig
+from bnas_tf.training import TrainConfig
+from bnas_tf.tuner import TuneConfig, parse_space, trial_configs
 
 import collections
 import json
@@ -19,12 +24,6 @@ import types
 from pathlib import Path
 
 import pytest
-
-from bnas_tf.genotype import STEPS, Genotype
-from bnas_tf.sampling import genotype_space, random_genotype, sample_genotype
-from bnas_tf.search.driver import SearchConfig
-from bnas_tf.training import TrainConfig
-from bnas_tf.tuner import TuneConfig, parse_space, trial_configs
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMEOUT = 540  # generous: a loaded 2-core machine is several times slower than a quiet one
@@ -64,7 +63,18 @@ def test_random_genotype_reaches_every_choice():
         name: sorted(options) for name, options in space.items()
     }
     assert len(space) == 2 * STEPS * 3  # per cell and node: an input pair and 2 ops
-    assert space["normal_node3_inputs"] == ["0,1", "0,2", "0,3", "0,4", "1,2", "1,3", "1,4", "2,3", "2,4", "3,4"]
+    assert space["normal_node3_inputs"] == [
+        "0,1",
+        "0,2",
+        "0,3",
+        "0,4",
+        "1,2",
+        "1,3",
+        "1,4",
+        "2,3",
+        "2,4",
+        "3,4",
+    ]
 
 
 def test_sample_genotype_from_keras_tuner_choices():
@@ -104,9 +114,15 @@ def test_parse_space(text, integer, expected):
 
 @pytest.mark.parametrize(
     "text, integer, match",
-    [("2..1", False, "min < max"), ("0..1:log", False, "min > 0"), ("1..2:cubic", False, "sampling"),
-     ("4,x", True, "not a number"), ("2.5", True, "not an integer"), ("1,1", False, "duplicate"),
-     ("", False, "empty")],
+    [
+        ("2..1", False, "min < max"),
+        ("0..1:log", False, "min > 0"),
+        ("1..2:cubic", False, "sampling"),
+        ("4,x", True, "not a number"),
+        ("2.5", True, "not an integer"),
+        ("1,1", False, "duplicate"),
+        ("", False, "empty"),
+    ],
 )
 def test_parse_space_errors(text, integer, match):
     with pytest.raises(ValueError, match=match):
@@ -133,17 +149,34 @@ def test_bayesian_oracle_names_its_missing_dependencies(monkeypatch):
     import importlib.util
 
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
-    with pytest.raises(ValueError, match=r"sklearn, scipy missing\): pip install 'keras-tuner\[bayesian\]'"):
+    with pytest.raises(
+        ValueError, match=r"sklearn, scipy missing\): pip install 'keras-tuner\[bayesian\]'"
+    ):
         TuneConfig(oracle="bayesian").validate()
 
 
 def test_trial_configs_apply_values_to_search_and_training():
     config = TuneConfig(mode="search_train", hp_init_channels="8,16", hp_entropy_lambda="0..2")
-    values = {"init_channels": 16, "entropy_lambda": 0.5, "train_learning_rate": 0.01, "binarization": "xnor",
-              "tuner/epochs": 3}
+    values = {
+        "init_channels": 16,
+        "entropy_lambda": 0.5,
+        "train_learning_rate": 0.01,
+        "binarization": "xnor",
+        "tuner/epochs": 3,
+    }
     search, train = trial_configs(values, config, SearchConfig(), TrainConfig())
-    assert (search.init_channels, search.entropy_lambda, search.binarization, search.epochs) == (16, 0.5, "xnor", 3)
-    assert (train.init_channels, train.learning_rate, train.binarization, train.epochs) == (16, 0.01, "xnor", 600)
+    assert (search.init_channels, search.entropy_lambda, search.binarization, search.epochs) == (
+        16,
+        0.5,
+        "xnor",
+        3,
+    )
+    assert (train.init_channels, train.learning_rate, train.binarization, train.epochs) == (
+        16,
+        0.01,
+        "xnor",
+        600,
+    )
     with pytest.raises(ValueError, match="partial_channels"):  # K=3 does not divide 16 channels
         trial_configs({"partial_channels": 3}, config, SearchConfig(), TrainConfig())
 
@@ -155,8 +188,16 @@ def test_trial_configs_apply_values_to_search_and_training():
 
 def _train_config(data_dir) -> TrainConfig:
     return TrainConfig(
-        dataset="fashion_mnist", data_dir=str(data_dir), limit=48, limit_test=16, batch_size=16, epochs=1,
-        layers=1, init_channels=4, lr_schedule="constant", verbose=0,
+        dataset="fashion_mnist",
+        data_dir=str(data_dir),
+        limit=48,
+        limit_test=16,
+        batch_size=16,
+        epochs=1,
+        layers=1,
+        init_channels=4,
+        lr_schedule="constant",
+        verbose=0,
     )
 
 
@@ -166,23 +207,44 @@ def _trial_log(project: Path) -> list[dict]:
 
 
 def _statuses(project: Path) -> dict[str, str]:
-    return {p.parent.name: json.loads(p.read_text())["status"] for p in project.glob("trial_*/trial.json")}
+    return {
+        p.parent.name: json.loads(p.read_text())["status"]
+        for p in project.glob("trial_*/trial.json")
+    }
 
 
 def _write_train_flags(path: Path, data_dir) -> Path:
     config = _train_config(data_dir)
-    lines = [f"--{k}={getattr(config, k)}" for k in
-             ("dataset", "data_dir", "limit", "limit_test", "batch_size", "epochs", "layers", "init_channels",
-              "lr_schedule", "verbose")]
+    lines = [
+        f"--{k}={getattr(config, k)}"
+        for k in (
+            "dataset",
+            "data_dir",
+            "limit",
+            "limit_test",
+            "batch_size",
+            "epochs",
+            "layers",
+            "init_channels",
+            "lr_schedule",
+            "verbose",
+        )
+    ]
     path.write_text("\n".join(lines) + "\n")
     return path
 
 
 def _tune_command(tmp_path, data_dir, max_trials) -> list[str]:
     return [
-        sys.executable, "-m", "bnas_tf.apps.tune", "--mode=random_arch", f"--max_trials={max_trials}",
+        sys.executable,
+        "-m",
+        "bnas_tf.apps.tune",
+        "--mode=random_arch",
+        f"--max_trials={max_trials}",
         f"--train_flagfile={_write_train_flags(tmp_path / 'train.cfg', data_dir)}",
-        f"--directory={tmp_path / 'tune'}", "--project_name=p", "--val_examples=16",
+        f"--directory={tmp_path / 'tune'}",
+        "--project_name=p",
+        "--val_examples=16",
     ]
 
 
@@ -204,10 +266,14 @@ def _free_port() -> int:
 def killed_and_rerun(tmp_path_factory, tiny_idx_dir_module):
     """A 3-trial ``bnas-tune`` run killed once trial 0 is done, then run again."""
     tmp = tmp_path_factory.mktemp("killed")
-    command = _tune_command(tmp, tiny_idx_dir_module, max_trials=3) + ["--hp_train_learning_rate=1e-3..1e-2:log"]
+    command = _tune_command(tmp, tiny_idx_dir_module, max_trials=3) + [
+        "--hp_train_learning_rate=1e-3..1e-2:log"
+    ]
     project = tmp / "tune" / "p"
     with open(tmp / "first.log", "w") as log:
-        process = subprocess.Popen(command, cwd=ROOT, env=_env(), stdout=log, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            command, cwd=ROOT, env=_env(), stdout=log, stderr=subprocess.STDOUT
+        )
     deadline = time.time() + TIMEOUT
     while not (project / "tuner0.json").exists():  # trial 0 done and recorded by keras-tuner
         assert process.poll() is None, (tmp / "first.log").read_text()[-3000:]
@@ -216,7 +282,9 @@ def killed_and_rerun(tmp_path_factory, tiny_idx_dir_module):
     process.send_signal(signal.SIGKILL)
     process.wait()
     first = _trial_log(project)
-    rerun = subprocess.run(command, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=TIMEOUT)
+    rerun = subprocess.run(
+        command, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=TIMEOUT
+    )
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     return types.SimpleNamespace(project=project, first=first, rerun=rerun)
 
@@ -225,14 +293,18 @@ def test_killed_tuner_resumes_without_repeating_finished_trials(killed_and_rerun
     run = killed_and_rerun
     assert [e["trial_id"] for e in run.first if e["event"] == "end"] == ["0"]
     assert "Reloading Tuner" in run.rerun.stdout
-    ends = collections.Counter(e["trial_id"] for e in _trial_log(run.project) if e["event"] == "end")
+    ends = collections.Counter(
+        e["trial_id"] for e in _trial_log(run.project) if e["event"] == "end"
+    )
     assert ends == {"0": 1, "1": 1, "2": 1}  # trial 0's work was not done again
 
 
 def test_three_trial_run_completes_and_reports_the_best(killed_and_rerun):
     project = killed_and_rerun.project
     assert _statuses(project) == {f"trial_{i}": "COMPLETED" for i in range(3)}
-    records = [json.loads((project / f"trial_{i}" / "bnas_trial.json").read_text()) for i in range(3)]
+    records = [
+        json.loads((project / f"trial_{i}" / "bnas_trial.json").read_text()) for i in range(3)
+    ]
     scores = {str(i): r["metrics"]["val_accuracy"] for i, r in enumerate(records)}
     assert len({json.dumps(r["genotype"]) for r in records}) == 3  # three sampled cells
     for i, record in enumerate(records):
@@ -242,7 +314,10 @@ def test_three_trial_run_completes_and_reports_the_best(killed_and_rerun):
     best = json.loads((project / "best_trial.json").read_text())
     assert best["score"] == max(scores.values()) == scores[best["trial_id"]]
     assert best["objective"] == "val_accuracy" and best["trials"]["COMPLETED"] == 3
-    assert f"Best trial {best['trial_id']}: val_accuracy = {best['score']}" in killed_and_rerun.rerun.stdout
+    assert (
+        f"Best trial {best['trial_id']}: val_accuracy = {best['score']}"
+        in killed_and_rerun.rerun.stdout
+    )
 
 
 def test_chief_and_two_workers_share_four_trials(tmp_path, tiny_idx_dir):
@@ -253,12 +328,17 @@ def test_chief_and_two_workers_share_four_trials(tmp_path, tiny_idx_dir):
     for tuner_id in ("chief", "tuner0", "tuner1"):
         with open(tmp_path / f"{tuner_id}.log", "w") as log:
             processes[tuner_id] = subprocess.Popen(
-                command, cwd=ROOT, env=_env(KERASTUNER_TUNER_ID=tuner_id, **oracle), stdout=log,
+                command,
+                cwd=ROOT,
+                env=_env(KERASTUNER_TUNER_ID=tuner_id, **oracle),
+                stdout=log,
                 stderr=subprocess.STDOUT,
             )
     try:
         for tuner_id, process in processes.items():
-            assert process.wait(timeout=TIMEOUT) == 0, (tmp_path / f"{tuner_id}.log").read_text()[-3000:]
+            assert process.wait(timeout=TIMEOUT) == 0, (tmp_path / f"{tuner_id}.log").read_text()[
+                -3000:
+            ]
     finally:
         for process in processes.values():
             if process.poll() is None:
@@ -275,10 +355,10 @@ def test_chief_and_two_workers_share_four_trials(tmp_path, tiny_idx_dir):
 
 @pytest.mark.parametrize("path", sorted((ROOT / "flags").glob("tune_*.cfg")), ids=lambda p: p.name)
 def test_tune_flagfiles_parse_and_validate(monkeypatch, path):
-    from absl import flags
-
     from bnas_tf.apps import common
     from bnas_tf.apps import tune as tune_app
+
+    from absl import flags
 
     monkeypatch.chdir(ROOT)  # flagfiles name the trial flagfiles relative to the repository
     values = flags.FlagValues()

@@ -1,14 +1,6 @@
 """Tests of XNOR-Net's activation binarization and scaling map in :mod:`bnas_tf.quantizers`."""
 
 import bnas_tf  # noqa: F401  (must come before tensorflow)
-
-import dataclasses
-
-import larq as lq
-import numpy as np
-import pytest
-import tensorflow as tf
-
 from bnas_tf.quantizers import (
     XnorActivation,
     XnorScalingMap,
@@ -16,6 +8,13 @@ from bnas_tf.quantizers import (
     xnor_scaled_conv,
     xnor_scaling_map,
 )
+
+import dataclasses
+
+import larq as lq
+import numpy as np
+import pytest
+import tensorflow as tf
 
 
 # ----------------------------------------------------------------------------- references
@@ -86,7 +85,11 @@ def test_default_is_the_average_pool_over_valid_positions():
 def test_layer_output_grid_matches_the_same_padded_conv(size, kernel, stride, dilation):
     x = _inputs((2, size, size, 3), seed=3)
     conv = lq.layers.QuantConv2D(
-        4, kernel, strides=stride, dilation_rate=dilation, padding="same",
+        4,
+        kernel,
+        strides=stride,
+        dilation_rate=dilation,
+        padding="same",
         input_quantizer="ste_sign",
     )
     layer = XnorScalingMap(kernel, stride, dilation)
@@ -129,7 +132,11 @@ def test_gradient_reaches_x_through_the_scaling_map():
 def _conv_pair(kernel_size, stride, input_quantizer="xnor_activation"):
     """A binary-input QuantConv2D and a float Conv2D sharing one (real) kernel."""
     binary = lq.layers.QuantConv2D(
-        3, kernel_size, strides=stride, padding="same", use_bias=False,
+        3,
+        kernel_size,
+        strides=stride,
+        padding="same",
+        use_bias=False,
         input_quantizer=input_quantizer,
     )
     real = tf.keras.layers.Conv2D(3, kernel_size, strides=stride, padding="same", use_bias=False)

@@ -9,16 +9,20 @@ so a flagfile line ``--init_channels=16`` sets ``config.init_channels``::
 
 from __future__ import annotations
 
+from bnas_tf.runs import prepare_output_dir
+
 import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
 from absl import app, flags, logging
 
-from bnas_tf.runs import prepare_output_dir
-
 __all__ = [
-    "define_config_flags", "config_from_flags", "define_run_flags", "start_run", "check_data",
+    "define_config_flags",
+    "config_from_flags",
+    "define_run_flags",
+    "start_run",
+    "check_data",
     "BINARIZATION_HELP",
 ]
 
@@ -27,7 +31,8 @@ _NONE = "none"
 #: Help of the binarization flags, shared by ``bnas-search`` and ``bnas-train``.
 BINARIZATION_HELP = {
     "binarization": "sign_scale, xnor or pcnn.",
-    "xnor_activation_scale": "XNOR-Net's activation scaling map K on every binary convolution (xnor only).",
+    "xnor_activation_scale": "XNOR-Net's activation scaling map K on every binary convolution "
+    "(xnor only).",
     "pcnn_lambda": "Weight lambda of PCNN's projection loss (pcnn only).",
 }
 
@@ -57,8 +62,10 @@ def define_config_flags(config_cls, help_texts: Mapping[str, str], flag_values=f
             flags.DEFINE_bool(field.name, default, text, flag_values=flag_values)
         elif optional:
             flags.DEFINE_string(
-                field.name, _NONE if default is None else str(default),
-                f"{text} ('{_NONE}' for unset)", flag_values=flag_values,
+                field.name,
+                _NONE if default is None else str(default),
+                f"{text} ('{_NONE}' for unset)",
+                flag_values=flag_values,
             )
         elif base == "int":
             flags.DEFINE_integer(field.name, default, text, flag_values=flag_values)
@@ -79,7 +86,9 @@ def config_from_flags(config_cls, flag_values=flags.FLAGS):
             try:
                 value = _parse_optional(parser, value)
             except ValueError:
-                raise app.UsageError(f"--{field.name}: cannot parse {value!r} as {base} or '{_NONE}'.") from None
+                raise app.UsageError(
+                    f"--{field.name}: cannot parse {value!r} as {base} or '{_NONE}'."
+                ) from None
         kwargs[field.name] = value
     return config_cls(**kwargs)
 
@@ -95,9 +104,18 @@ def _parse_bool(value: str) -> bool:
 
 def define_run_flags(flag_values=flags.FLAGS, *, output_required: bool = True) -> None:
     """``--output_dir``, ``--overwrite`` and ``--resume``."""
-    flags.DEFINE_string("output_dir", None, "Directory of this run's outputs.", flag_values=flag_values)
-    flags.DEFINE_bool("overwrite", False, "Replace an existing run in --output_dir.", flag_values=flag_values)
-    flags.DEFINE_bool("resume", False, "Continue the run in --output_dir from its last checkpoint.", flag_values=flag_values)
+    flags.DEFINE_string(
+        "output_dir", None, "Directory of this run's outputs.", flag_values=flag_values
+    )
+    flags.DEFINE_bool(
+        "overwrite", False, "Replace an existing run in --output_dir.", flag_values=flag_values
+    )
+    flags.DEFINE_bool(
+        "resume",
+        False,
+        "Continue the run in --output_dir from its last checkpoint.",
+        flag_values=flag_values,
+    )
     if output_required:
         flags.mark_flag_as_required("output_dir", flag_values=flag_values)
 
@@ -108,7 +126,10 @@ def start_run(program: str, flag_values=flags.FLAGS):
         raise app.UsageError("--overwrite and --resume exclude each other.")
     try:
         output_dir = prepare_output_dir(
-            flag_values.output_dir, overwrite=flag_values.overwrite, resume=flag_values.resume, program=program
+            flag_values.output_dir,
+            overwrite=flag_values.overwrite,
+            resume=flag_values.resume,
+            program=program,
         )
     except (FileExistsError, PermissionError) as error:
         raise app.UsageError(str(error)) from None
@@ -123,4 +144,3 @@ def check_data(dataset: str, data_dir: str | None) -> None:
     from bnas_tf import data
 
     data.num_examples(dataset, "train", data_dir=data_dir)
-

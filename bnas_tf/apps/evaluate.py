@@ -1,22 +1,23 @@
 """``bnas-evaluate``: top-1 accuracy of a trained run on its dataset's test split.
 
-    bnas-evaluate --model_dir=runs/train --output_dir=runs/eval
+bnas-evaluate --model_dir=runs/train --output_dir=runs/eval
 """
 
 from __future__ import annotations
 
 import bnas_tf  # noqa: F401  (Keras 2 before TensorFlow)
+from bnas_tf.apps import common, startup
 
 from absl import app, flags
-
-from bnas_tf.apps import common, startup
 
 
 def define_flags(flag_values=flags.FLAGS) -> None:
     flags.DEFINE_string("model_dir", None, "A bnas-train run directory.", flag_values=flag_values)
     flags.DEFINE_string("split", "test", "Split to evaluate.", flag_values=flag_values)
     flags.DEFINE_string("data_dir", None, "IDX or TFDS data directory.", flag_values=flag_values)
-    flags.DEFINE_integer("limit", None, "Evaluate only the first N examples.", lower_bound=1, flag_values=flag_values)
+    flags.DEFINE_integer(
+        "limit", None, "Evaluate only the first N examples.", lower_bound=1, flag_values=flag_values
+    )
     flags.DEFINE_integer("batch_size", 256, "Batch size.", lower_bound=1, flag_values=flag_values)
     flags.mark_flag_as_required("model_dir", flag_values=flag_values)
     common.define_run_flags(flag_values, output_required=False)
@@ -35,9 +36,16 @@ def main(argv) -> None:
         raise app.UsageError(f"--model_dir: {error}") from None
     print(summary_text(model))
     results = evaluate_trained(
-        FLAGS.model_dir, split=FLAGS.split, data_dir=FLAGS.data_dir, limit=FLAGS.limit, batch_size=FLAGS.batch_size
+        FLAGS.model_dir,
+        split=FLAGS.split,
+        data_dir=FLAGS.data_dir,
+        limit=FLAGS.limit,
+        batch_size=FLAGS.batch_size,
     )
-    print(f"{spec['dataset']} {FLAGS.split}: top-1 {results['accuracy']:.4f} on {results['examples']} images")
+    print(
+        f"{spec['dataset']} {FLAGS.split}: top-1 {results['accuracy']:.4f} on "
+        f"{results['examples']} images"
+    )
     if FLAGS.output_dir:
         output_dir = common.start_run("bnas-evaluate", FLAGS)
         write_json(output_dir / "metrics.json", {"model_dir": FLAGS.model_dir, **results})

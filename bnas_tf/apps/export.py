@@ -1,4 +1,4 @@
-"""``bnas-export``: write a trained run as a Larq Compute Engine / TFLite flatbuffer or a SavedModel.
+"""``bnas-export``: write a trained run as an LCE / TFLite flatbuffer or a SavedModel.
 
     bnas-export --model_dir=runs/train --format=lce --output=runs/bnas.tflite
     bnas-export --model_dir=runs/train --format=saved_model
@@ -13,31 +13,46 @@ never replaced without ``--overwrite``. See docs/export.md.
 from __future__ import annotations
 
 import bnas_tf  # noqa: F401  (Keras 2 before TensorFlow)
+from bnas_tf.apps import common, startup
 
 import json
 from pathlib import Path
 
 from absl import app, flags
 
-from bnas_tf.apps import common, startup
-
 FORMATS = ("lce", "tflite", "saved_model")
 
 
 def define_flags(flag_values=flags.FLAGS) -> None:
-    flags.DEFINE_string("model_dir", None, "A bnas-train run directory (network.json + weights.h5).",
-                        flag_values=flag_values)
-    flags.DEFINE_enum("format", "lce", FORMATS,
-                      "lce: Larq Compute Engine flatbuffer with binary kernels; tflite: stock TFLite "
-                      "converter (float); saved_model: TensorFlow SavedModel directory.",
-                      flag_values=flag_values)
-    flags.DEFINE_string("output", None,
-                        "Output file (directory for saved_model). Default: model.lce.tflite, "
-                        "model.tflite or saved_model/ in --model_dir.", flag_values=flag_values)
+    flags.DEFINE_string(
+        "model_dir",
+        None,
+        "A bnas-train run directory (network.json + weights.h5).",
+        flag_values=flag_values,
+    )
+    flags.DEFINE_enum(
+        "format",
+        "lce",
+        FORMATS,
+        "lce: Larq Compute Engine flatbuffer with binary kernels; tflite: stock TFLite "
+        "converter (float); saved_model: TensorFlow SavedModel directory.",
+        flag_values=flag_values,
+    )
+    flags.DEFINE_string(
+        "output",
+        None,
+        "Output file (directory for saved_model). Default: model.lce.tflite, "
+        "model.tflite or saved_model/ in --model_dir.",
+        flag_values=flag_values,
+    )
     flags.DEFINE_bool("overwrite", False, "Replace an existing --output.", flag_values=flag_values)
-    flags.DEFINE_bool("strict", False,
-                      "lce: fail unless every binary convolution became an LceBconv2d op "
-                      "(by default only a model with none fails).", flag_values=flag_values)
+    flags.DEFINE_bool(
+        "strict",
+        False,
+        "lce: fail unless every binary convolution became an LceBconv2d op "
+        "(by default only a model with none fails).",
+        flag_values=flag_values,
+    )
     flags.DEFINE_bool("summary", True, "Print the larq model summary.", flag_values=flag_values)
     flags.mark_flag_as_required("model_dir", flag_values=flag_values)
 
@@ -53,12 +68,18 @@ def export_from_flags(flag_values=flags.FLAGS) -> dict:
     from bnas_tf.training import NETWORK_FILE
 
     model_dir = Path(flag_values.model_dir)
-    output = Path(flag_values.output) if flag_values.output else export.default_output(model_dir, flag_values.format)
+    output = (
+        Path(flag_values.output)
+        if flag_values.output
+        else export.default_output(model_dir, flag_values.format)
+    )
     # Refuse before the (slow) model build and conversion.
     if (output.exists() or output.is_symlink()) and not flag_values.overwrite:
         raise app.UsageError(f"--output {output} exists; pass --overwrite to replace it.")
     if not (model_dir / NETWORK_FILE).exists():
-        raise app.UsageError(f"--model_dir: {model_dir / NETWORK_FILE} not found; is it a bnas-train run?")
+        raise app.UsageError(
+            f"--model_dir: {model_dir / NETWORK_FILE} not found; is it a bnas-train run?"
+        )
 
     from bnas_tf.training import load_trained
 
@@ -68,8 +89,13 @@ def export_from_flags(flag_values=flags.FLAGS) -> dict:
         raise app.UsageError(f"--model_dir: {error}") from None
     profile = export.summary(model, print_fn=print if flag_values.summary else None)
     try:
-        path = export.export_model(model, output, flag_values.format, overwrite=flag_values.overwrite,
-                                   strict=flag_values.strict)
+        path = export.export_model(
+            model,
+            output,
+            flag_values.format,
+            overwrite=flag_values.overwrite,
+            strict=flag_values.strict,
+        )
     except FileExistsError as error:
         raise app.UsageError(str(error)) from None
     result = {
@@ -88,9 +114,10 @@ def export_from_flags(flag_values=flags.FLAGS) -> dict:
     result.update(bytes=len(flatbuffer), op_counts=ops, lce_bconv_ops=bconv)
     print("Ops: " + json.dumps(dict(sorted(ops.items()))))
     print(
-        f"Wrote {path} ({len(flatbuffer) / 1024:.1f} KiB, {flag_values.format}): {bconv} LceBconv2d ops for "
-        f"{profile['binary_conv_layers']} binary convolutions, {profile['binary_depthwise_layers']} binary "
-        f"depthwise convolutions (float in LCE); weights {profile['memory_kib']:.1f} KiB (1-bit packed) vs "
+        f"Wrote {path} ({len(flatbuffer) / 1024:.1f} KiB, {flag_values.format}): {bconv} "
+        f"LceBconv2d ops for {profile['binary_conv_layers']} binary convolutions, "
+        f"{profile['binary_depthwise_layers']} binary depthwise convolutions (float in LCE); "
+        f"weights {profile['memory_kib']:.1f} KiB (1-bit packed) vs "
         f"{profile['fp32_equivalent_kib']:.1f} KiB as float32."
     )
     return result

@@ -1,16 +1,15 @@
 """``bnas-search``: binary architecture search; writes ``genotype.json`` to ``--output_dir``.
 
-    bnas-search --flagfile=flags/demo_search.cfg --output_dir=runs/search
+bnas-search --flagfile=flags/demo_search.cfg --output_dir=runs/search
 """
 
 from __future__ import annotations
 
 import bnas_tf  # noqa: F401  (Keras 2 before TensorFlow)
-
-from absl import app, flags
-
 from bnas_tf.apps import common, startup
 from bnas_tf.apps import strategy as strategy_lib
+
+from absl import app, flags
 
 HELP = {
     "dataset": "Dataset name (fashion_mnist, mnist, cifar10, cifar100, imagenet2012).",
@@ -24,8 +23,9 @@ HELP = {
     "search_space": "bnas_kim (Kim et al.) or bnas_darts (Chen et al.).",
     **common.BINARIZATION_HELP,
     "partial_channels": "K of channel sampling (PC-DARTS); 1 = all channels.",
-    "dtype_policy": "Keras dtype policy of the supernet's cells: float32, or mixed_bfloat16 (bfloat16 "
-    "activations and convolutions, float32 variables, alpha and losses; fast on CPUs with AVX512-BF16).",
+    "dtype_policy": "Keras dtype policy of the supernet's cells: float32, or mixed_bfloat16 "
+    "(bfloat16 activations and convolutions, float32 variables, alpha and losses; fast on "
+    "CPUs with AVX512-BF16).",
     "edge_normalization": "Learn edge-normalization weights beta (default: on when K > 1).",
     "inter_cell_skip": "Kim et al.'s skip connections between cells.",
     "allow_none": "Let Zeroise (none) win in the derived genotype (Kim: yes, DARTS: no).",
@@ -40,8 +40,9 @@ HELP = {
     "arch_weight_decay": "L2 weight decay of alpha.",
     "arch_warmup_epochs": "Epochs of weight-only updates before alpha is trained.",
     "unrolled": "DARTS' second-order alpha gradient instead of the first-order one.",
-    "operation_space_reduction": "Chen et al.'s operation space reduction: train in stages and drop the "
-    "lowest-scoring op of every edge after each, until one op per edge remains (--epochs is then unused).",
+    "operation_space_reduction": "Chen et al.'s operation space reduction: train in stages and "
+    "drop the lowest-scoring op of every edge after each, until one op per edge remains "
+    "(--epochs is then unused).",
     "stage_epochs": "Supernet training epochs per reduction stage.",
     "samples_per_op": "T: rounds of architecture sampling from O_smaller per stage.",
     "eval_batches": "Held-out batches on which each sampled architecture is evaluated.",
@@ -63,9 +64,9 @@ def define_flags(flag_values=flags.FLAGS) -> None:
     flags.DEFINE_integer(
         "malloc_arenas",
         2,
-        "Cap glibc's malloc arenas of this process (0: glibc's default, up to 8 per core); fewer arenas "
-        "keep freed activations reusable across TensorFlow's threads and lower the peak memory "
-        "(bnas_tf.memory).",
+        "Cap glibc's malloc arenas of this process (0: glibc's default, up to 8 per core); fewer "
+        "arenas keep freed activations reusable across TensorFlow's threads and lower the peak "
+        "memory (bnas_tf.memory).",
         lower_bound=0,
         flag_values=flag_values,
     )
@@ -75,8 +76,7 @@ def main(argv) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
     from bnas_tf import data as data_lib
-    from bnas_tf import distribute
-    from bnas_tf import faults
+    from bnas_tf import distribute, faults
     from bnas_tf.memory import limit_malloc_arenas
     from bnas_tf.search.driver import SearchConfig, run_search
 
@@ -85,15 +85,16 @@ def main(argv) -> None:
     try:
         config.validate()
         common.check_data(config.dataset, config.data_dir)
-        data_lib.search_split_sizes(config.dataset, **config.split_args())  # both halves hold a batch
+        # both halves hold a batch
+        data_lib.search_split_sizes(config.dataset, **config.split_args())
     except (ValueError, FileNotFoundError) as error:
         raise app.UsageError(str(error)) from None
     strategy, output_dir = strategy_lib.start_run("bnas-search", config)  # the strategy first
     if config.operation_space_reduction:
-        from absl import logging
-
         from bnas_tf.search.reduction import ReductionConfig
         from bnas_tf.search.reduction_search import run_reduction_search
+
+        from absl import logging
 
         reduction = ReductionConfig(
             stage_epochs=config.stage_epochs,
@@ -102,7 +103,9 @@ def main(argv) -> None:
             temperature=config.reduction_temperature,
         )
         with faults.reported_faults("bnas-search"):
-            result = run_reduction_search(config, reduction, output_dir, resume=flags.FLAGS.resume, log=logging.info)
+            result = run_reduction_search(
+                config, reduction, output_dir, resume=flags.FLAGS.resume, log=logging.info
+            )
         print(f"Genotype ({len(result.stages)} reduction stages, {result.wall_time:.0f} s):")
         print(result.genotype)
         print(f"Saved {output_dir / 'genotype.json'}")

@@ -26,7 +26,11 @@ import tempfile
 from collections.abc import Callable, Iterable
 
 __all__ = [
-    "LOGGING_HELP", "STARTUP_NOISE", "quiet_tensorflow_import", "startup_noise_filter", "run_program",
+    "LOGGING_HELP",
+    "STARTUP_NOISE",
+    "quiet_tensorflow_import",
+    "startup_noise_filter",
+    "run_program",
 ]
 
 #: Appended to every program's ``--help``.
@@ -99,19 +103,21 @@ def quiet_tensorflow_import(environ=os.environ) -> bool:
 
 
 def _hide_tensorflow_info_in_absl_logs(tensorflow_dir: str) -> None:
-    """Drop INFO records that TensorFlow's own modules log through absl (e.g. the checkpoint saver's)."""
+    """Drop INFO records that TensorFlow's own modules log through absl (e.g. its saver's)."""
     from absl import logging as absl_logging
 
     prefix = os.path.join(os.path.realpath(tensorflow_dir), "")
 
     def keep(record: logging.LogRecord) -> bool:
-        return record.levelno >= logging.WARNING or not os.path.realpath(record.pathname).startswith(prefix)
+        return record.levelno >= logging.WARNING or not os.path.realpath(
+            record.pathname
+        ).startswith(prefix)
 
     absl_logging.get_absl_handler().addFilter(keep)
 
 
 def run_program(main: Callable, doc: str, flag_values=None) -> None:
-    """``absl.app.run(main)``; ``--help`` shows ``doc``, the program's flags and :data:`LOGGING_HELP`.
+    """``absl.app.run(main)``; ``--help`` shows ``doc``, the flags and :data:`LOGGING_HELP`.
 
     absl's short help lists the flags of the ``__main__`` module only; a console script's
     ``__main__`` defines none, so the flags that bnas_tf's modules defined are declared key

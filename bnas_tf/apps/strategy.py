@@ -10,12 +10,12 @@ in ``--output_dir/worker_<i>``, see :mod:`bnas_tf.distribute`)::
 
 from __future__ import annotations
 
+from bnas_tf import distribute
+from bnas_tf.apps import common
+
 from pathlib import Path
 
 from absl import app, flags
-
-from bnas_tf import distribute
-from bnas_tf.apps import common
 
 __all__ = ["HELP", "start_run"]
 

@@ -7,15 +7,16 @@
 from __future__ import annotations
 
 import bnas_tf  # noqa: F401  (Keras 2 before TensorFlow)
-
-from absl import app, flags
-
 from bnas_tf.apps import common, startup
 from bnas_tf.apps import strategy as strategy_lib
 
+from absl import app, flags
+
 HELP = {
-    "genotype": "A genotype.json path, a JSON string or a published name (bnas_a, latest_cell, bnas_xnor_1).",
-    "search_space": "If set, the genotype must come from this search space (bnas_kim or bnas_darts).",
+    "genotype": "A genotype.json path, a JSON string or a published name (bnas_a, latest_cell, "
+    "bnas_xnor_1).",
+    "search_space": "If set, the genotype must come from this search space (bnas_kim or "
+    "bnas_darts).",
     "dataset": "Dataset name.",
     "data_dir": "IDX or TFDS data directory.",
     "limit": "Use only the first N training examples.",
@@ -53,10 +54,14 @@ def define_flags(flag_values=flags.FLAGS) -> None:
 def main(argv) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
-    from bnas_tf import distribute
-    from bnas_tf import faults
+    from bnas_tf import distribute, faults
     from bnas_tf.training import (
-        TrainConfig, load_trained, resolve_genotype, summary_text, train_network, training_examples,
+        TrainConfig,
+        load_trained,
+        resolve_genotype,
+        summary_text,
+        train_network,
+        training_examples,
     )
 
     config = common.config_from_flags(TrainConfig)
@@ -74,8 +79,10 @@ def main(argv) -> None:
     model, _ = load_trained(output_dir)
     print(summary_text(model))
     test = metrics["test"]
-    print(f"Test top-1: {test['accuracy']:.4f} on {test['examples']} images "
-          f"(trained {metrics['train_time_s']:.0f} s). Weights: {output_dir / 'weights.h5'}")
+    print(
+        f"Test top-1: {test['accuracy']:.4f} on {test['examples']} images "
+        f"(trained {metrics['train_time_s']:.0f} s). Weights: {output_dir / 'weights.h5'}"
+    )
 
 
 def run() -> None:

@@ -13,12 +13,11 @@ resumed when it exists, unless ``--overwrite``. Distributed: the same command on
 from __future__ import annotations
 
 import bnas_tf  # noqa: F401  (Keras 2 before TensorFlow)
+from bnas_tf.apps import common, startup
 
 import json
 
 from absl import app, flags
-
-from bnas_tf.apps import common, startup
 
 HELP = {
     "mode": "search (short searches), search_train (search, then train the cell found) or "
@@ -50,12 +49,24 @@ def define_flags(flag_values=flags.FLAGS) -> None:
     from bnas_tf.tuner import TuneConfig
 
     common.define_config_flags(TuneConfig, HELP, flag_values)
-    flags.DEFINE_string("search_flagfile", None, "bnas-search flagfile: each trial's search (budget, data).",
-                        flag_values=flag_values)
-    flags.DEFINE_string("train_flagfile", None, "bnas-train flagfile: each trial's training (budget, data).",
-                        flag_values=flag_values)
-    flags.DEFINE_bool("overwrite", False, "Start the project afresh instead of resuming it.",
-                      flag_values=flag_values)
+    flags.DEFINE_string(
+        "search_flagfile",
+        None,
+        "bnas-search flagfile: each trial's search (budget, data).",
+        flag_values=flag_values,
+    )
+    flags.DEFINE_string(
+        "train_flagfile",
+        None,
+        "bnas-train flagfile: each trial's training (budget, data).",
+        flag_values=flag_values,
+    )
+    flags.DEFINE_bool(
+        "overwrite",
+        False,
+        "Start the project afresh instead of resuming it.",
+        flag_values=flag_values,
+    )
 
 
 def base_config(config_cls, flagfile: str | None):
@@ -93,7 +104,10 @@ def main(argv) -> None:
         raise app.UsageError(str(error)) from None
     best = run_tuning(config, search, train, overwrite=flags.FLAGS.overwrite)
     if best is None:
-        print("bnas-tune: done (a distributed worker reports nothing; the chief reports the best trial).")
+        print(
+            "bnas-tune: done (a distributed worker reports nothing; the chief reports the best "
+            "trial)."
+        )
         return
     print(f"Best trial {best['trial_id']}: {best['objective']} = {best['score']}")
     print(json.dumps(best, indent=2))

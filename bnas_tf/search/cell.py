@@ -23,11 +23,11 @@ cell, so a node shuffles once instead of once per incoming edge, exactly::
 
 from __future__ import annotations
 
+from bnas_tf.search.mixed_op import MixedOp, channel_shuffle
+
 from collections.abc import Sequence
 
 import tensorflow as tf
-
-from bnas_tf.search.mixed_op import MixedOp, channel_shuffle
 
 __all__ = ["SearchCell", "edge_inputs", "num_edges"]
 
@@ -38,7 +38,7 @@ def num_edges(steps: int = 4) -> int:
 
 
 def edge_inputs(steps: int = 4) -> list[tuple[int, int]]:
-    """``(node, input)`` of every edge, in alpha-row order (node 0 is the first intermediate node)."""
+    """``(node, input)`` of every edge in alpha-row order; node 0 is the first intermediate node."""
     return [(node, j) for node in range(steps) for j in range(2 + node)]
 
 
@@ -46,7 +46,9 @@ def _relu_conv_bn(channels: int, kernel: int, stride: int, name: str) -> tf.kera
     return tf.keras.Sequential(
         [
             tf.keras.layers.ReLU(),
-            tf.keras.layers.Conv2D(channels, kernel, strides=stride, padding="same", use_bias=False),
+            tf.keras.layers.Conv2D(
+                channels, kernel, strides=stride, padding="same", use_bias=False
+            ),
             tf.keras.layers.BatchNormalization(center=False, scale=False),
         ],
         name=name,
@@ -85,14 +87,18 @@ class SearchCell(tf.keras.layers.Layer):
     ):
         super().__init__(**kwargs)
         if len(edge_ops) != num_edges(steps):
-            raise ValueError(f"{self.name}: expected {num_edges(steps)} edges, got {len(edge_ops)}.")
+            raise ValueError(
+                f"{self.name}: expected {num_edges(steps)} edges, got {len(edge_ops)}."
+            )
         self.reduction = reduction
         self.partial_channels = partial_channels
         # Sum the (mixed, bypass) pairs of a node's edges, then shuffle once (module doc).
         self._node_shuffle = share_computation and partial_channels > 1
         self.steps = steps
         self.multiplier = multiplier
-        self.preprocess0 = _relu_conv_bn(channels, 3 if reduction_prev else 1, 2 if reduction_prev else 1, "preprocess0")
+        self.preprocess0 = _relu_conv_bn(
+            channels, 3 if reduction_prev else 1, 2 if reduction_prev else 1, "preprocess0"
+        )
         self.preprocess1 = _relu_conv_bn(channels, 1, 1, "preprocess1")
         # One MixedOp per node, over the edges that leave it (see mixed_op.py).
         self._edge_node = tuple(node for node, _ in edge_inputs(steps))
@@ -137,7 +143,10 @@ class SearchCell(tf.keras.layers.Layer):
             # State j is complete: run the mixed ops of every edge that leaves it.
             edges = self._edges_from[j]
             outputs = self.mixed_ops[j](
-                states[j], [weights[e] for e in edges], training=training, shuffle=not self._node_shuffle
+                states[j],
+                [weights[e] for e in edges],
+                training=training,
+                shuffle=not self._node_shuffle,
             )
             for e, y in zip(edges, outputs):
                 incoming[self._edge_node[e]].append((e, y))

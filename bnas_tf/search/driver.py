@@ -8,9 +8,9 @@
     print(result.genotype)
 
 Each epoch is one ``Supernet.fit`` call over the same two halves of the training
-set, shuffled with a per-epoch seed (``seed * 1000 + epoch``), and the whole search state is checkpointed after each
-epoch with ``tf.train.CheckpointManager``, so a resumed search replays exactly
-the epochs it lost. After each epoch the architecture half is evaluated in
+set, shuffled with a per-epoch seed (``seed * 1000 + epoch``), and the whole search state
+is checkpointed after each epoch with ``tf.train.CheckpointManager``, so a resumed search
+replays exactly the epochs it lost. After each epoch the architecture half is evaluated in
 inference mode (``val_loss``, ``val_accuracy``: Keras' ``validation_data``, so
 callbacks such as ``EarlyStopping(monitor="val_accuracy")`` see it); the genotype
 kept is that of the epoch with the best ``val_accuracy``, as in Kim et al.'s
@@ -19,6 +19,14 @@ reference, or the last one.
 
 from __future__ import annotations
 
+from bnas_tf import data as data_lib
+from bnas_tf import distribute, faults
+from bnas_tf import genotype as genotype_lib
+from bnas_tf.genotype import Genotype
+from bnas_tf.quantizers import binarization_of
+from bnas_tf.runs import write_json
+from bnas_tf.search.supernet import DTYPE_POLICIES, Supernet, default_optimizers
+
 import dataclasses
 import inspect
 import time
@@ -26,15 +34,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import tensorflow as tf
-
-from bnas_tf import data as data_lib
-from bnas_tf import distribute
-from bnas_tf import faults
-from bnas_tf import genotype as genotype_lib
-from bnas_tf.genotype import Genotype
-from bnas_tf.quantizers import binarization_of
-from bnas_tf.runs import write_json
-from bnas_tf.search.supernet import DTYPE_POLICIES, Supernet, default_optimizers
 
 __all__ = ["SearchConfig", "SearchResult", "build_supernet", "run_search", "LIBRARY_DEFAULTS"]
 
@@ -79,28 +78,28 @@ class SearchConfig:
     train_portion: float = 0.5
     batch_size: int = 64
     epochs: int = 50
-    layers: int = _default('layers')
-    init_channels: int = _default('init_channels')
-    search_space: str = _default('search_space')
-    binarization: str = _default('binarization')
+    layers: int = _default("layers")
+    init_channels: int = _default("init_channels")
+    search_space: str = _default("search_space")
+    binarization: str = _default("binarization")
     xnor_activation_scale: bool = False
     pcnn_lambda: float = 1e-4
-    partial_channels: int = _default('partial_channels')
-    dtype_policy: str = _default('dtype_policy')
-    edge_normalization: bool | None = _default('edge_normalization')
-    inter_cell_skip: bool = _default('inter_cell_skip')
-    allow_none: bool = _default('allow_none')
-    entropy_lambda: float = _default('entropy_lambda')
-    entropy_tau: float = _default('entropy_tau')
-    learning_rate: float = _default('learning_rate')
-    learning_rate_min: float = _default('learning_rate_min')
-    momentum: float = _default('momentum')
-    weight_decay: float = _default('weight_decay')
-    grad_clip: float = _default('grad_clip')
-    arch_learning_rate: float = _default('arch_learning_rate')
-    arch_weight_decay: float = _default('arch_weight_decay')
-    arch_warmup_epochs: int = _default('arch_warmup_epochs')
-    unrolled: bool = _default('unrolled')
+    partial_channels: int = _default("partial_channels")
+    dtype_policy: str = _default("dtype_policy")
+    edge_normalization: bool | None = _default("edge_normalization")
+    inter_cell_skip: bool = _default("inter_cell_skip")
+    allow_none: bool = _default("allow_none")
+    entropy_lambda: float = _default("entropy_lambda")
+    entropy_tau: float = _default("entropy_tau")
+    learning_rate: float = _default("learning_rate")
+    learning_rate_min: float = _default("learning_rate_min")
+    momentum: float = _default("momentum")
+    weight_decay: float = _default("weight_decay")
+    grad_clip: float = _default("grad_clip")
+    arch_learning_rate: float = _default("arch_learning_rate")
+    arch_weight_decay: float = _default("arch_weight_decay")
+    arch_warmup_epochs: int = _default("arch_warmup_epochs")
+    unrolled: bool = _default("unrolled")
     operation_space_reduction: bool = False
     stage_epochs: int = 1
     samples_per_op: int = 2
@@ -122,7 +121,7 @@ class SearchConfig:
             limit=self.limit,
         )
 
-    def validate(self) -> "SearchConfig":
+    def validate(self) -> SearchConfig:
         """Raise ``ValueError`` naming the first bad setting."""
         positive = {
             "batch_size": self.batch_size,
@@ -148,21 +147,32 @@ class SearchConfig:
             )
         if self.dtype_policy not in DTYPE_POLICIES:
             raise ValueError(
-                f"--dtype_policy must be one of {', '.join(DTYPE_POLICIES)}, got {self.dtype_policy!r}."
+                f"--dtype_policy must be one of {', '.join(DTYPE_POLICIES)}, got "
+                f"{self.dtype_policy!r}."
             )
         if self.val_batches is not None and self.val_batches < 1:
-            raise ValueError(f"--val_batches must be positive or none (the whole half), got {self.val_batches}.")
+            raise ValueError(
+                f"--val_batches must be positive or none (the whole half), got {self.val_batches}."
+            )
         if self.genotype_selection not in ("best", "last"):
-            raise ValueError(f"--genotype_selection must be 'best' or 'last', got {self.genotype_selection!r}.")
+            raise ValueError(
+                f"--genotype_selection must be 'best' or 'last', got {self.genotype_selection!r}."
+            )
         for name in ("stage_epochs", "samples_per_op", "eval_batches", "reduction_temperature"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"--{name} must be positive, got {getattr(self, name)}.")
         if self.arch_warmup_epochs < 0:
             raise ValueError(f"--arch_warmup_epochs must be >= 0, got {self.arch_warmup_epochs}.")
         if self.strategy not in distribute.STRATEGIES:
-            raise ValueError(f"--strategy must be one of {', '.join(distribute.STRATEGIES)}, got {self.strategy!r}.")
+            raise ValueError(
+                f"--strategy must be one of {', '.join(distribute.STRATEGIES)}, got "
+                f"{self.strategy!r}."
+            )
         if self.strategy != "default" and (self.unrolled or self.operation_space_reduction):
-            raise ValueError("--unrolled and --operation_space_reduction run on one device: use --strategy=default.")
+            raise ValueError(
+                "--unrolled and --operation_space_reduction run on one device: use "
+                "--strategy=default."
+            )
         binarization_of(self)
         data_lib.info(self.dataset)
         return self
@@ -300,7 +310,11 @@ def run_search(
     info = data_lib.info(config.dataset)
     sizes = data_lib.search_split_sizes(config.dataset, **config.split_args())
     net = build_supernet(
-        config, info.num_classes, info.input_shape, sizes.steps_per_epoch * config.epochs, strategy=strategy
+        config,
+        info.num_classes,
+        info.input_shape,
+        sizes.steps_per_epoch * config.epochs,
+        strategy=strategy,
     )
 
     history: list[dict] = []
@@ -309,7 +323,11 @@ def run_search(
     )
     manager = distribute.CheckpointManager(checkpoint, checkpoint_dir, strategy, max_to_keep=2)
     guard = faults.RunGuard(
-        checkpoint, output_dir, steps_per_epoch=sizes.steps_per_epoch, model=net, program="bnas-search"
+        checkpoint,
+        output_dir,
+        steps_per_epoch=sizes.steps_per_epoch,
+        model=net,
+        program="bnas-search",
     )
     start_epoch = 0
     if resume:
@@ -332,15 +350,22 @@ def run_search(
     started = time.time()
     with guard:
         for epoch in range(start_epoch, config.epochs):
-            pairs, guards = guard.epoch(epoch, distribute.shard_by_data(data_lib.search_splits(
-                config.dataset,
-                seed=config.seed,  # the same halves in every epoch
-                shuffle_seed=config.seed * 1000 + epoch,
-                **config.split_args(),
-            ), strategy))
+            pairs, guards = guard.epoch(
+                epoch,
+                distribute.shard_by_data(
+                    data_lib.search_splits(
+                        config.dataset,
+                        seed=config.seed,  # the same halves in every epoch
+                        shuffle_seed=config.seed * 1000 + epoch,
+                        **config.split_args(),
+                    ),
+                    strategy,
+                ),
+            )
             net.fit(
                 pairs,
-                validation_data=validation,  # the alpha half in inference mode: val_loss, val_accuracy
+                # the alpha half in inference mode: val_loss, val_accuracy
+                validation_data=validation,
                 initial_epoch=epoch,
                 epochs=epoch + 1,
                 verbose=config.verbose,
@@ -380,4 +405,3 @@ def _read_state(output_dir: Path) -> dict:
     if not isinstance(state.get("history"), list):
         raise ValueError(f"{output_dir / 'search_state.json'}: no history list.")
     return state
-

@@ -28,13 +28,13 @@ computed once; the result is exactly that of one mixed op per edge:
 
 from __future__ import annotations
 
+from bnas_tf import ops as ops_lib
+from bnas_tf.quantizers import Binarization, get_binarization
+
 from collections.abc import Sequence
 
 import larq as lq
 import tensorflow as tf
-
-from bnas_tf import ops as ops_lib
-from bnas_tf.quantizers import Binarization, get_binarization
 
 __all__ = ["MixedOp", "channel_shuffle"]
 
@@ -113,7 +113,9 @@ class MixedOp(tf.keras.layers.Layer):
             and any(op in ops_lib.BINARY_CONV_OPS for op in all_ops)
         )
         if self.shared_binary_input:
-            self.input_bn = tf.keras.layers.BatchNormalization(center=False, scale=False, name="input_bn")
+            self.input_bn = tf.keras.layers.BatchNormalization(
+                center=False, scale=False, name="input_bn"
+            )
             self.input_quantizer = lq.quantizers.get(binarization.input_quantizer)
 
         def build(op, width, name):
@@ -148,7 +150,9 @@ class MixedOp(tf.keras.layers.Layer):
         x = inputs
         if self.partial_channels > 1:
             # tf.split, not slicing: the gradient of a slice is a zero-padded full tensor.
-            x, rest = tf.split(x, [self.sampled_channels, self.channels - self.sampled_channels], axis=-1)
+            x, rest = tf.split(
+                x, [self.sampled_channels, self.channels - self.sampled_channels], axis=-1
+            )
             if self.stride > 1:
                 rest = self.bypass_pool(rest)
         binary_input = None

@@ -88,6 +88,11 @@ transfer between stage supernets is :func:`bnas_tf.search.transfer.transfer_weig
 
 from __future__ import annotations
 
+from bnas_tf import ops as ops_lib
+from bnas_tf.genotype import Genotype
+from bnas_tf.search.cell import edge_inputs, num_edges
+from bnas_tf.search.supernet import CELL_TYPES, Supernet
+
 import dataclasses
 import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -95,11 +100,6 @@ from typing import Any
 
 import numpy as np
 import tensorflow as tf
-
-from bnas_tf import ops as ops_lib
-from bnas_tf.genotype import Genotype
-from bnas_tf.search.cell import edge_inputs, num_edges
-from bnas_tf.search.supernet import CELL_TYPES, Supernet
 
 __all__ = [
     "ReductionConfig",
@@ -135,7 +135,7 @@ class ReductionConfig:
     bn_mode: str = "batch"
     smaller_rounding: str = "floor"
 
-    def validate(self) -> "ReductionConfig":
+    def validate(self) -> ReductionConfig:
         for name in ("stage_epochs", "samples_per_op", "eval_batches"):
             value = getattr(self, name)
             if not isinstance(value, (int, np.integer)) or value < 1:
@@ -467,7 +467,7 @@ class OperationSpaceReduction:
             for node in range(self.steps):
                 rows = [e for e, (n, _) in enumerate(inputs) if n == node]
 
-                def key(e, cell=cell):
+                def key(e, cell=cell, strength=strength):
                     op = self._active[cell][e][0]
                     allowed = allow_none or op != "none"
                     return (not allowed, -self.scores[cell][e][op], -strength[e], e)
@@ -543,7 +543,7 @@ def single_path_alphas(net: Supernet, sample: Mapping[str, Sequence[str]]) -> di
     return result
 
 
-_FORWARD: "weakref.WeakKeyDictionary[Supernet, dict[bool, Callable]]" = weakref.WeakKeyDictionary()
+_FORWARD: weakref.WeakKeyDictionary[Supernet, dict[bool, Callable]] = weakref.WeakKeyDictionary()
 
 
 def _forward(net: Supernet, training: bool) -> Callable:

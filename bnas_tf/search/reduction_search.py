@@ -22,14 +22,6 @@ continues after the last saved stage and replays exactly the batches it lost.
 
 from __future__ import annotations
 
-import dataclasses
-import time
-from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
-from typing import Any
-
-import tensorflow as tf
-
 from bnas_tf import data as data_lib
 from bnas_tf import faults
 from bnas_tf import genotype as genotype_lib
@@ -41,6 +33,14 @@ from bnas_tf.search.cell import num_edges
 from bnas_tf.search.reduction import OperationSpaceReduction, ReductionConfig
 from bnas_tf.search.supernet import CELL_TYPES, Supernet
 from bnas_tf.search.transfer import transfer_weights
+
+import dataclasses
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import tensorflow as tf
 
 __all__ = ["ReductionResult", "build_stage_supernet", "run_reduction_search", "STATE_FILE"]
 
@@ -56,7 +56,7 @@ class ReductionResult:
 
 
 def build_stage_supernet(
-    config: "driver_lib.SearchConfig",
+    config: driver_lib.SearchConfig,
     num_classes: int,
     input_shape,
     total_steps: int,
@@ -66,7 +66,9 @@ def build_stage_supernet(
 
     ``total_steps``: length of the cosine learning-rate schedule.
     """
-    return driver_lib.build_supernet(config, num_classes, input_shape, total_steps, active_ops=active_ops)
+    return driver_lib.build_supernet(
+        config, num_classes, input_shape, total_steps, active_ops=active_ops
+    )
 
 
 def _epoch_pairs(config, first_epoch: int, epochs: int, steps: int) -> tf.data.Dataset:
@@ -86,7 +88,7 @@ def _jsonable_ops(o_smaller) -> dict:
 
 
 def run_reduction_search(
-    config: "driver_lib.SearchConfig",
+    config: driver_lib.SearchConfig,
     reduction: ReductionConfig | None = None,
     output_dir: str | Path = ".",
     *,
@@ -155,7 +157,9 @@ def run_reduction_search(
             stage_started = time.time()
             stage = state.stage
             before = state.active_ops
-            net = build_stage_supernet(config, info.num_classes, info.input_shape, total_steps, before)
+            net = build_stage_supernet(
+                config, info.num_classes, info.input_shape, total_steps, before
+            )
             copied = transfer_weights(prev, net) if prev is not None else 0
             first_epoch = stage * reduction.stage_epochs
             net.optimizer.iterations.assign(first_epoch * steps)  # continue the schedule
@@ -170,7 +174,8 @@ def run_reduction_search(
                 verbose=config.verbose,
                 callbacks=guards,
             )
-            guard.check(first_epoch + reduction.stage_epochs - 1)  # NaN loss or signal: nothing saved
+            # NaN loss or signal: nothing saved
+            guard.check(first_epoch + reduction.stage_epochs - 1)
             train_time = time.time() - stage_started
             smaller = state.o_smaller(net)
             samples: list[dict] = []
@@ -214,7 +219,8 @@ def run_reduction_search(
             )
             for stale in checkpoint_dir.glob(f"stage-{state.stage - 1}.*"):
                 stale.unlink()  # only the last stage's supernet is needed to resume
-            guard.committed(first_epoch + reduction.stage_epochs - 1)  # a signal after fit stops here
+            # a signal after fit stops here
+            guard.committed(first_epoch + reduction.stage_epochs - 1)
             prev = net
             log(f"stage {stage}: {len(removed)} ops removed in {stages[-1]['wall_time_s']:.1f} s")
     wall_time = time.time() - started

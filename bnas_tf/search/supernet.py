@@ -34,19 +34,19 @@ the gradient of the whole global batch and holds the same alpha.
 
 from __future__ import annotations
 
-import contextlib
-import inspect
-from collections.abc import Iterator, Mapping, Sequence
-
-import numpy as np
-import tensorflow as tf
-
 from bnas_tf import ops as ops_lib
 from bnas_tf.genotype import Genotype
 from bnas_tf.quantizers import get_binarization, quantizer_variables
 from bnas_tf.search.cell import SearchCell, edge_inputs, num_edges
 from bnas_tf.search.regularizers import entropy_coefficient, masked_softmax, mean_edge_entropy
 from bnas_tf.search.unrolled import unrolled_arch_gradients
+
+import contextlib
+import inspect
+from collections.abc import Iterator, Mapping, Sequence
+
+import numpy as np
+import tensorflow as tf
 
 __all__ = ["Supernet", "default_optimizers", "CELL_TYPES", "DTYPE_POLICIES"]
 
@@ -166,7 +166,9 @@ class Supernet(tf.keras.Model):
     ):
         super().__init__(name=name, dtype="float32", **kwargs)
         if dtype_policy not in DTYPE_POLICIES:
-            raise ValueError(f"dtype_policy must be one of {', '.join(DTYPE_POLICIES)}, got {dtype_policy!r}.")
+            raise ValueError(
+                f"dtype_policy must be one of {', '.join(DTYPE_POLICIES)}, got {dtype_policy!r}."
+            )
         self.cell_dtype_policy = dtype_policy  # (Layer.dtype_policy is the supernet's own: float32)
         self.trace_forward_once = bool(trace_forward_once)
         self._training_forward = None
@@ -176,7 +178,8 @@ class Supernet(tf.keras.Model):
             raise ValueError(f"layers must be at least 1, got {layers}.")
         if partial_channels < 1 or init_channels % partial_channels:
             raise ValueError(
-                f"partial_channels K={partial_channels} must be >= 1 and divide init_channels={init_channels}."
+                f"partial_channels K={partial_channels} must be >= 1 and divide "
+                f"init_channels={init_channels}."
             )
         if entropy_tau <= 0:
             raise ValueError(f"entropy_tau must be positive, got {entropy_tau}.")
@@ -185,7 +188,9 @@ class Supernet(tf.keras.Model):
         self.op_names = ops_lib.search_space(search_space)
         self.binarization = binarization
         self.partial_channels = partial_channels
-        self.edge_normalization = partial_channels > 1 if edge_normalization is None else edge_normalization
+        self.edge_normalization = (
+            partial_channels > 1 if edge_normalization is None else edge_normalization
+        )
         self.allow_none = allow_none
         self.entropy_lambda = float(entropy_lambda)
         self.entropy_tau = float(entropy_tau)
@@ -202,24 +207,35 @@ class Supernet(tf.keras.Model):
         self.active_ops = self._check_active_ops(active_ops)
         self.masks = {
             cell: tf.constant(
-                [[1.0 if op in edge_ops else 0.0 for op in self.op_names] for edge_ops in self.active_ops[cell]]
+                [
+                    [1.0 if op in edge_ops else 0.0 for op in self.op_names]
+                    for edge_ops in self.active_ops[cell]
+                ]
             )
             for cell in CELL_TYPES
         }
         self._active_index = {
-            cell: [[self.op_names.index(op) for op in edge_ops] for edge_ops in self.active_ops[cell]]
+            cell: [
+                [self.op_names.index(op) for op in edge_ops] for edge_ops in self.active_ops[cell]
+            ]
             for cell in CELL_TYPES
         }
 
         def init(offset: int):  # one initializer per variable: distinct draws, seeded or not
-            return tf.keras.initializers.RandomNormal(stddev=1e-3, seed=None if seed is None else seed + offset)
+            return tf.keras.initializers.RandomNormal(
+                stddev=1e-3, seed=None if seed is None else seed + offset
+            )
 
         shape = (self.edges, len(self.op_names))
         self.alpha_normal = self.add_weight(name="alpha_normal", shape=shape, initializer=init(0))
         self.alpha_reduce = self.add_weight(name="alpha_reduce", shape=shape, initializer=init(1))
         if self.edge_normalization:
-            self.beta_normal = self.add_weight(name="beta_normal", shape=(self.edges,), initializer=init(2))
-            self.beta_reduce = self.add_weight(name="beta_reduce", shape=(self.edges,), initializer=init(3))
+            self.beta_normal = self.add_weight(
+                name="beta_normal", shape=(self.edges,), initializer=init(2)
+            )
+            self.beta_reduce = self.add_weight(
+                name="beta_reduce", shape=(self.edges,), initializer=init(3)
+            )
         self.epoch = self.add_weight(
             name="epoch", shape=(), dtype=tf.int64, initializer="zeros", trainable=False
         )
@@ -267,8 +283,7 @@ class Supernet(tf.keras.Model):
         )
         self.arch_optimizer = None
         self._trackers = {
-            name: tf.keras.metrics.Mean(name=name)
-            for name in ("loss", "arch_loss", "entropy")
+            name: tf.keras.metrics.Mean(name=name) for name in ("loss", "arch_loss", "entropy")
         }
         self._accuracy = tf.keras.metrics.SparseCategoricalAccuracy(name="accuracy")
         self._arch_accuracy = tf.keras.metrics.SparseCategoricalAccuracy(name="arch_accuracy")
@@ -281,7 +296,9 @@ class Supernet(tf.keras.Model):
         for cell in CELL_TYPES:
             edges = [list(e) for e in active_ops[cell]]
             if len(edges) != self.edges:
-                raise ValueError(f"active_ops[{cell!r}] has {len(edges)} edges, expected {self.edges}.")
+                raise ValueError(
+                    f"active_ops[{cell!r}] has {len(edges)} edges, expected {self.edges}."
+                )
             for e, edge_ops in enumerate(edges):
                 unknown = [op for op in edge_ops if op not in self.op_names]
                 if unknown or not edge_ops:
@@ -348,7 +365,9 @@ class Supernet(tf.keras.Model):
         ``tf.function`` (see :attr:`trace_forward_once`)."""
         if training is True and self._nests_forward():
             if self._training_forward is None:
-                self._training_forward = tf.function(self._training_call, reduce_retracing=True, autograph=False)
+                self._training_forward = tf.function(
+                    self._training_call, reduce_retracing=True, autograph=False
+                )
             return self._training_forward(inputs)
         return self._forward(inputs, training=training)
 
@@ -370,7 +389,9 @@ class Supernet(tf.keras.Model):
         compute_dtype = self.stem.compute_dtype  # float32, or bfloat16 with mixed_bfloat16
         for cell in CELL_TYPES:
             probs = tf.cast(self.op_probabilities(cell), compute_dtype)
-            weights[cell] = [tf.gather(probs[e], idx) for e, idx in enumerate(self._active_index[cell])]
+            weights[cell] = [
+                tf.gather(probs[e], idx) for e, idx in enumerate(self._active_index[cell])
+            ]
             beta = self.edge_betas(cell)
             betas[cell] = None if beta is None else tf.cast(beta, compute_dtype)
         s0 = s1 = self.stem(inputs, training=training)
@@ -414,7 +435,9 @@ class Supernet(tf.keras.Model):
                     "unrolled=True (second-order alpha gradient) runs on one device only; "
                     "use the first-order step under a tf.distribute strategy."
                 )
-            grads, loss, logits = unrolled_arch_gradients(self, train_batch, (x, y), self.entropy_objective)
+            grads, loss, logits = unrolled_arch_gradients(
+                self, train_batch, (x, y), self.entropy_objective
+            )
         else:
             with tf.GradientTape() as tape:
                 logits = self(x, training=True)
@@ -442,8 +465,13 @@ class Supernet(tf.keras.Model):
         if self.grad_clip:
             grads, _ = tf.clip_by_global_norm(grads, self.grad_clip)
         decayed = self.decayed_variables()
-        grads = [g + self.weight_decay * v if v.ref() in decayed else g for g, (_, v) in zip(grads, pairs)]
-        self.optimizer.apply_gradients(zip(grads, [v for _, v in pairs]), skip_gradients_aggregation=True)
+        grads = [
+            g + self.weight_decay * v if v.ref() in decayed else g
+            for g, (_, v) in zip(grads, pairs)
+        ]
+        self.optimizer.apply_gradients(
+            zip(grads, [v for _, v in pairs]), skip_gradients_aggregation=True
+        )
         self._trackers["loss"].update_state(loss)
         self._accuracy.update_state(y, logits)
 
@@ -478,7 +506,9 @@ class Supernet(tf.keras.Model):
             # Slots created up front: otherwise the train function is traced twice.
             self.build_optimizers()
         if self.arch_warmup_epochs > 0 and self._distribution_strategy is not None:
-            self._set_arch_active(inspect.signature(tf.keras.Model.fit).bind(self, *args, **kwargs).arguments)
+            self._set_arch_active(
+                inspect.signature(tf.keras.Model.fit).bind(self, *args, **kwargs).arguments
+            )
         callbacks = list(callbacks or []) + [_EpochCounter(self.epoch)]
         return super().fit(*args, callbacks=callbacks, **kwargs)
 
@@ -488,10 +518,10 @@ class Supernet(tf.keras.Model):
         active = first >= self.arch_warmup_epochs
         if (end - 1 >= self.arch_warmup_epochs) != active:
             raise ValueError(
-                f"Under a tf.distribute strategy the end of the alpha warm-up (epoch "
-                f"{self.arch_warmup_epochs}) must fall between two fit() calls; this one runs epochs "
-                f"{first}..{end - 1}. Fit up to epoch {self.arch_warmup_epochs} first (run_search "
-                "fits one epoch at a time)."
+                "Under a tf.distribute strategy the end of the alpha warm-up (epoch "
+                f"{self.arch_warmup_epochs}) must fall between two fit() calls; this one runs "
+                f"epochs {first}..{end - 1}. Fit up to epoch {self.arch_warmup_epochs} first "
+                "(run_search fits one epoch at a time)."
             )
         if active != getattr(self, "_arch_active", None):
             self._arch_active = active
@@ -515,9 +545,12 @@ class Supernet(tf.keras.Model):
             probs = self.op_probabilities(cell).numpy()
             betas = self.edge_betas(cell)
             betas = np.ones(self.edges) if betas is None else betas.numpy()
-            candidates = np.array(
-                [[1.0 if op != "none" or self.allow_none else 0.0 for op in self.op_names]]
-            ) * self.masks[cell].numpy()
+            candidates = (
+                np.array(
+                    [[1.0 if op != "none" or self.allow_none else 0.0 for op in self.op_names]]
+                )
+                * self.masks[cell].numpy()
+            )
             edges = []
             for node in range(self.steps):
                 rows = [e for e, (n, _) in enumerate(edge_inputs(self.steps)) if n == node]
@@ -525,7 +558,9 @@ class Supernet(tf.keras.Model):
                 for e in rows:
                     allowed = candidates[e] > 0
                     if not allowed.any():  # only Zeroise left and it may not win: rank last
-                        best = int(np.argmax(np.where(self.masks[cell].numpy()[e] > 0, probs[e], -np.inf)))
+                        best = int(
+                            np.argmax(np.where(self.masks[cell].numpy()[e] > 0, probs[e], -np.inf))
+                        )
                         scored.append((-np.inf, e, best))
                         continue
                     masked = np.where(allowed, probs[e], -np.inf)

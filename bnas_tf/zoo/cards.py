@@ -13,11 +13,11 @@ Example:
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from bnas_tf import genotype as genotype_lib
 from bnas_tf.zoo import registry as registry_lib
 from bnas_tf.zoo import specs
+
+from pathlib import Path
 
 __all__ = ["metrics_table", "instance_card", "model_card"]
 
@@ -50,7 +50,7 @@ def instance_card(model: str, weights: str, entry: dict, *, summary: str, flags:
     config = entry.get("config", {})
     return "\n".join(
         [
-            f"## `{model}(weights=\"{weights}\")`",
+            f'## `{model}(weights="{weights}")`',
             "",
             f"Architecture: {registry_lib.describe(entry)}, inter-cell skips "
             f"{'on' if net.get('inter_cell_skip', True) else 'off'}; trained on {net['dataset']} "
@@ -60,9 +60,9 @@ def instance_card(model: str, weights: str, entry: dict, *, summary: str, flags:
             "",
             metrics_table([(weights, entry["metrics"])]),
             "",
-            f"Top-1 is measured on {entry['metrics']['test_examples']} {net['dataset']} test images "
-            "(`bnas-evaluate` of the run). Memory and MACs: `larq.models.summary` "
-            "(1-bit weights counted at 1 bit).",
+            f"Top-1 is measured on {entry['metrics']['test_examples']} {net['dataset']} test "
+            "images (`bnas-evaluate` of the run). Memory and MACs: `larq.models.summary` (1-bit "
+            "weights counted at 1 bit).",
             "",
             "Files (SHA-256):",
             "",
@@ -101,8 +101,8 @@ def _header(name: str, registry: dict) -> list[str]:
         return [
             f"# {name}",
             "",
-            entry.get("description") or "Published with `bnas-publish`"
-            + (f" (derived from {base})." if base else "."),
+            entry.get("description")
+            or "Published with `bnas-publish`" + (f" (derived from {base})." if base else "."),
             "",
             f"Citation: {entry.get('citation') or specs.PROJECT}",
             "",
@@ -163,6 +163,6 @@ def model_card(name: str, registry: dict | None = None, directory: str | Path | 
         if entry.get("card") and card.is_file():
             lines += [card.read_text()]
         else:
-            title = f"## `{canonical}(weights=\"{weights_name}\")`"
+            title = f'## `{canonical}(weights="{weights_name}")`'
             lines += [title, "", f"({registry_lib.describe(entry)})", ""]
     return "\n".join(lines)

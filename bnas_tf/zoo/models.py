@@ -26,12 +26,6 @@ Example:
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable, Sequence
-from pathlib import Path
-
-import tensorflow as tf
-
 from bnas_tf import genotype as genotype_lib
 from bnas_tf.network import STEMS, min_input_size
 from bnas_tf.quantizers import BINARIZATIONS
@@ -40,6 +34,12 @@ from bnas_tf.training import NETWORK_FILE, WEIGHTS_FILE, build_from_spec
 from bnas_tf.zoo import registry as registry_lib
 from bnas_tf.zoo import specs
 from bnas_tf.zoo.weights_file import layer_names, load_weights
+
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import tensorflow as tf
 
 __all__ = [
     "build",
@@ -93,7 +93,8 @@ def resolve(name: str, weights, registry: dict | None = None) -> tuple[dict, str
         return _reference(name, registry), None, "none"
     if not isinstance(weights, (str, os.PathLike)):
         raise ValueError(
-            f"weights must be None, a published weights name or a path, got {type(weights).__name__}."
+            "weights must be None, a published weights name or a path, got "
+            f"{type(weights).__name__}."
         )
     published = registry_lib.model_entry(name, registry).get("weights", {})
     if isinstance(weights, str) and weights in published:
@@ -118,13 +119,19 @@ def resolve(name: str, weights, registry: dict | None = None) -> tuple[dict, str
 
 
 def _check_input_shape(name: str, spec: dict, input_shape, pretrained: bool) -> tuple:
-    if not isinstance(input_shape, Sequence) or isinstance(input_shape, str) or len(input_shape) != 3:
+    if (
+        not isinstance(input_shape, Sequence)
+        or isinstance(input_shape, str)
+        or len(input_shape) != 3
+    ):
         raise ValueError(
             f"{name}: input_shape must be (height, width, channels), got {input_shape!r}."
         )
     height, width, channels = input_shape
     if not isinstance(channels, int) or channels < 1:
-        raise ValueError(f"{name}: input_shape {tuple(input_shape)} needs a positive channel count.")
+        raise ValueError(
+            f"{name}: input_shape {tuple(input_shape)} needs a positive channel count."
+        )
     if pretrained and channels != spec["input_shape"][2]:
         raise ValueError(
             f"{name}: the weights were trained on {spec['input_shape'][2]}-channel images "
@@ -254,8 +261,13 @@ def _model_function(name: str, default_weights: str | None) -> Callable[..., tf.
         binarization: str | None = None,
     ) -> tf.keras.Model:
         return build(
-            name, input_shape=input_shape, input_tensor=input_tensor, weights=weights,
-            include_top=include_top, num_classes=num_classes, binarization=binarization,
+            name,
+            input_shape=input_shape,
+            input_tensor=input_tensor,
+            weights=weights,
+            include_top=include_top,
+            num_classes=num_classes,
+            binarization=binarization,
         )
 
     model_fn.__name__ = model_fn.__qualname__ = name
@@ -330,7 +342,7 @@ def _docstring(info: specs.ModelInfo) -> str:
         f"    Citation: {info.citation}\n"
         f"{_ARGS.format(name=info.name)}\n"
         "    Trained instances (metrics table: dataset, top-1, parameters, memory, binarized\n"
-        "    MAC ratio): ``bnas_tf.zoo.model_card(\"" + info.name + "\")`` and below.\n"
+        '    MAC ratio): ``bnas_tf.zoo.model_card("' + info.name + '")`` and below.\n'
     )
 
 
@@ -345,7 +357,11 @@ def _published_table(name: str) -> str:
     if not entries:
         return ""
     table = metrics_table([(w, e["metrics"]) for w, e in sorted(entries.items())])
-    return "\n    Published weights:\n\n" + "\n".join("    " + line for line in table.splitlines()) + "\n"
+    return (
+        "\n    Published weights:\n\n"
+        + "\n".join("    " + line for line in table.splitlines())
+        + "\n"
+    )
 
 
 def _make(name: str) -> Callable[..., tf.keras.Model]:

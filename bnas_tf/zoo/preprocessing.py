@@ -19,10 +19,10 @@ Examples:
 
 from __future__ import annotations
 
+from bnas_tf import data as data_lib
+
 import numpy as np
 import tensorflow as tf
-
-from bnas_tf import data as data_lib
 
 __all__ = ["preprocess_input", "decode_predictions", "DATASETS"]
 
@@ -52,7 +52,9 @@ def preprocess_input(images, dataset: str = "fashion_mnist") -> tf.Tensor:
     return data_lib.preprocess(dataset, images)
 
 
-def decode_predictions(preds, top: int = 5, dataset: str = "fashion_mnist", from_logits: bool = True):
+def decode_predictions(
+    preds, top: int = 5, dataset: str = "fashion_mnist", from_logits: bool = True
+):
     """The ``top`` classes of each prediction: ``[(index, class_name, probability), ...]``.
 
     ``preds`` are the model's logits ``[batch, num_classes]`` (softmax is applied) or,

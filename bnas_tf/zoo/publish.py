@@ -25,15 +25,6 @@ Example (an outline, not run: it needs a run's objects)::
 
 from __future__ import annotations
 
-import dataclasses
-import os
-import platform
-import tempfile
-import time
-from pathlib import Path
-
-import tensorflow as tf
-
 import bnas_tf
 from bnas_tf import export
 from bnas_tf import genotype as genotype_lib
@@ -46,10 +37,18 @@ from bnas_tf.training import (
     load_trained,
     summary_text,
 )
-from bnas_tf.zoo import cards
+from bnas_tf.zoo import cards, specs
 from bnas_tf.zoo import registry as registry_lib
-from bnas_tf.zoo import specs
 from bnas_tf.zoo.weights_file import load_weights
+
+import dataclasses
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import tensorflow as tf
 
 __all__ = ["publish", "check_run", "MAX_ZOO_BYTES"]
 
@@ -58,11 +57,13 @@ MAX_ZOO_BYTES = 60 * 1000 * 1000
 
 
 def check_run(run_dir: str | os.PathLike) -> tuple[dict, dict]:
-    """``(network spec, metrics)`` of a finished ``bnas-train`` run, or ValueError saying what is missing."""
+    """``(network spec, metrics)`` of a finished ``bnas-train`` run; ValueError names what lacks."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise ValueError(f"--run_dir {run_dir} is not a directory.")
-    missing = [f for f in (NETWORK_FILE, WEIGHTS_FILE, "metrics.json") if not (run_dir / f).is_file()]
+    missing = [
+        f for f in (NETWORK_FILE, WEIGHTS_FILE, "metrics.json") if not (run_dir / f).is_file()
+    ]
     if missing:
         raise ValueError(
             f"--run_dir {run_dir} is not a finished bnas-train run: {', '.join(missing)} missing "
@@ -82,7 +83,10 @@ def _check_builtin(name: str, spec: dict) -> list[str]:
         published = genotype_lib.get(info.genotype)
         run = genotype_lib.Genotype.from_dict(spec["genotype"])
         same = (run.normal, run.normal_concat, run.reduce, run.reduce_concat) == (
-            published.normal, published.normal_concat, published.reduce, published.reduce_concat
+            published.normal,
+            published.normal_concat,
+            published.reduce,
+            published.reduce_concat,
         )
         if not same:
             raise ValueError(
@@ -99,8 +103,10 @@ def _check_builtin(name: str, spec: dict) -> list[str]:
                 f"The run's {key} is {spec.get(key)!r} but {name} uses {expected!r}; publish it "
                 "under a new --name instead."
             )
-    if info.reference_weights and info.layers and (spec["layers"], spec["init_channels"]) != (
-        info.layers, info.init_channels
+    if (
+        info.reference_weights
+        and info.layers
+        and (spec["layers"], spec["init_channels"]) != (info.layers, info.init_channels)
     ):
         notes.append(
             f"{name}'s coded reference size is {info.layers} x {info.init_channels}; this instance "
@@ -159,7 +165,7 @@ def _metrics(spec: dict, run_metrics: dict, profile: dict) -> dict:
 
 
 def _save_weights(model: tf.keras.Model, directory: Path, stem: str) -> tuple[str, str, int]:
-    """Save ``model``'s weights as ``weights/<stem>-<sha8>.h5``; return (relative path, sha, size)."""
+    """Save ``model``'s weights as ``weights/<stem>-<sha8>.h5``; ``(relative path, sha, size)``."""
     (directory / "weights").mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=directory / "weights", prefix=f".{stem}.", suffix=".h5")
     os.close(fd)
@@ -206,7 +212,9 @@ def publish(
     registry = registry_lib.load(directory)
     builtin = registry_lib.canonical_name(name, None, tuple(specs.MODELS))
     model_name = (
-        builtin or registry_lib.canonical_name(name, registry) or registry_lib.check_name(name, "--name")
+        builtin
+        or registry_lib.canonical_name(name, registry)
+        or registry_lib.check_name(name, "--name")
     )
     if base_model is not None:
         base = registry_lib.canonical_name(base_model, None, tuple(specs.MODELS))
@@ -255,7 +263,10 @@ def publish(
         "notes": notes,
     }
     genotype_path = directory / entry["genotype_file"]
-    if directory == registry_lib.zoo_dir() and directory.parent == registry_lib.checkout_zoo_dir().parent:
+    if (
+        directory == registry_lib.zoo_dir()
+        and directory.parent == registry_lib.checkout_zoo_dir().parent
+    ):
         genotype_path = Path("zoo") / entry["genotype_file"]  # relative to the repository root
     flags = _flags_text(run_dir, entry["config"], os.fspath(genotype_path))
     for relative, text in (
@@ -263,7 +274,9 @@ def publish(
         (entry["genotype_file"], genotype_lib.Genotype.from_dict(spec["genotype"]).to_json()),
         (
             entry["card"],
-            cards.instance_card(model_name, weights_name, entry, summary=summary_text(model), flags=flags)
+            cards.instance_card(
+                model_name, weights_name, entry, summary=summary_text(model), flags=flags
+            )
             + "".join(f"\nNote: {n}\n" for n in notes),
         ),
     ):
@@ -302,7 +315,8 @@ def publish(
     atomic_write_text(directory / "cards" / f"{model_name}.md", card)
     if print_fn is not None:
         print_fn(
-            f"Published {model_name}(weights={weights_name!r}): top-1 {entry['metrics']['top1']:.4f}, "
-            f"{size + notop_size:,} bytes of weights in {directory}."
+            f"Published {model_name}(weights={weights_name!r}): top-1 "
+            f"{entry['metrics']['top1']:.4f}, {size + notop_size:,} bytes of weights in "
+            f"{directory}."
         )
     return entry

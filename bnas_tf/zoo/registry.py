@@ -38,6 +38,8 @@ Example:
 
 from __future__ import annotations
 
+from bnas_tf.runs import read_json, write_json
+
 import contextlib
 import hashlib
 import io
@@ -48,8 +50,6 @@ from typing import Any
 
 import tensorflow as tf
 from larq_zoo.core import utils as zoo_utils
-
-from bnas_tf.runs import read_json, write_json
 
 __all__ = [
     "ZOO_DIR_ENV",
@@ -180,7 +180,9 @@ def save(registry: dict, directory: str | os.PathLike | None = None) -> Path:
     return write_json(path, registry)
 
 
-def canonical_name(name: str, registry: dict | None = None, builtin: tuple[str, ...] = ()) -> str | None:
+def canonical_name(
+    name: str, registry: dict | None = None, builtin: tuple[str, ...] = ()
+) -> str | None:
     """The spelling under which ``name`` is known (case-insensitive), or None."""
     if not isinstance(name, str):
         return None
@@ -251,12 +253,20 @@ def fetch(model: str, name: str, *, notop: bool = False, registry: dict | None =
         Path(cache_dir).expanduser().mkdir(parents=True, exist_ok=True)
     fname = Path(relative).name
     # A copy from a local zoo (file://) is instant: no "Downloading" line and progress bar.
-    quiet = contextlib.redirect_stdout(io.StringIO()) if origin.startswith("file:") else contextlib.nullcontext()
+    quiet = (
+        contextlib.redirect_stdout(io.StringIO())
+        if origin.startswith("file:")
+        else contextlib.nullcontext()
+    )
     try:
         with quiet:
             path = tf.keras.utils.get_file(
-                fname, origin, file_hash=expected, hash_algorithm="sha256",
-                cache_dir=cache_dir, cache_subdir=CACHE_SUBDIR,
+                fname,
+                origin,
+                file_hash=expected,
+                hash_algorithm="sha256",
+                cache_dir=cache_dir,
+                cache_subdir=CACHE_SUBDIR,
             )
     except ValueError as error:  # get_file: "Incomplete or corrupted file detected"
         _remove_cached(fname, cache_dir)

@@ -30,10 +30,10 @@ reference (the numbers above are what B and C are trained at; see :data:`B_C_CHO
 
 from __future__ import annotations
 
-import dataclasses
-
 from bnas_tf import data as data_lib
 from bnas_tf import genotype as genotype_lib
+
+import dataclasses
 
 __all__ = ["ModelInfo", "MODELS", "KIM", "CHEN", "B_C_CHOICE", "WEIGHTS_DECISION", "reference_spec"]
 
@@ -42,23 +42,25 @@ KIM = (
     'Networks". ECCV 2020. https://arxiv.org/abs/2002.06963; code https://github.com/gistvision/bnas'
 )
 CHEN = (
-    'Hanlin Chen, Li\'an Zhuo, Baochang Zhang, Xiawu Zheng, Jianzhuang Liu, David Doermann, '
+    "Hanlin Chen, Li'an Zhuo, Baochang Zhang, Xiawu Zheng, Jianzhuang Liu, David Doermann, "
     'Rongrong Ji. "Binarized Neural Architecture Search". AAAI 2020. https://arxiv.org/abs/1911.10862'
 )
-PROJECT = "bnas-tf: this project's own search (bnas-search) on Fashion-MNIST, trained with bnas-train."
+PROJECT = (
+    "bnas-tf: this project's own search (bnas-search) on Fashion-MNIST, trained with bnas-train."
+)
 
 #: Why BNASB and BNASC have the sizes they have (written into their model cards).
 B_C_CHOICE = (
     "Kim et al. report BNAS-B (93.76 %) and BNAS-C (94.43 %) on CIFAR-10 with the same searched "
     "cell as BNAS-A but do not publish their depth and width. Here B and C keep BNAS-A's cell "
-    "(`latest_cell_zeroise`, inter-cell skips, sign_scale binarization, CIFAR stem) and grow "
-    "the network, since the published results grow with model size: B = 8 cells x 24 channels "
-    "(about 1.2 M parameters), C = 8 cells x 32 channels (about 2.1 M), both larger than the "
-    "Fashion-MNIST BNASA instance (6 cells x 16 channels). The bound is practical: each must train on a 2-core CPU in "
-    "hours, and every published instance costs 8 bytes per parameter (full and notop float32 "
-    "latent weights), within the zoo's 60 MB budget. Their reference configuration is "
-    "the one trained here: when the `fashion_mnist` weights are published, the registry entry's "
-    "architecture is the reference (`weights=None` builds it)."
+    "(`latest_cell_zeroise`, inter-cell skips, sign_scale binarization, CIFAR stem) and grow the "
+    "network, since the published results grow with model size: B = 8 cells x 24 channels (about "
+    "1.2 M parameters), C = 8 cells x 32 channels (about 2.1 M), both larger than the "
+    "Fashion-MNIST BNASA instance (6 cells x 16 channels). The bound is practical: each must "
+    "train on a 2-core CPU in hours, and every published instance costs 8 bytes per parameter "
+    "(full and notop float32 latent weights), within the zoo's 60 MB budget. Their reference "
+    "configuration is the one trained here: when the `fashion_mnist` weights are published, the "
+    "registry entry's architecture is the reference (`weights=None` builds it)."
 )
 
 #: The weights-name decision, written into every card and docs/zoo.md.
@@ -157,7 +159,8 @@ MODELS: dict[str, ModelInfo] = {
             binarization="sign_scale",
             dataset="fashion_mnist",
             citation=KIM,
-            description="BNAS-B: BNAS-A's cell in a larger network (size chosen here). " + B_C_CHOICE,
+            description="BNAS-B: BNAS-A's cell in a larger network (size chosen here). "
+            + B_C_CHOICE,
             paper="CIFAR-10 top-1 93.76 % at an unpublished size (Kim et al., ECCV 2020).",
             default_weights="fashion_mnist",
             reference_weights="fashion_mnist",

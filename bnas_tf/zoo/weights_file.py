@@ -48,7 +48,11 @@ def layer_names(path: str | os.PathLike) -> list[str]:
             )
         if "layer_names" not in f.attrs:
             raise ValueError(f"{path} holds no Keras weights (no 'layer_names' attribute).")
-        return [name for name in _decode(f.attrs["layer_names"]) if _decode(f[name].attrs["weight_names"])]
+        return [
+            name
+            for name in _decode(f.attrs["layer_names"])
+            if _decode(f[name].attrs["weight_names"])
+        ]
 
 
 def check_weights_file(model: tf.keras.Model, path: str | os.PathLike) -> None:
@@ -56,7 +60,9 @@ def check_weights_file(model: tf.keras.Model, path: str | os.PathLike) -> None:
     stored = set(layer_names(path))
     missing = [layer.name for layer in model.layers if layer.weights and layer.name not in stored]
     if missing:
-        shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        shown = ", ".join(missing[:5]) + (
+            f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+        )
         raise ValueError(
             f"{os.fspath(path)} does not fit {model.name}: it has no weights for {len(missing)} "
             f"of its layers ({shown}). The file was saved from a different architecture."

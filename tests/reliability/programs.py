@@ -55,7 +55,9 @@ def main() -> None:
 
         cpu = tf.config.list_physical_devices("CPU")[0]
         count = int(os.environ["BNAS_LOGICAL_CPUS"])
-        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * count)
+        tf.config.set_logical_device_configuration(
+            cpu, [tf.config.LogicalDeviceConfiguration()] * count
+        )
     module = importlib.import_module(module_name)
     module.define_flags()
     with open(cases_path) as f:

@@ -23,12 +23,24 @@ ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 
 TINY_SEARCH = [
-    "--dataset=fashion_mnist", "--batch_size=8", "--epochs=2", "--layers=1", "--init_channels=4",
-    "--entropy_tau=1.0", "--seed=3", "--verbose=0",
+    "--dataset=fashion_mnist",
+    "--batch_size=8",
+    "--epochs=2",
+    "--layers=1",
+    "--init_channels=4",
+    "--entropy_tau=1.0",
+    "--seed=3",
+    "--verbose=0",
 ]  # 64 images: two halves of 32, 4 steps an epoch
 TINY_TRAIN = [
-    "--dataset=fashion_mnist", "--layers=1", "--init_channels=4", "--epochs=2", "--batch_size=16",
-    "--drop_path_rate=0.2", "--seed=0", "--verbose=0",
+    "--dataset=fashion_mnist",
+    "--layers=1",
+    "--init_channels=4",
+    "--epochs=2",
+    "--batch_size=16",
+    "--drop_path_rate=0.2",
+    "--seed=0",
+    "--verbose=0",
 ]  # 4 steps an epoch; drop-path on, so its random masks must replay too
 
 
@@ -54,7 +66,8 @@ def read_only_dir(path: Path) -> Path:
     path.chmod(0o500)
     probe = subprocess.run(
         [sys.executable, "-c", f"open({str(path / 'probe')!r}, 'w')"],
-        preexec_fn=_drop_dac_override, capture_output=True,
+        preexec_fn=_drop_dac_override,
+        capture_output=True,
     )
     if probe.returncode == 0:
         (path / "probe").unlink()
@@ -62,15 +75,28 @@ def read_only_dir(path: Path) -> Path:
     return path
 
 
-def run_program(module: str, *args: str, fault: str | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+def run_program(
+    module: str, *args: str, fault: str | None = None, timeout: int = 600
+) -> subprocess.CompletedProcess:
     """``python -m module args`` as a real process (under ``faulty.py`` with a fault)."""
-    command = [sys.executable, str(HERE / "faulty.py"), module, *args] if fault else [sys.executable, "-m", module, *args]
+    command = (
+        [sys.executable, str(HERE / "faulty.py"), module, *args]
+        if fault
+        else [sys.executable, "-m", module, *args]
+    )
     environment = {**env(), "BNAS_FAULT": fault} if fault else env()
-    return subprocess.run(command, cwd=ROOT, env=environment, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        command, cwd=ROOT, env=environment, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def run_cases(
-    module: str, cases: list[dict], work: Path, *, respect_modes: bool = False, logical_cpus: int | None = None
+    module: str,
+    cases: list[dict],
+    work: Path,
+    *,
+    respect_modes: bool = False,
+    logical_cpus: int | None = None,
 ) -> list[dict]:
     """Run ``cases`` (``{"args": [...], "fsize": n}``) of one program; their results in order.
 
@@ -81,8 +107,12 @@ def run_cases(
     cases_path.write_text(json.dumps(cases))
     process = subprocess.run(
         [sys.executable, str(HERE / "programs.py"), module, str(cases_path), str(results_path)],
-        cwd=ROOT, env={**env(), **({"BNAS_LOGICAL_CPUS": str(logical_cpus)} if logical_cpus else {})},
-        capture_output=True, text=True, timeout=600, preexec_fn=_drop_dac_override if respect_modes else None,
+        cwd=ROOT,
+        env={**env(), **({"BNAS_LOGICAL_CPUS": str(logical_cpus)} if logical_cpus else {})},
+        capture_output=True,
+        text=True,
+        timeout=600,
+        preexec_fn=_drop_dac_override if respect_modes else None,
     )
     assert process.returncode == 0 and results_path.exists(), process.stderr[-4000:]
     return json.loads(results_path.read_text())
@@ -95,5 +125,6 @@ def snapshot(directory: Path) -> dict[str, str]:
         return {}
     return {
         str(path.relative_to(directory)): hashlib.sha256(path.read_bytes()).hexdigest()
-        for path in sorted(directory.rglob("*")) if path.is_file()
+        for path in sorted(directory.rglob("*"))
+        if path.is_file()
     }

@@ -1,4 +1,4 @@
-"""Bad input to the programs: a clear message naming the problem, a non-zero exit, nothing overwritten.
+"""Bad input to the programs: a message naming the problem, a non-zero exit, nothing overwritten.
 
 Every case runs the program's real ``main`` through ``absl.app.run`` with its command
 line (``programs.py``: one process per program, for all its cases). For each case the
@@ -11,6 +11,7 @@ directory is read-only for it, and with its CPU split into 2 logical devices, so
 """
 
 import bnas_tf  # noqa: F401  (Keras 2 before TensorFlow)
+from bnas_tf import genotype as genotype_lib
 
 import gzip
 import json
@@ -18,8 +19,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-
-from bnas_tf import genotype as genotype_lib
 from reliability_helpers import TINY_SEARCH, TINY_TRAIN, read_only_dir, run_cases, snapshot
 
 pytestmark = pytest.mark.filterwarnings("ignore:You are saving your model as an HDF5 file")
@@ -36,7 +35,7 @@ def _genotype_files(root: Path) -> dict[str, Path]:
     foreign_op = json.loads(text)  # says bnas_kim, holds a DARTS separable convolution
     foreign_op["normal"][0][0] = "bin_sep_conv_3x3"
     files = {
-        "malformed": "{\"normal\": [[\"bin_conv_3x3\", 0],, ]}",
+        "malformed": '{"normal": [["bin_conv_3x3", 0],, ]}',
         "truncated": text[: len(text) // 2],
         "unknown_op": json.dumps(unknown_op),
         "bad_input": json.dumps(bad_input),
@@ -51,7 +50,11 @@ def _genotype_files(root: Path) -> dict[str, Path]:
 
 
 def _data_dirs(root: Path, good: Path) -> dict[str, Path]:
-    dirs = {"empty": root / "empty", "truncated_gz": root / "truncated_gz", "bad_magic": root / "bad_magic"}
+    dirs = {
+        "empty": root / "empty",
+        "truncated_gz": root / "truncated_gz",
+        "bad_magic": root / "bad_magic",
+    }
     for directory in dirs.values():
         directory.mkdir(parents=True)
         for path in good.iterdir():
@@ -91,72 +94,164 @@ def _check(result: dict, expected: list[str], out: Path | None, kept: dict[Path,
 
 # ------------------------------------------------------------------------------- bnas-train
 
+
 def _train_specs(root: Path, tiny_idx_dir_module: Path) -> list[dict]:
     g = _genotype_files(root / "genotypes")
     d = _data_dirs(root / "data", tiny_idx_dir_module)
     runs = _previous_runs(root / "runs")
     good_data = f"--data_dir={tiny_idx_dir_module}"
     cases = {
-        "malformed_genotype": ([f"--genotype={g['malformed']}"], [str(g["malformed"]), "malformed genotype JSON", "line 1 column"]),
-        "truncated_genotype": ([f"--genotype={g['truncated']}"], [str(g["truncated"]), "malformed genotype JSON"]),
-        "unknown_op": ([f"--genotype={g['unknown_op']}"], ["normal cell, edge 3 (node 3): unknown op 'bin_conv_9x9'"]),
-        "input_out_of_range": ([f"--genotype={g['bad_input']}"], ["reduce cell, edge 5 (node 4): input 7 out of range 0..3"]),
-        "other_search_space": ([f"--genotype={g['darts']}", "--search_space=bnas_kim"],
-                               ["from search space 'bnas_darts'", "--search_space=bnas_kim"]),
-        "op_of_another_space": ([f"--genotype={g['foreign_op']}"], ["'bin_sep_conv_3x3' is not in search space 'bnas_kim'"]),
-        "not_a_genotype": (["--genotype=not_a_genotype"], ["not_a_genotype", "not a published name"]),
+        "malformed_genotype": (
+            [f"--genotype={g['malformed']}"],
+            [str(g["malformed"]), "malformed genotype JSON", "line 1 column"],
+        ),
+        "truncated_genotype": (
+            [f"--genotype={g['truncated']}"],
+            [str(g["truncated"]), "malformed genotype JSON"],
+        ),
+        "unknown_op": (
+            [f"--genotype={g['unknown_op']}"],
+            ["normal cell, edge 3 (node 3): unknown op 'bin_conv_9x9'"],
+        ),
+        "input_out_of_range": (
+            [f"--genotype={g['bad_input']}"],
+            ["reduce cell, edge 5 (node 4): input 7 out of range 0..3"],
+        ),
+        "other_search_space": (
+            [f"--genotype={g['darts']}", "--search_space=bnas_kim"],
+            ["from search space 'bnas_darts'", "--search_space=bnas_kim"],
+        ),
+        "op_of_another_space": (
+            [f"--genotype={g['foreign_op']}"],
+            ["'bin_sep_conv_3x3' is not in search space 'bnas_kim'"],
+        ),
+        "not_a_genotype": (
+            ["--genotype=not_a_genotype"],
+            ["not_a_genotype", "not a published name"],
+        ),
         "negative_epochs": (["--epochs=-3"], ["--epochs must be positive, got -3"]),
-        "zero_learning_rate": (["--learning_rate=0"], ["--learning_rate must be positive, got 0.0"]),
+        "zero_learning_rate": (
+            ["--learning_rate=0"],
+            ["--learning_rate must be positive, got 0.0"],
+        ),
         "zero_batch": (["--batch_size=0"], ["--batch_size must be positive, got 0"]),
         "batch_larger_than_data": (["--batch_size=128"], ["--batch_size=128", "64"]),
-        "batch_not_divisible_by_replicas": (["--strategy=mirrored", "--batch_size=7"],
-                                            ["--batch_size=7", "2 replicas", "multiple of 2"]),
-        "unknown_optimizer": (["--optimizer=lbfgs"], ["--optimizer must be 'sgd' or 'adam'", "lbfgs"]),
+        "batch_not_divisible_by_replicas": (
+            ["--strategy=mirrored", "--batch_size=7"],
+            ["--batch_size=7", "2 replicas", "multiple of 2"],
+        ),
+        "unknown_optimizer": (
+            ["--optimizer=lbfgs"],
+            ["--optimizer must be 'sgd' or 'adam'", "lbfgs"],
+        ),
         "unknown_dataset": (["--dataset=cifar11"], ["Unknown dataset 'cifar11'"]),
         "missing_idx_files": ([f"--data_dir={d['empty']}"], [str(d["empty"]), "apt-get install"]),
-        "truncated_idx_gzip": ([f"--data_dir={d['truncated_gz']}"], ["train-images-idx3-ubyte.gz", "truncated or corrupt gzip"]),
-        "bad_idx_magic": ([f"--data_dir={d['bad_magic']}"], ["train-labels-idx1-ubyte.gz", "bad IDX magic number"]),
+        "truncated_idx_gzip": (
+            [f"--data_dir={d['truncated_gz']}"],
+            ["train-images-idx3-ubyte.gz", "truncated or corrupt gzip"],
+        ),
+        "bad_idx_magic": (
+            [f"--data_dir={d['bad_magic']}"],
+            ["train-labels-idx1-ubyte.gz", "bad IDX magic number"],
+        ),
         "unknown_flag": (["--no_such_flag=1"], ["Unknown command line flag 'no_such_flag'"]),
         "missing_flagfile": ([f"--flagfile={root / 'nope.cfg'}"], [str(root / "nope.cfg")]),
     }
     specs = []
     for name, (args, expected) in cases.items():
         out = root / "out" / name
-        specs.append({"name": name, "args": [*TINY_TRAIN, good_data, f"--output_dir={out}", *args],
-                      "expected": expected, "out": out, "kept": {}})
+        specs.append(
+            {
+                "name": name,
+                "args": [*TINY_TRAIN, good_data, f"--output_dir={out}", *args],
+                "expected": expected,
+                "out": out,
+                "kept": {},
+            }
+        )
     for name, args, expected, directory in (
         ("existing_run", [], ["is not empty; pass --overwrite"], runs["previous_run"]),
-        ("overwrite_foreign_dir", ["--overwrite"], ["not made by bnas-tf", "refusing to delete"], runs["foreign"]),
+        (
+            "overwrite_foreign_dir",
+            ["--overwrite"],
+            ["not made by bnas-tf", "refusing to delete"],
+            runs["foreign"],
+        ),
     ):
-        specs.append({"name": name, "args": [*TINY_TRAIN, good_data, f"--output_dir={directory}", *args],
-                      "expected": expected, "out": None, "kept": {directory: snapshot(directory)}})
+        specs.append(
+            {
+                "name": name,
+                "args": [*TINY_TRAIN, good_data, f"--output_dir={directory}", *args],
+                "expected": expected,
+                "out": None,
+                "kept": {directory: snapshot(directory)},
+            }
+        )
     # A full disk: no file may be written at all (the run-directory probe fails) ...
     full = root / "out" / "disk_full"
-    specs.append({"name": "disk_full", "args": [*TINY_TRAIN, good_data, f"--output_dir={full}"], "fsize": 0,
-                  "expected": [f"--output_dir {full} is not writable: File too large"], "out": None, "kept": {}})
+    specs.append(
+        {
+            "name": "disk_full",
+            "args": [*TINY_TRAIN, good_data, f"--output_dir={full}"],
+            "fsize": 0,
+            "expected": [f"--output_dir {full} is not writable: File too large"],
+            "out": None,
+            "kept": {},
+        }
+    )
     # ... or only small files: the run starts, and fails at its first big write.
     midrun = root / "out" / "disk_full_mid_run"
-    specs.append({"name": "disk_full_mid_run", "args": [*TINY_TRAIN, good_data, f"--output_dir={midrun}"],
-                  "fsize": 8000, "expected": ["could not write its files", "File too large", "--resume"],
-                  "out": None, "kept": {}})
+    specs.append(
+        {
+            "name": "disk_full_mid_run",
+            "args": [*TINY_TRAIN, good_data, f"--output_dir={midrun}"],
+            "fsize": 8000,
+            "expected": ["could not write its files", "File too large", "--resume"],
+            "out": None,
+            "kept": {},
+        }
+    )
     readonly = None
     try:
         readonly = read_only_dir(root / "read_only")
     except pytest.skip.Exception:
         pass
     if readonly is not None:
-        specs.append({"name": "read_only_dir", "args": [*TINY_TRAIN, good_data, f"--output_dir={readonly}"],
-                      "expected": [f"--output_dir {readonly} is not writable: Permission denied"], "out": None,
-                      "kept": {readonly: snapshot(readonly)}})
+        specs.append(
+            {
+                "name": "read_only_dir",
+                "args": [*TINY_TRAIN, good_data, f"--output_dir={readonly}"],
+                "expected": [f"--output_dir {readonly} is not writable: Permission denied"],
+                "out": None,
+                "kept": {readonly: snapshot(readonly)},
+            }
+        )
     return specs
 
 
 TRAIN_NAMES = [
-    "malformed_genotype", "truncated_genotype", "unknown_op", "input_out_of_range", "other_search_space",
-    "op_of_another_space", "not_a_genotype", "negative_epochs", "zero_learning_rate", "zero_batch", "batch_larger_than_data",
+    "malformed_genotype",
+    "truncated_genotype",
+    "unknown_op",
+    "input_out_of_range",
+    "other_search_space",
+    "op_of_another_space",
+    "not_a_genotype",
+    "negative_epochs",
+    "zero_learning_rate",
+    "zero_batch",
+    "batch_larger_than_data",
     "batch_not_divisible_by_replicas",
-    "unknown_optimizer", "unknown_dataset", "missing_idx_files", "truncated_idx_gzip", "bad_idx_magic",
-    "unknown_flag", "missing_flagfile", "existing_run", "overwrite_foreign_dir", "disk_full",
+    "unknown_optimizer",
+    "unknown_dataset",
+    "missing_idx_files",
+    "truncated_idx_gzip",
+    "bad_idx_magic",
+    "unknown_flag",
+    "missing_flagfile",
+    "existing_run",
+    "overwrite_foreign_dir",
+    "disk_full",
 ]
 
 
@@ -187,13 +282,25 @@ def test_train_on_a_full_disk_leaves_no_partial_outputs(train_cases):
 
 SEARCH_CASES = {
     "zero_epochs": (["--epochs=0"], ["--epochs must be positive, got 0"]),
-    "negative_learning_rate": (["--learning_rate=-1"], ["--learning_rate must be positive, got -1.0"]),
-    "zero_arch_learning_rate": (["--arch_learning_rate=0"], ["--arch_learning_rate must be positive, got 0.0"]),
-    "k_not_dividing_channels": (["--partial_channels=3"], ["--partial_channels K=3 must divide --init_channels=4"]),
+    "negative_learning_rate": (
+        ["--learning_rate=-1"],
+        ["--learning_rate must be positive, got -1.0"],
+    ),
+    "zero_arch_learning_rate": (
+        ["--arch_learning_rate=0"],
+        ["--arch_learning_rate must be positive, got 0.0"],
+    ),
+    "k_not_dividing_channels": (
+        ["--partial_channels=3"],
+        ["--partial_channels K=3 must divide --init_channels=4"],
+    ),
     "unknown_dataset": (["--dataset=imagenet9"], ["Unknown dataset 'imagenet9'"]),
     "unknown_flag": (["--no_such_flag=1"], ["Unknown command line flag 'no_such_flag'"]),
     "missing_flagfile": (["--flagfile=/nonexistent/run.cfg"], ["/nonexistent/run.cfg"]),
-    "unknown_selection": (["--genotype_selection=random"], ["--genotype_selection must be 'best' or 'last'"]),
+    "unknown_selection": (
+        ["--genotype_selection=random"],
+        ["--genotype_selection must be 'best' or 'last'"],
+    ),
     "batch_larger_than_halves": (["--batch_size=64"], ["no full batch of 64"]),
     "portion_out_of_range": (["--train_portion=1.5"], ["portion must be in (0, 1), got 1.5"]),
 }
@@ -201,18 +308,43 @@ SEARCH_CASES = {
 
 def _search_specs(root: Path, tiny_idx_dir_module: Path) -> list[dict]:
     d = _data_dirs(root / "data", tiny_idx_dir_module)
-    cases = {**SEARCH_CASES, "missing_idx_files": ([f"--data_dir={d['empty']}"], [str(d["empty"]), "apt-get install"])}
+    cases = {
+        **SEARCH_CASES,
+        "missing_idx_files": ([f"--data_dir={d['empty']}"], [str(d["empty"]), "apt-get install"]),
+    }
     specs = []
     for name, (args, expected) in cases.items():
         out = root / "out" / name
-        specs.append({"name": name, "expected": expected, "out": out,
-                      "args": [*TINY_SEARCH, f"--data_dir={tiny_idx_dir_module}", f"--output_dir={out}", *args]})
+        specs.append(
+            {
+                "name": name,
+                "expected": expected,
+                "out": out,
+                "args": [
+                    *TINY_SEARCH,
+                    f"--data_dir={tiny_idx_dir_module}",
+                    f"--output_dir={out}",
+                    *args,
+                ],
+            }
+        )
     # Not bad input but a fault, run here to share the process: a NaN loss in the first
     # stage of a search with operation space reduction (stages are its checkpoints).
     out = root / "out" / "reduction_nan"
-    specs.append({"name": "reduction_nan", "expected": ["loss became nan at epoch 1, step 2 (global step 2)"],
-                  "out": None, "args": [*TINY_SEARCH, f"--data_dir={tiny_idx_dir_module}", f"--output_dir={out}",
-                                        "--operation_space_reduction", "--learning_rate=1e38"]})
+    specs.append(
+        {
+            "name": "reduction_nan",
+            "expected": ["loss became nan at epoch 1, step 2 (global step 2)"],
+            "out": None,
+            "args": [
+                *TINY_SEARCH,
+                f"--data_dir={tiny_idx_dir_module}",
+                f"--output_dir={out}",
+                "--operation_space_reduction",
+                "--learning_rate=1e38",
+            ],
+        }
+    )
     return specs
 
 
@@ -227,8 +359,14 @@ def test_search_refuses(search_cases, name):
 # code) and weights.h5 must be a plain weights file for exactly that network.
 
 SPEC = {
-    "genotype": genotype_lib.BNAS_A.to_dict(), "layers": 1, "init_channels": 4, "num_classes": 10,
-    "input_shape": [28, 28, 1], "stem": "cifar", "binarization": "sign_scale", "inter_cell_skip": True,
+    "genotype": genotype_lib.BNAS_A.to_dict(),
+    "layers": 1,
+    "init_channels": 4,
+    "num_classes": 10,
+    "input_shape": [28, 28, 1],
+    "stem": "cifar",
+    "binarization": "sign_scale",
+    "inter_cell_skip": True,
     "dataset": "fashion_mnist",
 }
 
@@ -254,8 +392,12 @@ def _lambda_model_file(tmp: Path, marker: Path) -> bytes:
     import tensorflow as tf
 
     inputs = tf.keras.Input((28, 28, 1))
-    x = tf.keras.layers.Lambda(lambda t, path=str(marker): (open(path, "w").close(), t)[1], name="stem0_conv")(inputs)
-    model = tf.keras.Model(inputs, tf.keras.layers.Dense(10, name="logits")(tf.keras.layers.Flatten()(x)))
+    x = tf.keras.layers.Lambda(
+        lambda t, path=str(marker): (open(path, "w").close(), t)[1], name="stem0_conv"
+    )(inputs)
+    model = tf.keras.Model(
+        inputs, tf.keras.layers.Dense(10, name="logits")(tf.keras.layers.Flatten()(x))
+    )
     marker.unlink(missing_ok=True)  # building the model ran it once, here
     model.save(tmp / "evil.h5")
     return (tmp / "evil.h5").read_bytes()
@@ -270,27 +412,56 @@ def _evaluate_specs(root: Path, tiny_idx_dir_module: Path) -> list[dict]:
     bad_genotype["genotype"]["normal"][0][0] = "rm_rf"
     dirs = {
         "missing_model_dir": (root / "nonexistent", ["--model_dir", str(root / "nonexistent")]),
-        "wrong_architecture": (_model_dir(root / "arch", {**SPEC, "layers": 2}, good),
-                               ["does not fit", "no weights for", "different architecture"]),
-        "wrong_num_classes": (_model_dir(root / "classes", SPEC, _weights(tmp, num_classes=5)),
-                              ["does not fit", "logits", "(cells, channels or classes)"]),
-        "corrupt_weights": (_model_dir(root / "corrupt", SPEC, good[: len(good) // 2]),
-                            [str(root / "corrupt" / "weights.h5")]),
-        "lambda_layer": (_model_dir(root / "lambda", SPEC, _lambda_model_file(tmp, marker)),
-                         ["whole saved model", "Lambda"]),
-        "input_too_small": (_model_dir(root / "small", {**SPEC, "input_shape": [3, 3, 1]}, good),
-                            ["input_shape (3, 3, 1) is too small", "needs at least 4x4"]),
-        "one_class": (_model_dir(root / "one_class", {**SPEC, "num_classes": 1}, good),
-                      ["num_classes must be at least 2, got 1"]),
-        "malformed_network_json": (_model_dir(root / "malformed", SPEC, good), ["network.json", "malformed JSON"]),
-        "unknown_op_in_network_json": (_model_dir(root / "unknown_op", bad_genotype, good), ["unknown op 'rm_rf'"]),
+        "wrong_architecture": (
+            _model_dir(root / "arch", {**SPEC, "layers": 2}, good),
+            ["does not fit", "no weights for", "different architecture"],
+        ),
+        "wrong_num_classes": (
+            _model_dir(root / "classes", SPEC, _weights(tmp, num_classes=5)),
+            ["does not fit", "logits", "(cells, channels or classes)"],
+        ),
+        "corrupt_weights": (
+            _model_dir(root / "corrupt", SPEC, good[: len(good) // 2]),
+            [str(root / "corrupt" / "weights.h5")],
+        ),
+        "lambda_layer": (
+            _model_dir(root / "lambda", SPEC, _lambda_model_file(tmp, marker)),
+            ["whole saved model", "Lambda"],
+        ),
+        "input_too_small": (
+            _model_dir(root / "small", {**SPEC, "input_shape": [3, 3, 1]}, good),
+            ["input_shape (3, 3, 1) is too small", "needs at least 4x4"],
+        ),
+        "one_class": (
+            _model_dir(root / "one_class", {**SPEC, "num_classes": 1}, good),
+            ["num_classes must be at least 2, got 1"],
+        ),
+        "malformed_network_json": (
+            _model_dir(root / "malformed", SPEC, good),
+            ["network.json", "malformed JSON"],
+        ),
+        "unknown_op_in_network_json": (
+            _model_dir(root / "unknown_op", bad_genotype, good),
+            ["unknown op 'rm_rf'"],
+        ),
     }
     (root / "malformed" / "network.json").write_text(json.dumps(SPEC)[:100])
     specs = []
     for name, (model_dir, expected) in dirs.items():
         out = root / "out" / name
-        specs.append({"name": name, "expected": expected, "out": out, "kept": {model_dir: snapshot(model_dir)},
-                      "args": [f"--model_dir={model_dir}", f"--data_dir={tiny_idx_dir_module}", f"--output_dir={out}"]})
+        specs.append(
+            {
+                "name": name,
+                "expected": expected,
+                "out": out,
+                "kept": {model_dir: snapshot(model_dir)},
+                "args": [
+                    f"--model_dir={model_dir}",
+                    f"--data_dir={tiny_idx_dir_module}",
+                    f"--output_dir={out}",
+                ],
+            }
+        )
     return specs
 
 
@@ -310,12 +481,20 @@ def cases(tmp_path_factory, tiny_idx_dir_module):
     def run(program):
         payload = [{"args": s["args"], "fsize": s.get("fsize")} for s in specs[program]]
         # the training runs without root's permission override (its read-only case)
-        return run_cases(f"bnas_tf.apps.{program}", payload, root / program, respect_modes=program == "train",
-                         logical_cpus=2 if program == "train" else None)
+        return run_cases(
+            f"bnas_tf.apps.{program}",
+            payload,
+            root / program,
+            respect_modes=program == "train",
+            logical_cpus=2 if program == "train" else None,
+        )
 
     with ThreadPoolExecutor(max_workers=3) as pool:
         results = dict(zip(prepare, pool.map(run, prepare)))
-    return {program: {s["name"]: (s, r) for s, r in zip(specs[program], results[program])} for program in prepare}, root
+    return {
+        program: {s["name"]: (s, r) for s, r in zip(specs[program], results[program])}
+        for program in prepare
+    }, root
 
 
 @pytest.fixture(scope="module")
@@ -334,8 +513,15 @@ def evaluate_cases(cases):
 
 
 EVALUATE_NAMES = [
-    "missing_model_dir", "wrong_architecture", "wrong_num_classes", "corrupt_weights", "lambda_layer",
-    "input_too_small", "one_class", "malformed_network_json", "unknown_op_in_network_json",
+    "missing_model_dir",
+    "wrong_architecture",
+    "wrong_num_classes",
+    "corrupt_weights",
+    "lambda_layer",
+    "input_too_small",
+    "one_class",
+    "malformed_network_json",
+    "unknown_op_in_network_json",
 ]
 
 
@@ -351,6 +537,7 @@ def test_a_lambda_layer_in_a_weights_file_never_runs(evaluate_cases):
 
 # ------------------------------------------------------------------------- zoo weights files
 
+
 def test_zoo_refuses_a_weights_file_whose_hash_differs_from_the_registry(tmp_path, monkeypatch):
     """A published file altered after publishing (same size, one byte changed) is refused
     before use and leaves no copy in the cache; the intact file is accepted."""
@@ -361,14 +548,19 @@ def test_zoo_refuses_a_weights_file_whose_hash_differs_from_the_registry(tmp_pat
     weights = zoo_dir / "weights" / "BNASFM-tiny.h5"
     weights.write_bytes(_weights(tmp_path))
     entry = {"file": "weights/BNASFM-tiny.h5", "sha256": registry.sha256(weights), "network": SPEC}
-    table = {"format_version": registry.FORMAT_VERSION, "models": {"BNASFM": {"weights": {"tiny": entry}}}}
+    table = {
+        "format_version": registry.FORMAT_VERSION,
+        "models": {"BNASFM": {"weights": {"tiny": entry}}},
+    }
     monkeypatch.setenv(registry.ZOO_DIR_ENV, str(zoo_dir))
     monkeypatch.setenv(registry.CACHE_DIR_ENV, str(cache))
     monkeypatch.delenv(registry.ZOO_URL_ENV, raising=False)
     good = weights.read_bytes()
     middle = len(good) // 2
-    weights.write_bytes(good[:middle] + bytes([good[middle] ^ 0xFF]) + good[middle + 1:])
-    with pytest.raises(registry.WeightsHashError, match=f"does not match the registry's {entry['sha256']}"):
+    weights.write_bytes(good[:middle] + bytes([good[middle] ^ 0xFF]) + good[middle + 1 :])
+    with pytest.raises(
+        registry.WeightsHashError, match=f"does not match the registry's {entry['sha256']}"
+    ):
         registry.fetch("BNASFM", "tiny", registry=table)
     assert not any(p.is_file() for p in cache.rglob("*"))
     weights.write_bytes(good)
@@ -381,4 +573,6 @@ def test_reduction_search_stops_on_a_nan_loss_before_saving_the_stage(search_cas
     run = Path(spec["args"][-3].split("=", 1)[1])
     left = {str(p.relative_to(run)) for p in run.rglob("*") if p.is_file()}
     assert "bnas_run.json" in left  # the search had started
-    assert not any(name.startswith(("genotype", "metrics", "reduction_state", "checkpoints/")) for name in left), left
+    assert not any(
+        name.startswith(("genotype", "metrics", "reduction_state", "checkpoints/")) for name in left
+    ), left

@@ -28,10 +28,12 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-
 from reliability_helpers import TINY_SEARCH, TINY_TRAIN, run_program, snapshot
 
-PROGRAMS = {"search": ("bnas_tf.apps.search", TINY_SEARCH), "train": ("bnas_tf.apps.train", TINY_TRAIN)}
+PROGRAMS = {
+    "search": ("bnas_tf.apps.search", TINY_SEARCH),
+    "train": ("bnas_tf.apps.train", TINY_TRAIN),
+}
 FAULTS = {
     "search": [("commit", "commit@2"), ("sigterm", "sigterm@5")],
     "train": [("sigkill", "sigkill@5"), ("commit", "commit@2"), ("sigterm", "sigterm@5")],
@@ -42,7 +44,9 @@ DIVERGE = ["--epochs=3", "--learning_rate=1e38", "--resume"]
 def _record(process: subprocess.CompletedProcess, directory: Path) -> dict:
     index = directory / "checkpoints" / "checkpoint"
     return {
-        "code": process.returncode, "err": process.stderr[-6000:], "files": snapshot(directory),
+        "code": process.returncode,
+        "err": process.stderr[-6000:],
+        "files": snapshot(directory),
         "index": index.read_text() if index.exists() else None,
     }
 
@@ -62,7 +66,11 @@ def _broken_run(program: str, root: Path, data: Path) -> dict:
 def _straight_then_nan(program: str, root: Path, data: Path) -> dict:
     module, args = PROGRAMS[program]
     run_dir, nan_dir = root / f"{program}_straight", root / f"{program}_nan"
-    records = {"straight": _record(run_program(module, *args, f"--data_dir={data}", f"--output_dir={run_dir}"), run_dir)}
+    records = {
+        "straight": _record(
+            run_program(module, *args, f"--data_dir={data}", f"--output_dir={run_dir}"), run_dir
+        )
+    }
     shutil.copytree(run_dir, nan_dir)
     records["nan_before"] = {"files": snapshot(nan_dir)}
     nan = run_program(module, *args, f"--data_dir={data}", f"--output_dir={nan_dir}", *DIVERGE)
@@ -77,10 +85,16 @@ def runs(tmp_path_factory, tiny_idx_dir_module):
     data = tiny_idx_dir_module
 
     def lane_a():
-        return {"search": _broken_run("search", root, data), "train": _straight_then_nan("train", root, data)}
+        return {
+            "search": _broken_run("search", root, data),
+            "train": _straight_then_nan("train", root, data),
+        }
 
     def lane_b():
-        return {"search": _straight_then_nan("search", root, data), "train": _broken_run("train", root, data)}
+        return {
+            "search": _straight_then_nan("search", root, data),
+            "train": _broken_run("train", root, data),
+        }
 
     with ThreadPoolExecutor(max_workers=2) as pool:
         a, b = pool.submit(lane_a), pool.submit(lane_b)
@@ -115,7 +129,9 @@ def test_sigkill_while_a_checkpoint_is_written_keeps_the_previous_one(runs, prog
     # and the state file (written before the checkpoint) holds one epoch more, ignored.
     assert "checkpoints/ckpt-2.index" in files
     assert 'model_checkpoint_path: "ckpt-1"' in killed["index"] and "ckpt-2" not in killed["index"]
-    assert "genotype.json" not in files and "metrics.json" not in files and "weights.h5" not in files
+    assert (
+        "genotype.json" not in files and "metrics.json" not in files and "weights.h5" not in files
+    )
 
 
 @pytest.mark.parametrize("program", ["search", "train"])
@@ -127,7 +143,9 @@ def test_sigterm_stops_at_a_step_writes_a_checkpoint_and_says_how_to_resume(runs
     assert f"bnas-{program} " in err and "--resume" in err.split("Resume with:")[1]
     files = stopped["files"]
     assert {"checkpoints/interrupted-1-2.index", "checkpoints/interrupted.json"} <= set(files)
-    assert "genotype.json" not in files and "metrics.json" not in files and "weights.h5" not in files
+    assert (
+        "genotype.json" not in files and "metrics.json" not in files and "weights.h5" not in files
+    )
 
 
 @pytest.mark.parametrize("program", ["search", "train"])
@@ -135,21 +153,31 @@ def test_resumed_run_equals_an_uninterrupted_one(runs, program):
     resumed, straight = runs[program]["resumed"], runs[program]["straight"]
     assert resumed["code"] == 0, _messages(resumed)
     assert straight["code"] == 0, _messages(straight)
-    assert not any("interrupted" in name for name in resumed["files"])  # dropped once epoch 2 was saved
+    # dropped once epoch 2 was saved
+    assert not any("interrupted" in name for name in resumed["files"])
     a = json.loads((runs["root"] / f"{program}_broken" / "metrics.json").read_text())
     b = json.loads((runs["root"] / f"{program}_straight" / "metrics.json").read_text())
     assert a["history"] == b["history"]  # every epoch's losses and accuracies, to the bit
     if program == "search":
         assert a["genotype"] == b["genotype"] and a["best_epoch"] == b["best_epoch"]
         assert a["alpha_normal"] == b["alpha_normal"] and a["alpha_reduce"] == b["alpha_reduce"]
-        broken, whole = (runs["root"] / f"search_{name}" / "genotype.json" for name in ("broken", "straight"))
+        broken, whole = (
+            runs["root"] / f"search_{name}" / "genotype.json" for name in ("broken", "straight")
+        )
         assert broken.read_bytes() == whole.read_bytes()
     else:
-        assert a["test"]["accuracy"] == b["test"]["accuracy"] and a["test"]["loss"] == b["test"]["loss"]
-        with h5py.File(runs["root"] / "train_broken" / "weights.h5") as x, \
-                h5py.File(runs["root"] / "train_straight" / "weights.h5") as y:
+        assert (
+            a["test"]["accuracy"] == b["test"]["accuracy"]
+            and a["test"]["loss"] == b["test"]["loss"]
+        )
+        with (
+            h5py.File(runs["root"] / "train_broken" / "weights.h5") as x,
+            h5py.File(runs["root"] / "train_straight" / "weights.h5") as y,
+        ):
             names = []
-            x.visititems(lambda name, item: names.append(name) if isinstance(item, h5py.Dataset) else None)
+            x.visititems(
+                lambda name, item: names.append(name) if isinstance(item, h5py.Dataset) else None
+            )
             assert names
             for name in names:
                 np.testing.assert_array_equal(x[name][()], y[name][()], err_msg=name)
@@ -159,7 +187,10 @@ def test_resumed_run_equals_an_uninterrupted_one(runs, program):
 def test_nan_loss_stops_naming_the_step_and_overwrites_nothing(runs, program):
     nan, before = runs[program]["nan"], runs[program]["nan_before"]
     assert nan["code"] == 1, _messages(nan)
-    assert "loss became nan at epoch 3, step " in nan["err"] or "loss became inf at epoch 3, step " in nan["err"], nan["err"]
+    assert (
+        "loss became nan at epoch 3, step " in nan["err"]
+        or "loss became inf at epoch 3, step " in nan["err"]
+    ), nan["err"]
     assert "global step" in nan["err"] and "checkpoints/ckpt-2 is kept" in nan["err"]
     # Every file of the finished run is as it was: checkpoints, state, genotype, metrics,
     # weights (TensorBoard logs and network.json aside).

@@ -3,6 +3,8 @@ free-space check, the signal handlers of a run (a real signal to this process), 
 the programs report faults."""
 
 import bnas_tf  # noqa: F401  (Keras 2 before TensorFlow)
+from bnas_tf import faults
+from bnas_tf.runs import atomic_path, write_json
 
 import contextlib
 import errno
@@ -13,9 +15,6 @@ import shutil
 import signal
 
 import pytest
-
-from bnas_tf import faults
-from bnas_tf.runs import atomic_path, write_json
 
 
 @contextlib.contextmanager
@@ -58,7 +57,9 @@ def test_atomic_path_replaces_only_after_a_complete_write(tmp_path):
 def test_free_space_is_checked_before_a_run(tmp_path):
     free = shutil.disk_usage(tmp_path).free
     faults.check_free_space(tmp_path, 1024)
-    with pytest.raises(OSError, match=f"--output_dir {tmp_path}: only .* MiB free, but bnas-train needs") as error:
+    with pytest.raises(
+        OSError, match=f"--output_dir {tmp_path}: only .* MiB free, but bnas-train needs"
+    ) as error:
         faults.check_free_space(tmp_path, free * 2, what="bnas-train")
     assert error.value.errno == errno.ENOSPC
 
@@ -67,7 +68,10 @@ def test_signals_stop_at_a_step_and_handlers_are_restored(tmp_path):
     def previous(signum, frame):
         raise AssertionError("the run's handler should have caught it")
 
-    old_int, old_term = signal.signal(signal.SIGINT, previous), signal.signal(signal.SIGTERM, previous)
+    old_int, old_term = (
+        signal.signal(signal.SIGINT, previous),
+        signal.signal(signal.SIGTERM, previous),
+    )
     try:
         guard = faults.RunGuard(None, tmp_path, steps_per_epoch=4)
         with guard:
@@ -75,9 +79,12 @@ def test_signals_stop_at_a_step_and_handlers_are_restored(tmp_path):
             assert guard.signum == signal.SIGTERM
             with pytest.raises(KeyboardInterrupt, match="second SIGINT"):
                 os.kill(os.getpid(), signal.SIGINT)  # a second one stops at once
-        assert signal.getsignal(signal.SIGINT) is previous and signal.getsignal(signal.SIGTERM) is previous
+        assert (
+            signal.getsignal(signal.SIGINT) is previous
+            and signal.getsignal(signal.SIGTERM) is previous
+        )
         with pytest.raises(ZeroDivisionError), faults.RunGuard(None, tmp_path, steps_per_epoch=4):
-            1 / 0
+            _ = 1 / 0
         assert signal.getsignal(signal.SIGTERM) is previous
     finally:
         signal.signal(signal.SIGINT, old_int)
@@ -92,7 +99,9 @@ def _exit(error: BaseException, capsys) -> tuple[int, str]:
 
 
 def test_programs_report_faults_with_an_exit_status_and_the_resume_command(capsys):
-    code, err = _exit(faults.Interrupted("bnas-train stopped by SIGTERM", signal.SIGTERM, "ckpt"), capsys)
+    code, err = _exit(
+        faults.Interrupted("bnas-train stopped by SIGTERM", signal.SIGTERM, "ckpt"), capsys
+    )
     assert code == 143 and "bnas-train --epochs=3 '--output_dir=runs/a b' --resume" in err
     assert "--overwrite" not in err
     code, err = _exit(faults.NonFiniteLoss("loss became nan at epoch 1, step 2", 0, 2), capsys)

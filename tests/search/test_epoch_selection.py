@@ -3,15 +3,14 @@ architecture half after each epoch (issue 20, defect 3), not by the training-mod
 running mean ``arch_accuracy``."""
 
 import bnas_tf  # noqa: F401  (must come before tensorflow)
-
-import numpy as np
-import pytest
-import tensorflow as tf
-
 from bnas_tf import data as data_lib
 from bnas_tf.genotype import BNAS_A, LATEST_CELL
 from bnas_tf.runs import read_json
 from bnas_tf.search.driver import SearchConfig, _select, run_search
+
+import numpy as np
+import pytest
+import tensorflow as tf
 
 
 def test_best_epoch_is_the_one_with_the_best_val_accuracy_not_arch_accuracy():
@@ -28,12 +27,20 @@ def test_best_epoch_is_the_one_with_the_best_val_accuracy_not_arch_accuracy():
 
 
 @pytest.mark.parametrize("val_batches", [None, 1])
-def test_search_logs_an_inference_mode_accuracy_of_the_alpha_half(val_batches, tiny_idx_dir_module, tmp_path):
+def test_search_logs_an_inference_mode_accuracy_of_the_alpha_half(
+    val_batches, tiny_idx_dir_module, tmp_path
+):
     """Each epoch's ``val_accuracy`` equals the accuracy of ``net(x, training=False)`` on the
     alpha half (all of it, or its first ``val_batches`` batches) after that epoch."""
     config = SearchConfig(
-        data_dir=str(tiny_idx_dir_module), limit=48, batch_size=8, epochs=2, layers=1, init_channels=4,
-        val_batches=val_batches, verbose=0,
+        data_dir=str(tiny_idx_dir_module),
+        limit=48,
+        batch_size=8,
+        epochs=2,
+        layers=1,
+        init_channels=4,
+        val_batches=val_batches,
+        verbose=0,
     )
     measured = []
 
@@ -65,8 +72,12 @@ def test_search_validation_is_the_alpha_half_in_a_fixed_order(tiny_idx_dir_modul
     kwargs = dict(data_dir=str(tiny_idx_dir_module), batch_size=8, limit=48)
     pairs = data_lib.search_splits("fashion_mnist", seed=3, shuffle_seed=7, **kwargs)
     alpha_images = np.concatenate([xa.numpy() for (_, (xa, _)) in pairs])
-    val = np.concatenate([x.numpy() for x, _ in data_lib.search_validation("fashion_mnist", seed=3, **kwargs)])
-    again = np.concatenate([x.numpy() for x, _ in data_lib.search_validation("fashion_mnist", seed=3, **kwargs)])
+    val = np.concatenate(
+        [x.numpy() for x, _ in data_lib.search_validation("fashion_mnist", seed=3, **kwargs)]
+    )
+    again = np.concatenate(
+        [x.numpy() for x, _ in data_lib.search_validation("fashion_mnist", seed=3, **kwargs)]
+    )
     np.testing.assert_array_equal(val, again)  # fixed order
     key = lambda a: sorted(map(bytes, a.reshape(len(a), -1)))  # noqa: E731
     assert key(val) == key(alpha_images)  # the same images as the alpha half

@@ -1,13 +1,12 @@
 """Tests of the mixed operations of supernet edges (:mod:`bnas_tf.search.mixed_op`)."""
 
 import bnas_tf  # noqa: F401  (must come before tensorflow)
+from bnas_tf.ops import SEARCH_SPACES
+from bnas_tf.search.mixed_op import MixedOp, channel_shuffle
 
 import numpy as np
 import pytest
 import tensorflow as tf
-
-from bnas_tf.ops import SEARCH_SPACES
-from bnas_tf.search.mixed_op import MixedOp, channel_shuffle
 
 C = 8
 BATCH = 4

@@ -7,14 +7,6 @@ stage. The full staged loop runs once on the tiny IDX files.
 """
 
 import bnas_tf  # noqa: F401  (must come before tensorflow)
-
-import json
-import math
-
-import numpy as np
-import pytest
-import tensorflow as tf
-
 from bnas_tf.genotype import Genotype
 from bnas_tf.ops import SEARCH_SPACES
 from bnas_tf.search import Supernet, default_optimizers
@@ -27,6 +19,13 @@ from bnas_tf.search.reduction import (
 )
 from bnas_tf.search.reduction_search import run_reduction_search
 from bnas_tf.search.transfer import transfer_weights
+
+import json
+import math
+
+import numpy as np
+import pytest
+import tensorflow as tf
 
 SPACE = "bnas_kim"
 OPS = SEARCH_SPACES[SPACE]  # 7 ops
@@ -104,7 +103,7 @@ def test_scores_follow_the_running_update_exactly():
     ]
     accuracies = [0.2, 0.5, 0.4, 0.7]
     expected = {op: 0.0 for op in ops}
-    for stage in range(2):
+    for _stage in range(2):
         mean0, mean1 = (0.2 + 0.4) / 2, (0.5 + 0.7) / 2
         z = np.array([mean0, mean1]) / 0.5
         lik = np.exp(z) / np.exp(z).sum()
@@ -386,9 +385,8 @@ def test_reduction_search_ends_with_one_op_per_edge(tmp_path, tiny_idx_dir):
         for e in range(EDGES):
             gone = [r["op"] for r in result.removals if r["cell"] == cell and r["edge"] == e]
             assert len(gone) == 2 and set(gone) < set(start[cell][e])
-    assert (
-        len(result.stages[0]["samples"]) == 2 and result.stages[1]["samples"] == []
-    )  # ceil(2/2) = 1
+    # ceil(2/2) = 1
+    assert len(result.stages[0]["samples"]) == 2 and result.stages[1]["samples"] == []
     assert (
         result.stages[0]["weights_transferred"] == 0 and result.stages[1]["weights_transferred"] > 0
     )
@@ -422,8 +420,18 @@ def test_evaluate_architectures_ranks_the_trained_path_above_a_random_one():
     tf.keras.utils.set_random_seed(0)
     ops = ["bin_conv_3x3", "bin_conv_5x5"]
     active = {cell: [ops] * EDGES for cell in CELLS}
-    net = Supernet(2, layers=3, init_channels=8, search_space=SPACE, active_ops=active, seed=0,
-                   entropy_lambda=0.0, weight_decay=0.0, arch_warmup_epochs=1000)  # alpha never moves
+    # alpha never moves
+    net = Supernet(
+        2,
+        layers=3,
+        init_channels=8,
+        search_space=SPACE,
+        active_ops=active,
+        seed=0,
+        entropy_lambda=0.0,
+        weight_decay=0.0,
+        arch_warmup_epochs=1000,
+    )
     net.compile(**default_optimizers(200, learning_rate=0.05))
     net(tf.zeros((1, 8, 8, 1)))
     trained = {c: ["bin_conv_3x3"] * EDGES for c in CELLS}
@@ -442,8 +450,11 @@ def test_evaluate_architectures_ranks_the_trained_path_above_a_random_one():
     net.fit(ds, epochs=4, verbose=0)
     # the 5x5 convolutions received no gradient: their weight is p = 0
     conv5 = [
-        v for cell in net.cells for mixed in cell.mixed_ops
-        for key, layers in mixed.op_layers.items() if key.startswith("bin_conv_5x5")
+        v
+        for cell in net.cells
+        for mixed in cell.mixed_ops
+        for key, layers in mixed.op_layers.items()
+        if key.startswith("bin_conv_5x5")
         for v in layers.trainable_weights
     ]
     assert conv5

@@ -5,6 +5,10 @@ search is run once per configuration in the module-scoped ``searched`` fixture.
 """
 
 import bnas_tf  # noqa: F401  (must come before tensorflow)
+from bnas_tf.genotype import Genotype
+from bnas_tf.ops import SEARCH_SPACES
+from bnas_tf.search import Supernet, default_optimizers, edge_inputs, entropy_coefficient
+from bnas_tf.search.regularizers import edge_entropy, masked_softmax
 
 import math
 import types
@@ -13,15 +17,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from bnas_tf.genotype import Genotype
-from bnas_tf.ops import SEARCH_SPACES
-from bnas_tf.search import Supernet, default_optimizers, edge_inputs, entropy_coefficient
-from bnas_tf.search.regularizers import edge_entropy, masked_softmax
-
 SPACES = sorted(SEARCH_SPACES)
 EDGES = 14
 SAMPLES, BATCH, EPOCHS = 8, 4, 2
-
 
 
 def _small_net(**kwargs):
@@ -74,9 +72,13 @@ CONFIGS = {
     # 2 cells: both are reduction cells; channel sampling turns edge normalization on.
     # Plain binary DARTS has no entropy term (Kim et al.'s lambda would also pull on the
     # unused alpha_normal, which the test below checks stays put).
-    "darts-2cells-K2": dict(search_space="bnas_darts", layers=2, partial_channels=2, entropy_lambda=0.0),
+    "darts-2cells-K2": dict(
+        search_space="bnas_darts", layers=2, partial_channels=2, entropy_lambda=0.0
+    ),
     # bfloat16 cells (float32 variables, alpha and losses), with channel sampling.
-    "kim-3cells-K2-bf16": dict(search_space="bnas_kim", layers=3, partial_channels=2, dtype_policy="mixed_bfloat16"),
+    "kim-3cells-K2-bf16": dict(
+        search_space="bnas_kim", layers=3, partial_channels=2, dtype_policy="mixed_bfloat16"
+    ),
 }
 
 
@@ -309,10 +311,20 @@ def test_genotype_is_valid(space, allow_none):
 
 # (edge, op index in the space, logit): per node the two edges with the largest logits win.
 HAND_ALPHA = {
-    0: (1, 3.0), 1: (2, 2.0),                                # node 0: edges 0, 1
-    2: (3, 1.0), 3: (4, 4.0), 4: (5, 3.0),                   # node 1: edges 3, 4
-    5: (6, 5.0), 6: (1, 0.5), 7: (2, 1.0), 8: (3, 2.0),      # node 2: edges 5, 8
-    9: (4, 0.5), 10: (5, 1.0), 11: (6, 6.0), 12: (1, 0.2), 13: (2, 3.0),  # node 3: 11, 13
+    0: (1, 3.0),
+    1: (2, 2.0),  # node 0: edges 0, 1
+    2: (3, 1.0),
+    3: (4, 4.0),
+    4: (5, 3.0),  # node 1: edges 3, 4
+    5: (6, 5.0),
+    6: (1, 0.5),
+    7: (2, 1.0),
+    8: (3, 2.0),  # node 2: edges 5, 8
+    9: (4, 0.5),
+    10: (5, 1.0),
+    11: (6, 6.0),
+    12: (1, 0.2),
+    13: (2, 3.0),  # node 3: 11, 13
 }
 
 
@@ -335,20 +347,28 @@ def test_genotype_from_hand_set_alpha(space):
             return ops[1 + (i - 1 + shift) % (len(ops) - 1)]
 
         return (
-            (op(1), 0), (op(2), 1),
-            (op(4), 1), (op(5), 2),
-            (op(6), 0), (op(3), 3),
-            (op(6), 2), (op(2), 4),
+            (op(1), 0),
+            (op(2), 1),
+            (op(4), 1),
+            (op(5), 2),
+            (op(6), 0),
+            (op(3), 3),
+            (op(6), 2),
+            (op(2), 4),
         )
 
     g = net.genotype()
     assert g == Genotype(expected(0), (2, 3, 4, 5), expected(2), (2, 3, 4, 5), search_space=space)
     if space == "bnas_kim":  # spelled out once
         assert g.normal == (
-            ("max_pool_3x3", 0), ("avg_pool_3x3", 1),
-            ("bin_dil_conv_5x5", 1), ("bin_conv_3x3", 2),
-            ("bin_conv_5x5", 0), ("bin_dil_conv_3x3", 3),
-            ("bin_conv_5x5", 2), ("avg_pool_3x3", 4),
+            ("max_pool_3x3", 0),
+            ("avg_pool_3x3", 1),
+            ("bin_dil_conv_5x5", 1),
+            ("bin_conv_3x3", 2),
+            ("bin_conv_5x5", 0),
+            ("bin_dil_conv_3x3", 3),
+            ("bin_conv_5x5", 2),
+            ("avg_pool_3x3", 4),
         )
 
 
@@ -473,7 +493,10 @@ def test_mixed_bfloat16_gradients_follow_float32():
         net(x[0], training=True)
         with tf.GradientTape() as tape:
             loss = net.loss_fn(y[0], net(x[0], training=True))
-        results[policy] = (float(loss), tape.gradient(loss, net.arch_variables + net.weight_variables))
+        results[policy] = (
+            float(loss),
+            tape.gradient(loss, net.arch_variables + net.weight_variables),
+        )
     (l32, g32), (l16, g16) = results["float32"], results["mixed_bfloat16"]
     assert abs(l16 - l32) < 0.05 * l32
     assert all(g.dtype == tf.float32 for g in g16)

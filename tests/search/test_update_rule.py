@@ -3,6 +3,10 @@ the entropy term, the second-order gradient, weight decay and PCNN's projection 
 and the library's defaults against the program's."""
 
 import bnas_tf  # noqa: F401  (must come before tensorflow)
+from bnas_tf.quantizers import get_binarization, quantizer_variables
+from bnas_tf.search import Supernet, default_optimizers
+from bnas_tf.search.driver import SearchConfig
+from bnas_tf.search.unrolled import unrolled_arch_gradients
 
 import dataclasses
 import inspect
@@ -10,11 +14,6 @@ import inspect
 import numpy as np
 import pytest
 import tensorflow as tf
-
-from bnas_tf.quantizers import get_binarization, quantizer_variables
-from bnas_tf.search import Supernet, default_optimizers
-from bnas_tf.search.driver import SearchConfig
-from bnas_tf.search.unrolled import unrolled_arch_gradients
 
 BATCH = 4
 
@@ -52,7 +51,8 @@ def test_train_step_alpha_step_reads_the_alpha_half_with_the_entropy_term():
     ``grad_alpha [L(x_a) - lambda e^{-t/tau} H] + wd_a alpha``: the alpha half's loss, the
     entropy term included; the weight half's gradient, or none of the entropy term,
     gives another update."""
-    net = _net(entropy_lambda=1.0, arch_weight_decay=1e-3, layers=3)  # a normal and two reduction cells
+    # a normal and two reduction cells
+    net = _net(entropy_lambda=1.0, arch_weight_decay=1e-3, layers=3)
     rng = np.random.default_rng(1)
     for v in net.arch_variables:  # far from uniform: the entropy gradient is large
         v.assign(rng.standard_normal(v.shape).astype(np.float32))
@@ -60,19 +60,29 @@ def test_train_step_alpha_step_reads_the_alpha_half_with_the_entropy_term():
     before = [v.numpy().copy() for v in net.arch_variables]
     expected = [g.numpy() + 1e-3 * b for g, b in zip(_arch_grads(net, xa, ya), before)]
     weight_half = [g.numpy() + 1e-3 * b for g, b in zip(_arch_grads(net, xw, yw), before)]
-    no_entropy = [g.numpy() + 1e-3 * b for g, b in zip(_arch_grads(net, xa, ya, entropy=False), before)]
+    no_entropy = [
+        g.numpy() + 1e-3 * b for g, b in zip(_arch_grads(net, xa, ya, entropy=False), before)
+    ]
     net.train_step(((xw, yw), (xa, ya)))
     moved = [b - v.numpy() for b, v in zip(before, net.arch_variables)]
     for m, e, w, n in zip(moved, expected, weight_half, no_entropy):
         np.testing.assert_allclose(m, e, rtol=1e-4, atol=1e-6)
-        assert np.abs(w - e).max() > 1e-3, "the two halves give the same gradient: the test cannot tell"
+        assert np.abs(w - e).max() > 1e-3, (
+            "the two halves give the same gradient: the test cannot tell"
+        )
         assert np.abs(n - e).max() > 1e-3, "the entropy term has no effect: the test cannot tell"
 
 
 def test_train_step_weight_step_reads_the_weight_half():
     """The weight step (after the alpha step) follows the weight half's gradient."""
-    net = _net(entropy_lambda=1.0, weight_decay=0.0, grad_clip=None, optimizer=tf.keras.optimizers.SGD(1.0),
-               arch_optimizer=tf.keras.optimizers.SGD(0.0))  # alpha stays put
+    # alpha stays put
+    net = _net(
+        entropy_lambda=1.0,
+        weight_decay=0.0,
+        grad_clip=None,
+        optimizer=tf.keras.optimizers.SGD(1.0),
+        arch_optimizer=tf.keras.optimizers.SGD(0.0),
+    )
     (xw, yw), (xa, ya) = _halves()
     variables = net.weight_variables
     before = [v.numpy().copy() for v in variables]
@@ -101,8 +111,14 @@ def _smooth_net(optimizer_lr):
     steps = 2
     active = {cell: [ops] * 5 for cell in ("normal", "reduce")}
     return _net(
-        search_space="bnas_darts", active_ops=active, layers=1, steps=steps, multiplier=steps,
-        entropy_lambda=0.0, weight_decay=0.0, unrolled=True,
+        search_space="bnas_darts",
+        active_ops=active,
+        layers=1,
+        steps=steps,
+        multiplier=steps,
+        entropy_lambda=0.0,
+        weight_decay=0.0,
+        unrolled=True,
         optimizer=tf.keras.optimizers.SGD(optimizer_lr),
     )
 
@@ -179,7 +195,9 @@ def test_weight_decay_leaves_pcnn_binary_levels_alone():
     """A weight step whose only gradient is the decay term (lr 1, zero task gradient
     is impossible, so compare against the same step without decay): the decay moves the
     kernels but not PCNN's projection/level."""
-    kwargs = dict(binarization=get_binarization("pcnn", pcnn_lambda=0.0), entropy_lambda=0.0, grad_clip=None)
+    kwargs = dict(
+        binarization=get_binarization("pcnn", pcnn_lambda=0.0), entropy_lambda=0.0, grad_clip=None
+    )
     batch = _halves(5)[0]
     moves = {}
     for decay in (0.0, 0.5):  # two identical nets (same seeds), variables in the same order
@@ -202,7 +220,11 @@ def test_final_training_excludes_quantizer_parameters_from_weight_decay():
     from bnas_tf.network import build_network
 
     model = build_network(
-        genotype_lib.BNAS_A, layers=1, init_channels=4, num_classes=10, input_shape=(8, 8, 1),
+        genotype_lib.BNAS_A,
+        layers=1,
+        init_channels=4,
+        num_classes=10,
+        input_shape=(8, 8, 1),
         binarization=get_binarization("pcnn", pcnn_lambda=0.0),
     )
     optimizer = tf.keras.optimizers.SGD(1.0, weight_decay=0.5)
@@ -239,21 +261,33 @@ def test_train_network_optimizer_excludes_pcnn_levels(monkeypatch, tmp_path):
 
     monkeypatch.setattr(training, "_compile", stop)
     config = training.TrainConfig(
-        genotype="bnas_a", layers=1, init_channels=4, epochs=1, batch_size=8, limit=16, weight_decay=1e-3,
-        binarization="pcnn", optimizer="sgd",
+        genotype="bnas_a",
+        layers=1,
+        init_channels=4,
+        epochs=1,
+        batch_size=8,
+        limit=16,
+        weight_decay=1e-3,
+        binarization="pcnn",
+        optimizer="sgd",
     )
     with pytest.raises(Stop):
         training.train_network(config, tmp_path / "run")
     assert seen["vars"] and all("projection" in v.name for v in seen["vars"])
 
 
-# ----------------------------------------------------------------------------- PCNN in the objective
+# ------------------------------------------------------------------------ PCNN in the objective
 def test_pcnn_projection_loss_enters_the_weight_objective():
     """The weight step's loss with PCNN's projection term differs from the loss without it by
     exactly that term: with SGD(1) the step moves the kernels by grad(L_task + L_P)."""
     lam = 0.05
-    net = _net(binarization=get_binarization("pcnn", pcnn_lambda=lam), entropy_lambda=0.0, weight_decay=0.0,
-               grad_clip=None, optimizer=tf.keras.optimizers.SGD(1.0))
+    net = _net(
+        binarization=get_binarization("pcnn", pcnn_lambda=lam),
+        entropy_lambda=0.0,
+        weight_decay=0.0,
+        grad_clip=None,
+        optimizer=tf.keras.optimizers.SGD(1.0),
+    )
     x, y = _halves(6)[0]
     variables = net.weight_variables
     with tf.GradientTape(persistent=True) as tape:
@@ -271,7 +305,10 @@ def test_pcnn_projection_loss_enters_the_weight_objective():
     before = [v.numpy().copy() for v in variables]
     net._weight_step(x, y)
     moved = [b - v.numpy() for b, v in zip(before, variables)]
-    with_term = [(gt if gt is not None else 0) + (gp if gp is not None else 0) for gt, gp in zip(g_task, g_proj)]
+    with_term = [
+        (gt if gt is not None else 0) + (gp if gp is not None else 0)
+        for gt, gp in zip(g_task, g_proj)
+    ]
     kernels = [i for i, v in enumerate(variables) if "kernel" in v.name and g_proj[i] is not None]
     assert kernels
     for i in kernels:

@@ -8,6 +8,7 @@ images) is trained once per session and published as ``BNASA``, ``BNASB`` and
 """
 
 import bnas_tf  # noqa: F401  (Keras 2 before TensorFlow)
+from bnas_tf.zoo import registry
 
 import gzip
 import struct
@@ -16,12 +17,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bnas_tf.zoo import registry
-
 TINY_RUN = dict(
-    genotype="bnas_a", dataset="fashion_mnist", layers=3, init_channels=8, epochs=1,
-    batch_size=16, optimizer="adam", learning_rate=1e-3, lr_schedule="constant",
-    drop_path_rate=0.0, augment=False, seed=0, verbose=0,
+    genotype="bnas_a",
+    dataset="fashion_mnist",
+    layers=3,
+    init_channels=8,
+    epochs=1,
+    batch_size=16,
+    optimizer="adam",
+    learning_rate=1e-3,
+    lr_schedule="constant",
+    drop_path_rate=0.0,
+    augment=False,
+    seed=0,
+    verbose=0,
 )
 TINY_MODELS = ("BNASA", "BNASB", "BNASFM")
 

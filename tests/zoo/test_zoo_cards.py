@@ -1,12 +1,11 @@
 """preprocess_input, decode_predictions, list_models and model cards."""
 
 import bnas_tf  # noqa: F401  (Keras 2 before TensorFlow)
+from bnas_tf import data, zoo
+from bnas_tf.zoo import specs
 
 import numpy as np
 import pytest
-
-from bnas_tf import data, zoo
-from bnas_tf.zoo import specs
 
 
 def test_preprocess_input_is_the_training_normalisation():
@@ -16,7 +15,8 @@ def test_preprocess_input_is_the_training_normalisation():
     rgb = np.full((1, 32, 32, 3), 255, np.uint8)
     np.testing.assert_allclose(
         zoo.preprocess_input(rgb, dataset="cifar10").numpy()[0, 0, 0],
-        (1 - np.array([0.4914, 0.4822, 0.4465])) / np.array([0.2470, 0.2435, 0.2616]), rtol=1e-5,
+        (1 - np.array([0.4914, 0.4822, 0.4465])) / np.array([0.2470, 0.2435, 0.2616]),
+        rtol=1e-5,
     )
     with pytest.raises(ValueError, match="fashion_mnist images have 1 channel"):
         zoo.preprocess_input(np.zeros((1, 28, 28, 3)))
@@ -46,7 +46,9 @@ def test_model_cards_state_configuration_citation_and_decision(empty_zoo_env):
         if info.layers:
             assert f"{info.layers} cells x {info.init_channels} channels" in card
     assert "do not publish their depth and width" in zoo.model_card("bnasc")
-    assert "12 cells x 64 channels" in zoo.model_card("BNASD") and "57.69" in zoo.model_card("BNASD")
+    assert "12 cells x 64 channels" in zoo.model_card("BNASD") and "57.69" in zoo.model_card(
+        "BNASD"
+    )
     with pytest.raises(ValueError, match="Unknown zoo model 'resnet'"):
         zoo.model_card("resnet")
     assert data.info("fashion_mnist").class_names[0] == "T-shirt/top"

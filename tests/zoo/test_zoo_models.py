@@ -1,6 +1,11 @@
 """Every zoo model function: what it builds, and every argument it refuses."""
 
 import bnas_tf  # noqa: F401  (Keras 2 before TensorFlow)
+from bnas_tf import genotype as genotype_lib
+from bnas_tf import zoo
+from bnas_tf.network import min_input_size
+from bnas_tf.training import load_trained
+from bnas_tf.zoo import models, specs
 
 import inspect
 import math
@@ -8,12 +13,6 @@ import math
 import numpy as np
 import pytest
 import tensorflow as tf
-
-from bnas_tf import genotype as genotype_lib
-from bnas_tf import zoo
-from bnas_tf.network import min_input_size
-from bnas_tf.training import load_trained
-from bnas_tf.zoo import models, specs
 
 MODEL_NAMES = list(specs.MODELS)
 CODED = [n for n in MODEL_NAMES if specs.MODELS[n].genotype is not None]  # all but BNASFM
@@ -30,7 +29,16 @@ def _custom_shape(stem, channels):
 
 def test_every_model_is_exported_and_listed():
     assert MODEL_NAMES == [
-        "BNASA", "BNASB", "BNASC", "BNASD", "BNASE", "BNASF", "BNASG", "BNASH", "BNASXNOR", "BNASFM",
+        "BNASA",
+        "BNASB",
+        "BNASC",
+        "BNASD",
+        "BNASE",
+        "BNASF",
+        "BNASG",
+        "BNASH",
+        "BNASXNOR",
+        "BNASFM",
     ]
     for name in MODEL_NAMES:
         fn = getattr(zoo, name)
@@ -38,7 +46,12 @@ def test_every_model_is_exported_and_listed():
         assert fn.__name__ == name
         params = inspect.signature(fn).parameters
         assert list(params) == [
-            "input_shape", "input_tensor", "weights", "include_top", "num_classes", "binarization",
+            "input_shape",
+            "input_tensor",
+            "weights",
+            "include_top",
+            "num_classes",
+            "binarization",
         ]
         assert all(p.kind is inspect.Parameter.KEYWORD_ONLY for p in params.values())
         with pytest.raises(TypeError):
@@ -48,8 +61,18 @@ def test_every_model_is_exported_and_listed():
 
 def test_published_configurations_of_kim_et_al():
     # gistvision/bnas: ImageNet configs (cells x channels) of BNAS-D..H; BNAS-A is 20 x 36.
-    configs = {n: (specs.MODELS[f"BNAS{n}"].layers, specs.MODELS[f"BNAS{n}"].init_channels) for n in "ADEFGH"}
-    assert configs == {"A": (20, 36), "D": (12, 64), "E": (12, 68), "F": (15, 68), "G": (11, 74), "H": (16, 128)}
+    configs = {
+        n: (specs.MODELS[f"BNAS{n}"].layers, specs.MODELS[f"BNAS{n}"].init_channels)
+        for n in "ADEFGH"
+    }
+    assert configs == {
+        "A": (20, 36),
+        "D": (12, 64),
+        "E": (12, 68),
+        "F": (15, 68),
+        "G": (11, 74),
+        "H": (16, 128),
+    }
     for letter in "ABC":
         assert specs.MODELS[f"BNAS{letter}"].genotype == "bnas_a"
     for letter in "DEFGH":
@@ -63,15 +86,25 @@ def test_published_configurations_of_kim_et_al():
 def test_default_arguments_build_the_reference_configuration(name, empty_zoo_env, monkeypatch):
     """weights=None with every other argument left default: the reference network's arguments."""
     calls = []
-    monkeypatch.setattr(models, "build_from_spec", lambda spec, **kw: calls.append((spec, kw)) or "model")
+    monkeypatch.setattr(
+        models, "build_from_spec", lambda spec, **kw: calls.append((spec, kw)) or "model"
+    )
     assert zoo.get(name)(weights=None) == "model"
-    (spec, kwargs), = calls
+    ((spec, kwargs),) = calls
     info = specs.MODELS[name]
-    expected_shape = {"cifar10": (32, 32, 3), "fashion_mnist": (28, 28, 1), "imagenet2012": (224, 224, 3)}
+    expected_shape = {
+        "cifar10": (32, 32, 3),
+        "fashion_mnist": (28, 28, 1),
+        "imagenet2012": (224, 224, 3),
+    }
     assert kwargs["input_shape"] == expected_shape[info.dataset]
     assert kwargs["num_classes"] == {"imagenet2012": 1000}.get(info.dataset, 10)
     assert kwargs["include_top"] is True and kwargs["input_tensor"] is None
-    assert (spec["layers"], spec["init_channels"], spec["stem"]) == (info.layers, info.init_channels, info.stem)
+    assert (spec["layers"], spec["init_channels"], spec["stem"]) == (
+        info.layers,
+        info.init_channels,
+        info.stem,
+    )
     assert spec["binarization"] == info.binarization
     assert spec["inter_cell_skip"] == (name != "BNASXNOR")
     assert genotype_lib.Genotype.from_dict(spec["genotype"]) == genotype_lib.get(info.genotype)
@@ -87,7 +120,7 @@ def test_default_build_is_the_paper_network(empty_zoo_env):
 
 @pytest.mark.parametrize("name", MODEL_NAMES)
 def test_custom_input_tensor_without_top(name, request):
-    """Every model builds on a caller's tensor of a non-default shape and gives features (rank 4)."""
+    """Every model builds on a caller's tensor of a non-default shape; its features have rank 4."""
     _env(request, name)
     spec = models.resolve(name, None)[0]
     shape = _custom_shape(spec["stem"], spec["input_shape"][2])
@@ -114,7 +147,9 @@ def test_run_directory_builds_the_runs_architecture(tiny_run, empty_zoo_env):
     model = zoo.BNASB(weights=str(tiny_run))
     reference, _ = load_trained(tiny_run)
     x = np.random.default_rng(1).normal(size=(3, 28, 28, 1)).astype("float32")
-    np.testing.assert_allclose(model.predict(x, verbose=0), reference.predict(x, verbose=0), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        model.predict(x, verbose=0), reference.predict(x, verbose=0), rtol=1e-5, atol=1e-5
+    )
 
 
 # ----------------------------------------------------------------------------- refusals
@@ -142,7 +177,10 @@ def test_unknown_weights_name_lists_the_available_ones(name, tiny_zoo_env):
         (dict(input_shape=(28, 28, 0)), "positive channel count"),
         (dict(binarization="ternary"), "unknown binarization 'ternary'"),
         (dict(num_classes=1), "num_classes must be an integer >= 2"),
-        (dict(input_shape=(64, 64, 3), input_tensor=tf.keras.Input((48, 48, 3))), "disagrees with input_tensor"),
+        (
+            dict(input_shape=(64, 64, 3), input_tensor=tf.keras.Input((48, 48, 3))),
+            "disagrees with input_tensor",
+        ),
         (dict(weights=3), "weights must be None"),
     ],
 )
@@ -167,7 +205,9 @@ def test_pretrained_weights_refuse_what_they_cannot_take(name, kwargs, message, 
 
 
 def test_unpublished_default_weights_say_so(empty_zoo_env):
-    with pytest.raises(ValueError, match=r"published weights name of BNASB \(available: none published yet\)"):
+    with pytest.raises(
+        ValueError, match=r"published weights name of BNASB \(available: none published yet\)"
+    ):
         zoo.BNASB()
     with pytest.raises(ValueError, match="bnas-publish --run_dir RUN --name BNASFM"):
         zoo.BNASFM(weights=None)
@@ -178,14 +218,18 @@ def test_weights_file_of_another_architecture_is_refused(tiny_zoo, empty_zoo_env
     from bnas_tf.zoo import registry
 
     tiny = tiny_zoo / registry.load(tiny_zoo)["models"]["BNASB"]["weights"]["fashion_mnist"]["file"]
-    with pytest.raises(ValueError, match="does not fit bnasb: it has no weights for .* of its layers"):
+    with pytest.raises(
+        ValueError, match="does not fit bnasb: it has no weights for .* of its layers"
+    ):
         zoo.BNASB(weights=str(tiny))
 
 
 def test_weights_directory_without_a_run_is_refused(tmp_path, empty_zoo_env):
     with pytest.raises(ValueError, match="directory without network.json"):
         zoo.BNASA(weights=str(tmp_path))
-    with pytest.raises(ValueError, match="neither a published weights name .* nor an existing file"):
+    with pytest.raises(
+        ValueError, match="neither a published weights name .* nor an existing file"
+    ):
         zoo.BNASA(weights=str(tmp_path / "missing.h5"))
 
 

@@ -5,13 +5,12 @@ saying so, only while the registry lacks the entry.
 """
 
 import bnas_tf  # noqa: F401  (Keras 2 before TensorFlow)
-
-import numpy as np
-import pytest
-
 from bnas_tf import data, zoo
 from bnas_tf.zoo import registry
 from bnas_tf.zoo.publish import MAX_ZOO_BYTES
+
+import numpy as np
+import pytest
 
 PUBLISHED_ON_FASHION_MNIST = ("BNASA", "BNASB", "BNASC", "BNASFM")
 
@@ -56,7 +55,9 @@ def test_bnasb_top1_measured_on_the_10000_test_images_matches_its_card(repo_zoo,
     top1 = float(np.mean(np.argmax(logits, axis=1) == labels))
     card = (registry.zoo_dir() / entry["card"]).read_text()
     stated = entry["metrics"]["top1"]
-    assert f"{100 * stated:.2f} %" in card or f"{100 * stated:.2f}%" in card, "the card states another top-1"
+    assert f"{100 * stated:.2f} %" in card or f"{100 * stated:.2f}%" in card, (
+        "the card states another top-1"
+    )
     assert abs(top1 - stated) <= 0.003, (top1, stated)
     assert top1 >= 0.90
 

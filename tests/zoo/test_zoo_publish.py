@@ -1,18 +1,17 @@
 """bnas-publish: a finished bnas-train run becomes a loadable zoo entry."""
 
 import bnas_tf  # noqa: F401  (Keras 2 before TensorFlow)
+from bnas_tf import zoo
+from bnas_tf.genotype import Genotype
+from bnas_tf.training import load_trained
+from bnas_tf.zoo import registry
+from bnas_tf.zoo.publish import publish
 
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
-
-from bnas_tf import zoo
-from bnas_tf.genotype import Genotype
-from bnas_tf.training import load_trained
-from bnas_tf.zoo import registry
-from bnas_tf.zoo.publish import publish
 
 
 def test_published_entry_files_and_card(tiny_zoo, tiny_run):
@@ -28,7 +27,9 @@ def test_published_entry_files_and_card(tiny_zoo, tiny_run):
     flags = (tiny_zoo / entry["flagfile"]).read_text().splitlines()
     assert "--layers=3" in flags and "--genotype=bnas_a" in flags
     assert all(line.startswith("--") for line in flags)
-    assert Genotype.load(tiny_zoo / entry["genotype_file"]) == Genotype.from_dict(entry["network"]["genotype"])
+    assert Genotype.load(tiny_zoo / entry["genotype_file"]) == Genotype.from_dict(
+        entry["network"]["genotype"]
+    )
     card = zoo.model_card("BNASB", directory=tiny_zoo)
     assert (tiny_zoo / "cards" / "BNASB.md").read_text() == card
     assert "| `fashion_mnist` | fashion_mnist |" in card and "Total params" in card  # larq summary
@@ -38,10 +39,15 @@ def test_published_entry_files_and_card(tiny_zoo, tiny_run):
 
 def test_existing_entry_needs_overwrite(tiny_run, tmp_path):
     first = publish(tiny_run, "BNASA", zoo_dir=tmp_path)
-    with pytest.raises(FileExistsError, match="already has BNASA weights 'fashion_mnist'; pass --overwrite"):
+    with pytest.raises(
+        FileExistsError, match="already has BNASA weights 'fashion_mnist'; pass --overwrite"
+    ):
         publish(tiny_run, "bnasa", zoo_dir=tmp_path)
     second = publish(tiny_run, "BNASA", zoo_dir=tmp_path, overwrite=True)
-    assert registry.load(tmp_path)["models"]["BNASA"]["weights"]["fashion_mnist"]["published"] == second["published"]
+    assert (
+        registry.load(tmp_path)["models"]["BNASA"]["weights"]["fashion_mnist"]["published"]
+        == second["published"]
+    )
     files = sorted(p.name for p in (tmp_path / "weights").iterdir())
     assert files == sorted(Path(second[k]).name for k in ("file", "notop_file"))
     assert first["sha256"] == second["sha256"] or Path(first["file"]).name not in files
@@ -49,12 +55,20 @@ def test_existing_entry_needs_overwrite(tiny_run, tmp_path):
 
 def test_unfinished_or_foreign_runs_are_refused(tiny_run, tmp_path):
     partial = tmp_path / "partial"
-    shutil.copytree(tiny_run, partial, ignore=shutil.ignore_patterns("metrics.json", "checkpoints", "tensorboard"))
+    shutil.copytree(
+        tiny_run,
+        partial,
+        ignore=shutil.ignore_patterns("metrics.json", "checkpoints", "tensorboard"),
+    )
     with pytest.raises(ValueError, match="not a finished bnas-train run: metrics.json missing"):
         publish(partial, "BNASA", zoo_dir=tmp_path / "zoo")
     with pytest.raises(ValueError, match="The run's cell is not BNASD's \\(latest_cell\\)"):
         publish(tiny_run, "BNASD", zoo_dir=tmp_path / "zoo")
-    with pytest.raises(ValueError, match="The run's binarization is 'sign_scale' but BNASXNOR uses 'xnor'|cell is not BNASXNOR"):
+    with pytest.raises(
+        ValueError,
+        match="The run's binarization is 'sign_scale' but BNASXNOR uses 'xnor'|cell is not "
+        "BNASXNOR",
+    ):
         publish(tiny_run, "BNASXNOR", zoo_dir=tmp_path / "zoo")
     for name in ("../evil", "a b", ""):
         with pytest.raises(ValueError, match="not a valid name"):
@@ -66,18 +80,26 @@ def test_unfinished_or_foreign_runs_are_refused(tiny_run, tmp_path):
 
 def test_publish_program_creates_a_new_model(tiny_run, tmp_path, monkeypatch, capsys):
     """bnas-publish --name NEW: get(NEW) is a model function that loads the run's weights."""
-    from absl import app, flags
-
     from bnas_tf.apps import publish as program
 
-    argv = ["bnas-publish", f"--run_dir={tiny_run}", "--name=TinyNet", "--model=bnasa",
-            "--weights_name=fm_tiny", f"--zoo_dir={tmp_path}"]
+    from absl import app, flags
+
+    argv = [
+        "bnas-publish",
+        f"--run_dir={tiny_run}",
+        "--name=TinyNet",
+        "--model=bnasa",
+        "--weights_name=fm_tiny",
+        f"--zoo_dir={tmp_path}",
+    ]
     flag_values = flags.FlagValues()
     program.define_flags(flag_values)
     flag_values(argv)
     program.main(argv[:1], flag_values)
     assert "Published TinyNet(weights='fm_tiny')" in capsys.readouterr().out
-    with pytest.raises(app.UsageError, match="already has TinyNet weights 'fm_tiny'; pass --overwrite"):
+    with pytest.raises(
+        app.UsageError, match="already has TinyNet weights 'fm_tiny'; pass --overwrite"
+    ):
         program.main(argv[:1], flag_values)
 
     monkeypatch.setenv(registry.ZOO_DIR_ENV, str(tmp_path))
@@ -88,8 +110,15 @@ def test_publish_program_creates_a_new_model(tiny_run, tmp_path, monkeypatch, ca
     model = fn()  # default weights: its first published instance
     trained, _ = load_trained(tiny_run)
     x = np.random.default_rng(4).normal(size=(2, 28, 28, 1)).astype("float32")
-    np.testing.assert_allclose(model.predict(x, verbose=0), trained.predict(x, verbose=0), rtol=1e-5, atol=1e-5)
-    assert zoo.get("TinyNet")(weights="fm_tiny", include_top=False).output_shape == (None, 7, 7, 128)
+    np.testing.assert_allclose(
+        model.predict(x, verbose=0), trained.predict(x, verbose=0), rtol=1e-5, atol=1e-5
+    )
+    assert zoo.get("TinyNet")(weights="fm_tiny", include_top=False).output_shape == (
+        None,
+        7,
+        7,
+        128,
+    )
     assert "Derived from BNASA" in zoo.model_card("TinyNet")
     with pytest.raises(ValueError, match="available: 'fm_tiny'"):
         fn(weights="fashion_mnist")

@@ -23,8 +23,18 @@ import pytest
 from setuptools import find_packages
 
 ROOT = Path(__file__).resolve().parents[2]
-_SKIP = shutil.ignore_patterns(".git", ".venv", "runs", "build", "dist", "site", "*.egg-info", "__pycache__",
-                               ".pytest_cache", ".ci")
+_SKIP = shutil.ignore_patterns(
+    ".git",
+    ".venv",
+    "runs",
+    "build",
+    "dist",
+    "site",
+    "*.egg-info",
+    "__pycache__",
+    ".pytest_cache",
+    ".ci",
+)
 
 _USER = r"""
 import json, sys
@@ -39,7 +49,8 @@ entry = registry.weights_entry("BNASB", "fashion_mnist")
 path = registry.fetch("BNASB", "fashion_mnist")
 images, labels = data.load_arrays("fashion_mnist", "test", data_dir=fashion, limit=100)
 model = BNASB(weights="fashion_mnist")
-top1 = float(np.mean(np.argmax(model.predict(preprocess_input(images), verbose=0), axis=1) == labels))
+logits = model.predict(preprocess_input(images), verbose=0)
+top1 = float(np.mean(np.argmax(logits, axis=1) == labels))
 try:
     publish("no_such_run", "BNASB", weights_name="mine")
     refusal = None
@@ -69,9 +80,21 @@ def wheel(tmp_path_factory) -> Path:
     tree = root / "tree"
     shutil.copytree(ROOT, tree, ignore=_SKIP)
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
-         str(root / "dist"), str(tree)],
-        check=True, capture_output=True, text=True,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(root / "dist"),
+            str(tree),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
     )
     (path,) = (root / "dist").glob("bnas_tf-*.whl")
     return path
@@ -92,21 +115,39 @@ def test_wheel_carries_the_zoo(wheel):
 def test_installed_wheel_loads_bnasb_from_outside_the_repository(wheel, tmp_path, fashion_dir):
     site = tmp_path / "site"
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--no-deps", "--no-index", "-q", "--target", str(site),
-         str(wheel)],
-        check=True, capture_output=True, text=True,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--no-deps",
+            "--no-index",
+            "-q",
+            "--target",
+            str(site),
+            str(wheel),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
     )
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith("BNAS_TF_")}
-    env.update(PYTHONPATH=str(site), BNAS_TF_CACHE_DIR=str(tmp_path / "cache"), TF_CPP_MIN_LOG_LEVEL="2")
+    env.update(
+        PYTHONPATH=str(site), BNAS_TF_CACHE_DIR=str(tmp_path / "cache"), TF_CPP_MIN_LOG_LEVEL="2"
+    )
     done = subprocess.run(
         [sys.executable, "-c", _USER, str(site), str(fashion_dir)],
-        cwd=elsewhere, env=env, capture_output=True, text=True, timeout=600,
+        cwd=elsewhere,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert done.returncode == 0, done.stderr[-4000:]
     (line,) = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
-    result = json.loads(line[len("RESULT "):])
+    result = json.loads(line[len("RESULT ") :])
     package = Path(site, "bnas_tf")
     assert Path(result["package"]).parent == package  # the installed copy, not this checkout
     assert Path(result["zoo_dir"]) == package / "zoo" / "published"
@@ -115,7 +156,11 @@ def test_installed_wheel_loads_bnasb_from_outside_the_repository(wheel, tmp_path
     # 100 images: within 3 points of the card (its top-1 is over all 10,000)
     assert abs(result["top1"] - result["card_top1"]) <= 0.03, result
     # publishing into the installed package's own copy is refused, naming the way out
-    assert result["refusal"] and "--zoo_dir" in result["refusal"] and "installed package" in result["refusal"]
+    assert (
+        result["refusal"]
+        and "--zoo_dir" in result["refusal"]
+        and "installed package" in result["refusal"]
+    )
 
 
 def test_zoo_dir_is_the_override_then_the_checkout_then_the_installed_copy(tmp_path, monkeypatch):
@@ -127,7 +172,8 @@ def test_zoo_dir_is_the_override_then_the_checkout_then_the_installed_copy(tmp_p
     monkeypatch.setattr(registry, "checkout_zoo_dir", lambda: checkout)
     monkeypatch.setattr(registry, "packaged_zoo_dir", lambda: packaged)
     monkeypatch.delenv(registry.ZOO_DIR_ENV, raising=False)
-    assert registry.zoo_dir() == packaged and registry.is_packaged(packaged)  # installed: no checkout
+    # installed: no checkout
+    assert registry.zoo_dir() == packaged and registry.is_packaged(packaged)
     checkout.mkdir()
     (checkout / registry.REGISTRY_FILE).write_text("{}")
     assert registry.zoo_dir() == checkout and not registry.is_packaged(checkout)
@@ -135,7 +181,9 @@ def test_zoo_dir_is_the_override_then_the_checkout_then_the_installed_copy(tmp_p
     assert registry.zoo_dir() == (tmp_path / "mine").resolve()
 
 
-def test_weights_come_from_the_mirror_then_the_zoo_then_the_registry_base_url(tmp_path, monkeypatch):
+def test_weights_come_from_the_mirror_then_the_zoo_then_the_registry_base_url(
+    tmp_path, monkeypatch
+):
     from bnas_tf.zoo import registry
 
     (tmp_path / "weights").mkdir()
@@ -145,7 +193,13 @@ def test_weights_come_from_the_mirror_then_the_zoo_then_the_registry_base_url(tm
     mirrored = {"format_version": 1, "models": {}, "base_url": "https://mirror.example/zoo/"}
     local = tmp_path.resolve().as_uri()
     assert registry.origin_url("weights/here.h5", mirrored) == f"{local}/weights/here.h5"
-    assert registry.origin_url("weights/gone.h5", mirrored) == "https://mirror.example/zoo/weights/gone.h5"
+    assert (
+        registry.origin_url("weights/gone.h5", mirrored)
+        == "https://mirror.example/zoo/weights/gone.h5"
+    )
     assert registry.origin_url("weights/gone.h5", {"models": {}}) == f"{local}/weights/gone.h5"
     monkeypatch.setenv(registry.ZOO_URL_ENV, "https://other.example/z")
-    assert registry.origin_url("weights/here.h5", mirrored) == "https://other.example/z/weights/here.h5"
+    assert (
+        registry.origin_url("weights/here.h5", mirrored)
+        == "https://other.example/z/weights/here.h5"
+    )
