@@ -1,10 +1,10 @@
 """Shared helpers of the evidence benchmarks (issue 7): budgets, searches, train-and-measure.
 
 Every study script (``search_cost.py``, ``accuracy_vs_memory.py``, ``ablations.py``,
-``inference_vs_baselines.py``) takes ``--budget`` (one of :data:`BUDGETS`) and builds
+``inference_vs_baselines.py``) takes ``--budget`` (one of ``BUDGETS``) and builds
 its units of work from here, so that all networks -- searched cells, random cells,
 the full-precision twin and the larq-zoo baselines -- go through **one** training
-program (:func:`train_and_measure`): the same ``bnas_tf.data`` pipeline (first
+program (``train_and_measure``): the same ``bnas_tf.data`` pipeline (first
 ``train_limit`` Fashion-MNIST training images, per-epoch seeded shuffle, no
 augmentation), the same optimizer (``bnas_tf.training.make_optimizer``: Adam,
 one-cycle learning rate, max 2e-3, no weight decay -- the demo's ``flags/demo_train.cfg``),
@@ -13,7 +13,7 @@ on the same test images. It is ``bnas_tf.training.train_network``'s loop without
 the run-directory machinery (checkpoints, TensorBoard, drop-path, which is 0 here),
 so that a larq-zoo model can go through it unchanged.
 
-Searches run in a child process (:func:`run_search_unit`), so that each one's peak
+Searches run in a child process (``run_search_unit``), so that each one's peak
 memory (``VmHWM``) is its own. Every unit's result is cached as JSON under
 ``runs/bench/<budget>/`` keyed by a hash of its whole specification, so the study
 scripts share searches and trainings (``make bench`` runs ``search_cost.py`` first)
@@ -146,7 +146,7 @@ BUDGETS: dict[str, Budget] = {
 }
 
 #: larq-zoo baselines tried (module, function). Each is built at the smallest input size
-#: of :data:`ZOO_SIZES` it accepts (28x28 Fashion-MNIST images upsampled by a bilinear
+#: of ``ZOO_SIZES`` it accepts (28x28 Fashion-MNIST images upsampled by a bilinear
 #: ``Resizing`` layer inside the model when larger).
 ZOO_MODELS: tuple[tuple[str, str], ...] = (
     ("sota", "QuickNetSmall"),
@@ -356,7 +356,7 @@ SEARCHES: dict[str, tuple[str, dict]] = {
 def search_config(budget: Budget, search: str, seed: int = 0) -> dict:
     """The ``SearchConfig`` fields of named search ``search`` at ``budget``.
 
-    All searches run :attr:`Budget.search_epochs` epochs. The entropy decay ``tau`` is
+    All searches run ``Budget.search_epochs`` epochs. The entropy decay ``tau`` is
     Kim et al.'s 7.7 for 50 epochs scaled to the search's length.
     """
     family, overrides = SEARCHES[search]
@@ -420,7 +420,7 @@ def run_search_unit(
 
 
 def is_cached_search(budget: Budget, search: str) -> bool:
-    """Whether :func:`run_search_unit` would read ``search`` from the cache."""
+    """Whether ``run_search_unit`` would read ``search`` from the cache."""
     spec = {"search": search, "config": search_config(budget, search)}
     return (CACHE / budget.name / "search" / f"{search}-{_key(spec)}.json").exists()
 
@@ -495,7 +495,7 @@ def family_spec(budget: Budget, search: str, genotype: dict, **kwargs) -> dict:
 
 
 def build_model(spec: dict):
-    """The Keras model of a spec (:func:`genotype_spec` or :func:`zoo_spec`), emitting logits."""
+    """The Keras model of a spec (``genotype_spec`` or ``zoo_spec``), emitting logits."""
     import bnas_tf  # noqa: F401
 
     import tensorflow as tf
@@ -563,7 +563,7 @@ def _full_precision():
 
 
 def zoo_spec(budget: Budget, module: str, model: str) -> dict:
-    """Build larq-zoo ``model`` at the smallest size of :data:`ZOO_SIZES` it accepts.
+    """Build larq-zoo ``model`` at the smallest size of ``ZOO_SIZES`` it accepts.
 
     Returns the spec with ``status`` (``ok``, ``no_size`` or ``over_budget``), its profile
     and, when left out, why.
@@ -713,7 +713,7 @@ def recalibrate_batch_norm(model, images) -> int:
     larq-zoo models use other momenta, so without this step the comparison would turn on
     a batch-norm setting. Every network gets the same treatment: statistics reset, then one
     pass over the training images in training mode (no weight update) with momentum
-    :data:`RECALIBRATION_MOMENTUM` (after 47 batches 0.9^47 < 1 % of the reset values
+    ``RECALIBRATION_MOMENTUM`` (after 47 batches 0.9^47 < 1 % of the reset values
     remain). Returns the number of layers recalibrated.
     """
     import tensorflow as tf
@@ -746,7 +746,7 @@ def _train_unit(budget: Budget, spec: dict, seed: int) -> dict:
 
 
 def is_cached_training(budget: Budget, name: str, spec: dict) -> bool:
-    """Whether :func:`train_and_measure` would read every seed of ``name`` from the cache."""
+    """Whether ``train_and_measure`` would read every seed of ``name`` from the cache."""
     spec = _model_spec(spec)
     return all(
         (
@@ -800,7 +800,7 @@ def _mean(values) -> float | None:
 
 
 def row(entry: dict, group: str) -> dict:
-    """The compact table row of a :func:`train_and_measure` entry."""
+    """The compact table row of a ``train_and_measure`` entry."""
     p = entry["profile"]
     return {
         "name": entry["name"],

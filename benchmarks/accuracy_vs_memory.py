@@ -1,10 +1,10 @@
 """Accuracy vs memory on Fashion-MNIST: searched binary networks against larq-zoo binary
 networks, random cells of the same space and the full-precision twin.
 
-Every network goes through the same training program (:func:`_common.train_and_measure`;
-the budget sets images, epochs and seeds) and is profiled by ``larq.models.summary``
-(:func:`bnas_tf.export.model_summary`: parameters, memory with 1-bit weights at 1 bit,
-MACs by precision). Groups:
+Every network goes through the same training program (``_common.train_and_measure``; the budget sets
+images, epochs and seeds) and is profiled by ``larq.models.summary``
+([`bnas_tf.export.model_summary`][bnas_tf.export.model_summary]: parameters, memory with 1-bit
+weights at 1 bit, MACs by precision). Groups:
 
 * ``searched``: the genotypes of the Kim-style and Chen-style searches of
   ``search_cost.py`` (same budget, shared cache), and the demo search's genotype
@@ -12,7 +12,8 @@ MACs by precision). Groups:
 * ``zoo``: larq-zoo binary networks at the smallest input size they accept (28x28
   images upsampled inside the model), left out when they build at no size or cost more
   MACs than the budget allows (both reported);
-* ``random``: :func:`bnas_tf.sampling.random_genotype` cells of Kim's space
+* ``random``: [`bnas_tf.sampling.random_genotype`][bnas_tf.sampling.random_genotype] cells of Kim's
+space
   (seeds 0..N-1, the sampler's default: no Zeroise), Kim's template, like ``kim``;
 * ``full_precision``: the Kim-searched network with its quantizers off.
 

@@ -1,13 +1,13 @@
 """Inference: LCE binary TFLite latency of the searched networks vs the larq-zoo baselines.
 
-The networks of ``accuracy_vs_memory.py`` (same budget: the searched genotypes from the
-shared search cache, one random cell, the full-precision twin and the larq-zoo models that
-build within the budget) are converted by :func:`bnas_tf.export.convert_lce` (binary
-convolutions become ``LceBconv2d``) and run by ``larq_compute_engine.testing.Interpreter``
-(1 thread, default kernels), one 28x28x1 image per call, timed in interleaved rounds by
-``inference_latency.time_variants`` so that load from other processes hits all models
-alike. Latency does not depend on the weights, so the models are not trained here.
-On x86-64 LCE runs portable C++ kernels; its optimized kernels are for 64-bit ARM.
+The networks of ``accuracy_vs_memory.py`` (same budget: the searched genotypes from the shared
+search cache, one random cell, the full-precision twin and the larq-zoo models that build within the
+budget) are converted by [`bnas_tf.export.convert_lce`][bnas_tf.export.convert_lce] (binary
+convolutions become ``LceBconv2d``) and run by ``larq_compute_engine.testing.Interpreter`` (1
+thread, default kernels), one 28x28x1 image per call, timed in interleaved rounds by
+``inference_latency.time_variants`` so that load from other processes hits all models alike. Latency
+does not depend on the weights, so the models are not trained here. On x86-64 LCE runs portable C++
+kernels; its optimized kernels are for 64-bit ARM.
 
     python benchmarks/inference_vs_baselines.py --budget=cpu-small
 """

@@ -20,10 +20,12 @@ what is computed:
   backward (the gradient passed where ``-1 < x < 1``, zero elsewhere).
 
 Run it with a Python that has torch (``pip install torch==2.13.0`` in a separate venv
-on this machine kind)::
+on this machine kind):
 
-    /tmp/torchvenv/bin/python benchmarks/pytorch_reference_step.py \\
-        --reference_src ~/src/gistvision-bnas/src --steps 4
+```python
+/tmp/torchvenv/bin/python benchmarks/pytorch_reference_step.py \\
+    --reference_src ~/src/gistvision-bnas/src --steps 4
+```
 
 ``benchmarks/search_speed.py --pytorch_python ... --reference_src ...`` runs it in the
 same benchmark run as the bnas_tf configurations (side by side). Prints one line

@@ -7,15 +7,19 @@ process, the search step of the full op space and of every space with one op rem
 from all edges (leave-one-out). All supernets are built first, then timed one step each
 in turn for several rounds, so that a drifting machine shifts them alike. The difference
 is that op's cost summed over the edges, and what remains is the part no removal
-touches::
+touches:
 
-    c_o = T_full - T_{-o}            F = T_full - sum_o c_o
+```python
+c_o = T_full - T_{-o}            F = T_full - sum_o c_o
+```
 
 (stem, edge preprocessing, classifier, optimizer, with K > 1 the bypassed channels).
 With ``n`` ops per edge and ``n - 1`` stages of equal length, stage ``k`` keeping
-``n - k`` ops on every edge, a removal order reaches::
+``n - k`` ops on every edge, a removal order reaches:
 
-    ratio = sum_k T_k / ((n - 1) T_0),   T_k = F + sum_o c_o * (share of edges keeping o at stage k)
+```python
+ratio = sum_k T_k / ((n - 1) T_0),   T_k = F + sum_o c_o * (share of edges keeping o at stage k)
+```
 
 - **costliest first** on every edge: the lowest ratio a removal rule can reach (with
   costs pooled over the edges, as here);
@@ -31,12 +35,14 @@ The two extreme orders are also *timed*, not only modelled: a second round of su
 one per stage of each order (the same ops on every edge), again interleaved with the full
 space. Model and timing side by side check the additive model.
 
-Usage (on 2 cores about 20 minutes for Kim et al.'s space, 35 for Chen et al.'s K=4)::
+Usage (on 2 cores about 20 minutes for Kim et al.'s space, 35 for Chen et al.'s K=4):
 
-    .venv/bin/python benchmarks/reduction_bounds.py \
-        --config benchmarks/results/search_reduction_6400_seed1_metrics.json \
-        --measured benchmarks/results/reduction_stages_6400_reference*.json \
-        --output benchmarks/results/reduction_bounds_kim.json
+```python
+.venv/bin/python benchmarks/reduction_bounds.py \
+    --config benchmarks/results/search_reduction_6400_seed1_metrics.json \
+    --measured benchmarks/results/reduction_stages_6400_reference*.json \
+    --output benchmarks/results/reduction_bounds_kim.json
+```
 """
 
 from __future__ import annotations

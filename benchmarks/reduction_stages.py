@@ -8,19 +8,23 @@ step + weight step) timed on the same fixed batches, after its first (tracing) c
 
 The sum over stages of ``steps_per_epoch x stage_epochs x step`` against the same
 sum for the first stage's (full-space) supernet is the wall-time ratio a reduction
-search would reach if building, tracing and evaluating samples cost nothing::
+search would reach if building, tracing and evaluating samples cost nothing:
 
-    ratio_steps_only = sum_k step_k / (n_stages * step_0)
+```python
+ratio_steps_only = sum_k step_k / (n_stages * step_0)
+```
 
-Usage (after ``search_speed.py --part reduction``, which keeps the search's folder)::
+Usage (after ``search_speed.py --part reduction``, which keeps the search's folder):
 
-    .venv/bin/python benchmarks/reduction_stages.py \
-        --metrics /tmp/search_speed_reduction_XXXX/metrics.json \
-        --output benchmarks/results/reduction_stages.json
-    # the same stages' op spaces in the reference configuration, where steps dominate:
-    .venv/bin/python benchmarks/reduction_stages.py --net reference --steps 3 \
-        --metrics benchmarks/results/search_speed_reduction_6400_metrics.json \
-        --output benchmarks/results/reduction_stages_6400_reference.json
+```python
+.venv/bin/python benchmarks/reduction_stages.py \
+    --metrics /tmp/search_speed_reduction_XXXX/metrics.json \
+    --output benchmarks/results/reduction_stages.json
+# the same stages' op spaces in the reference configuration, where steps dominate:
+.venv/bin/python benchmarks/reduction_stages.py --net reference --steps 3 \
+    --metrics benchmarks/results/search_speed_reduction_6400_metrics.json \
+    --output benchmarks/results/reduction_stages_6400_reference.json
+```
 """
 
 from __future__ import annotations
@@ -52,7 +56,7 @@ _NETWORK_FIELDS = (
 
 
 def timed_network(metrics: dict, network: str = "search") -> dict:
-    """The supernet settings :func:`time_stages` times: the search's own, or with
+    """The supernet settings ``time_stages`` times: the search's own, or with
     ``network="reference"`` its op spaces at the reference size (8 cells, 16 channels,
     batch 64, 32x32x3); the search space, binarization and K stay the search's."""
     net = {k: metrics["config"].get(k) for k in _NETWORK_FIELDS}
@@ -124,7 +128,7 @@ def timed_call(step, stream) -> float:
 
 def time_stages(metrics: dict, steps: int, network: str = "search") -> list[dict]:
     """Per stage of ``metrics``: first step and median step of its supernet
-    (``network`` as in :func:`stage_setup`)."""
+    (``network`` as in ``stage_setup``)."""
     setup = stage_setup(metrics, network)
     rows = []
     for stage in metrics["stages"]:
@@ -159,9 +163,11 @@ def ratio_of_steps(steps: Sequence[float]) -> float:
 
 
 def ratio_with_first_steps(rows: list[dict], stage_steps: int) -> float:
-    """Reduction / plain wall time over the steps and each supernet's first (tracing) step::
+    """Reduction / plain wall time over the steps and each supernet's first (tracing) step:
 
-        sum_k (first_k + (N - 1) step_k) / (first_0 + (n N - 1) step_0)
+    ```python
+    sum_k (first_k + (N - 1) step_k) / (first_0 + (n N - 1) step_0)
+    ```
 
     for ``n`` stages of ``N`` steps each; the plain search traces once. Building the
     supernets and evaluating the samples (1-2.5 s per stage each) are left out.

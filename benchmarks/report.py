@@ -38,7 +38,7 @@ def _rel(path: Path) -> str:
 
 def _plot(path: Path, alt: str) -> str:
     """The study's plot as an image of the documentation site: ``img/<name>.png`` beside
-    ``docs/results.md`` (:func:`main` copies the PNG files there)."""
+    ``docs/results.md`` (``main`` copies the PNG files there)."""
     return f"![{alt}](img/{path.with_suffix('.png').name})"
 
 

@@ -1,6 +1,6 @@
 """Search cost: complete tiny searches on Fashion-MNIST, and what each one finds.
 
-Three complete searches at equal epochs (:attr:`_common.Budget.search_epochs`, the 7
+Three complete searches at equal epochs (``_common.Budget.search_epochs``, the 7
 stages of an operation space reduction over the 8 ops of ``bnas_darts``):
 
 * ``kim``: Kim et al. -- their space with Zeroise, K=1, entropy regularizer, sign+scale;
@@ -12,7 +12,7 @@ stages of an operation space reduction over the 8 ops of ``bnas_darts``):
 Each runs in its own process; reported: wall time of the search function, CPU time,
 peak resident memory (``VmHWM``, including TensorFlow's own ~0.5-1 GB, shown separately as
 the memory before the search), and the test accuracy of its genotype after the same
-training (:func:`_common.train_and_measure`, the family's network template).
+training (``_common.train_and_measure``, the family's network template).
 
     # writes benchmarks/results/search_cost_cpu_small.{json,png}
     python benchmarks/search_cost.py --budget=cpu-small

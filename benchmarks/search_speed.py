@@ -19,8 +19,8 @@ entropy_lambda=1.0)``, batch 64 of random 32x32x3 images, first-order alpha step
   activations and convolutions, float32 variables, alpha and losses; this machine's
   CPUs have AVX512-BF16 and AMX);
 * ``k1_arenas2``, ``k1_bf16_arenas2``: K=1 float32 / bfloat16 with glibc's malloc arenas
-  capped at 2 (:func:`bnas_tf.memory.limit_malloc_arenas`, what ``bnas-search`` does by
-  default): the peak-memory lever of allocator fragmentation.
+  capped at 2 ([`bnas_tf.memory.limit_malloc_arenas`][bnas_tf.memory.limit_malloc_arenas], what
+  ``bnas-search`` does by default): the peak-memory lever of allocator fragmentation.
 
 Each configuration runs in its own subprocess (``--single CONFIG``), so that its
 peak resident memory (``VmHWM``) is its own. In the child, ``tf.function(net.train_step)``
@@ -42,16 +42,18 @@ search on this machine can take 30-40 s longer for no reason found (see the
 README). ``benchmarks/reduction_stages.py`` then times each stage's supernet step
 on its own.
 
-Usage::
+Usage:
 
-    .venv/bin/python benchmarks/search_speed.py --steps 3
-    .venv/bin/python benchmarks/search_speed.py --quick            # smoke test, seconds
-    .venv/bin/python benchmarks/search_speed.py --part reduction
-    .venv/bin/python benchmarks/search_speed.py --part reduction --reduction-limit 6400 \
-        --reduction-repeats 3 --output benchmarks/results/search_speed_reduction_6400.json
-    # the PyTorch reference's step side by side (a venv with torch, a gistvision/bnas checkout):
-    .venv/bin/python benchmarks/search_speed.py --pytorch_python /tmp/torchvenv/bin/python \
-        --reference_src ~/src/bnas/src
+```python
+.venv/bin/python benchmarks/search_speed.py --steps 3
+.venv/bin/python benchmarks/search_speed.py --quick            # smoke test, seconds
+.venv/bin/python benchmarks/search_speed.py --part reduction
+.venv/bin/python benchmarks/search_speed.py --part reduction --reduction-limit 6400 \
+    --reduction-repeats 3 --output benchmarks/results/search_speed_reduction_6400.json
+# the PyTorch reference's step side by side (a venv with torch, a gistvision/bnas checkout):
+.venv/bin/python benchmarks/search_speed.py --pytorch_python /tmp/torchvenv/bin/python \
+    --reference_src ~/src/bnas/src
+```
 
 Writes ``--output`` (JSON) and the same path with ``.md`` (the table).
 """
@@ -522,7 +524,7 @@ def _others_share(result: dict) -> str:
 def step_ratios(results: dict, quick: bool = False, ref: dict | None = None) -> dict:
     """Ratios to the reference numbers (only for the reference configuration) and between configs.
 
-    ``ref``: the PyTorch reference's figures (:func:`pytorch_reference`)."""
+    ``ref``: the PyTorch reference's figures (``pytorch_reference``)."""
     ref, pc = ref or REFERENCE["pytorch_bnas_kim"], REFERENCE["pytorch_pc_darts_k4"]
     proto, proto4 = REFERENCE["tf_prototype_k1"], REFERENCE["tf_prototype_k4"]
     ratios = {}

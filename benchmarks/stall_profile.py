@@ -3,10 +3,12 @@
 Runs one search of ``search_speed.py``'s tiny configuration in this process while a
 thread records the main thread's Python stack every ``--interval`` seconds, a
 callback records every batch, and ``gc.callbacks`` every garbage collection. For each
-``fit`` call (a reduction stage, or one epoch of the plain search) it reports::
+``fit`` call (a reduction stage, or one epoch of the plain search) it reports:
 
-    outside = fit wall - sum(batch walls)         # start-up and tear-down
-    after_train_end = fit return - on_train_end   # releasing fit's locals
+```python
+outside = fit wall - sum(batch walls)         # start-up and tear-down
+after_train_end = fit return - on_train_end   # releasing fit's locals
+```
 
 and the most frequent stacks sampled outside the batches, between the fits and after
 the last one. It was written to find the 30-70 s stalls that some runs of
@@ -15,10 +17,12 @@ the last one. It was written to find the 30-70 s stalls that some runs of
 natively, every thread (``gdb``), next to ``--output``: the Python stack alone ends where
 TensorFlow's C++ begins.
 
-Usage::
+Usage:
 
-    .venv/bin/python benchmarks/stall_profile.py --kind reduction --limit 6400 \\
-        --output /tmp/stall_reduction.json --gdb-after 4
+```python
+.venv/bin/python benchmarks/stall_profile.py --kind reduction --limit 6400 \\
+    --output /tmp/stall_reduction.json --gdb-after 4
+```
 """
 
 from __future__ import annotations

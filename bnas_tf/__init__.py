@@ -1,17 +1,19 @@
 """bnas-tf: binarized neural architecture search on TensorFlow, Keras 2 and Larq.
 
 Larq is built on Keras 2, so the package selects TensorFlow's legacy Keras
-(``tf_keras``) before TensorFlow is imported for the first time::
+(``tf_keras``) before TensorFlow is imported for the first time:
 
-    import bnas_tf            # sets TF_USE_LEGACY_KERAS=1, then imports TensorFlow
-    import tensorflow as tf   # tf.keras is now Keras 2 (tf_keras)
+```python
+import bnas_tf            # sets TF_USE_LEGACY_KERAS=1, then imports TensorFlow
+import tensorflow as tf   # tf.keras is now Keras 2 (tf_keras)
+```
 
-``bnas_tf.summary(model)`` prints :func:`larq.models.summary` of any network (searched,
+``bnas_tf.summary(model)`` prints ``larq.models.summary`` of any network (searched,
 trained or from the zoo) and returns its figures: 1-bit and 32-bit parameters, memory,
-binarized MAC ratio (:func:`bnas_tf.export.model_summary`).
+binarized MAC ratio ([`bnas_tf.export.model_summary`][bnas_tf.export.model_summary]).
 
 If TensorFlow was imported earlier with Keras 3, importing ``bnas_tf`` fails with
-an :class:`ImportError` that says how to fix it.
+an ``ImportError`` that says how to fix it.
 """
 
 import os

@@ -1,7 +1,7 @@
 """Image-classification datasets as ``tf.data`` pipelines.
 
 Every pipeline yields ``(image, label)`` pairs: ``image`` is a float32 NHWC tensor normalised
-per channel (see :func:`preprocess`), ``label`` an int32 class index.
+per channel (see ``preprocess``), ``label`` an int32 class index.
 
 Sources:
 
@@ -15,8 +15,8 @@ Sources:
   (``data_dir``, default ``$TFDS_DATA_DIR`` or ``~/tensorflow_datasets``); nothing is ever
   downloaded. ImageNet images are resized (shorter side 256) and center-cropped to 224x224.
 
-A missing dataset raises :class:`FileNotFoundError` naming every place looked at and the command
-that installs it; a truncated or corrupt IDX file raises :class:`ValueError` naming the file.
+A missing dataset raises ``FileNotFoundError`` naming every place looked at and the command
+that installs it; a truncated or corrupt IDX file raises ``ValueError`` naming the file.
 
 Example:
 
@@ -210,7 +210,7 @@ DATASETS: dict[str, DatasetInfo] = {
     )
 }
 
-#: What ``augment=True`` does, per dataset, to the raw images (before :func:`preprocess`):
+#: What ``augment=True`` does, per dataset, to the raw images (before ``preprocess``):
 #: ``"flip"`` is a random horizontal flip; ``"crop"`` pads 4 zero pixels on each side and takes
 #: a random crop of the original size (ImageNet: a random 224x224 crop of the image resized to
 #: shorter side 256, instead of the center crop). MNIST is not augmented: digits are not
@@ -235,10 +235,10 @@ _IMAGENET_RESIZE = 256
 
 
 def info(name: str) -> DatasetInfo:
-    """Returns the :class:`DatasetInfo` of dataset ``name``.
+    """Returns the ``DatasetInfo`` of dataset ``name``.
 
     Raises:
-        ValueError: if ``name`` is not one of :data:`DATASETS`.
+        ValueError: if ``name`` is not one of ``DATASETS``.
     """
     try:
         return DATASETS[name]
@@ -417,7 +417,7 @@ def _tfds_dataset(
 ) -> tf.data.Dataset:
     """Yields ``(image, label)`` from TFDS, in file order unless ``shuffle_files``.
 
-    ImageNet images stay JPEG-encoded here (cheap to shuffle); :func:`_fetch_fn` decodes them.
+    ImageNet images stay JPEG-encoded here (cheap to shuffle); ``_fetch_fn`` decodes them.
     """
     import tensorflow_datasets as tfds
 
@@ -504,7 +504,7 @@ def preprocess(name: str, images: np.ndarray | tf.Tensor) -> tf.Tensor:
 
     $$\hat{x} = \frac{x / 255 - \mu_c}{\sigma_c}$$
 
-    with :math:`\mu, \sigma` the dataset's ``mean``/``std`` (:data:`DATASETS`).
+    with $\mu, \sigma$ the dataset's ``mean``/``std`` (``DATASETS``).
 
     Args:
         name: dataset name.
@@ -534,7 +534,7 @@ def _center_crop(image: tf.Tensor, height: int, width: int) -> tf.Tensor:
 
 
 def _augment(name: str, image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
-    """Applies :data:`AUGMENTATIONS` of ``name`` to one HWC image with stateless ops.
+    """Applies ``AUGMENTATIONS`` of ``name`` to one HWC image with stateless ops.
 
     ``seed`` is an int32/int64 tensor of shape ``[2]``; the same seed gives the same result.
     """
@@ -583,7 +583,7 @@ def _finish(
     batch_size: int | None,
     drop_remainder: bool,
 ) -> tf.data.Dataset:
-    """``fetch`` → (augment) → :func:`preprocess` → batch → prefetch."""
+    """``fetch`` → (augment) → ``preprocess`` → batch → prefetch."""
     autotune = tf.data.AUTOTUNE
     ds = ds.map(fetch, num_parallel_calls=autotune, deterministic=True)
     augment = augment and bool(AUGMENTATIONS[name])
@@ -635,7 +635,7 @@ def load(
 ) -> tf.data.Dataset:
     """A ``tf.data`` pipeline over ``split`` of dataset ``name``.
 
-    Order: first ``limit`` examples → shuffle → repeat → augment → :func:`preprocess` → batch.
+    Order: first ``limit`` examples → shuffle → repeat → augment → ``preprocess`` → batch.
     IDX datasets shuffle over the whole split, TFDS datasets with a 10,000-example buffer (plus
     file shuffling when ``limit`` is None). With a ``seed`` the pipeline is repeatable: a freshly
     built dataset yields the same sequence (for the same global TensorFlow seed, e.g.
@@ -643,13 +643,13 @@ def load(
     draws new augmentations.
 
     Args:
-        name: a key of :data:`DATASETS`.
+        name: a key of ``DATASETS``.
         split: ``"train"`` or ``"test"`` (ImageNet: the validation set).
         data_dir: IDX directory or TFDS data directory (see module docstring).
         batch_size: batch size, or None for unbatched examples.
         shuffle: shuffle the examples.
         seed: seed for shuffling and augmentation.
-        augment: apply :data:`AUGMENTATIONS` (training only).
+        augment: apply ``AUGMENTATIONS`` (training only).
         limit: keep only the first ``limit`` examples of the split.
         drop_remainder: drop the last incomplete batch.
         repeat: repeat forever.
@@ -691,7 +691,7 @@ def load(
 
 
 class SearchSplitSizes(NamedTuple):
-    """Sizes of the two halves made by :func:`search_splits`."""
+    """Sizes of the two halves made by ``search_splits``."""
 
     num_weights: int  #: examples in the weight-training half
     num_arch: int  #: examples in the architecture (alpha) half
@@ -726,7 +726,7 @@ def search_split_sizes(
     portion: float = 0.5,
     limit: int | None = None,
 ) -> SearchSplitSizes:
-    """Sizes of the halves of :func:`search_splits` and its number of steps per epoch."""
+    """Sizes of the halves of ``search_splits`` and its number of steps per epoch."""
     total = num_examples(name, "train", data_dir=data_dir)
     idx_w, idx_a = _split_indices(
         total, seed=0, portion=portion, limit=limit, batch_size=batch_size
@@ -754,7 +754,7 @@ def search_splits(
     ``drop_remainder=True``. Keep ``seed`` fixed for a whole search, so that the halves stay
     disjoint across epochs, and vary ``shuffle_seed`` per epoch.
 
-    One pass (epoch) yields :func:`search_split_sizes` ``.steps_per_epoch`` =
+    One pass (epoch) yields ``search_split_sizes`` ``.steps_per_epoch`` =
     ``min(n_w, n_a) // batch_size`` pairs, then ends (no repeat); every new iteration
     reshuffles both halves. Building the pipeline again with the same arguments gives the same
     sequence.
@@ -833,7 +833,7 @@ def search_validation(
     limit: int | None = None,
     batches: int | None = None,
 ) -> tf.data.Dataset:
-    """The architecture (alpha) half of :func:`search_splits` with the same ``seed``,
+    """The architecture (alpha) half of ``search_splits`` with the same ``seed``,
     ``portion`` and ``limit``, as ``(x, y)`` batches in a fixed order, unaugmented: the
     held-out set a search evaluates in inference mode after each epoch (Kim et al.'s
     reference). ``batches``: only the first that many (``None``: the whole half; the last

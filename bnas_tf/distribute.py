@@ -1,19 +1,21 @@
 """``tf.distribute`` strategy choice, and where each worker of a distributed run writes.
 
 One search or training run spread over the GPUs of one host (``mirrored``), over
-several hosts (``multi_worker``, cluster read from ``TF_CONFIG``) or a TPU::
+several hosts (``multi_worker``, cluster read from ``TF_CONFIG``) or a TPU:
 
-    strategy = make_strategy("mirrored")       # first, before TensorFlow runs any op
-    check_global_batch(64, strategy)           # the batch is global: split over replicas
-    with strategy.scope():
-        net = ...                              # models, variables, optimizers
-    manager = CheckpointManager(tf.train.Checkpoint(net=net), "run/checkpoints", strategy)
+```python
+strategy = make_strategy("mirrored")       # first, before TensorFlow runs any op
+check_global_batch(64, strategy)           # the batch is global: split over replicas
+with strategy.scope():
+    net = ...                              # models, variables, optimizers
+manager = CheckpointManager(tf.train.Checkpoint(net=net), "run/checkpoints", strategy)
+```
 
 The rules of a multi-worker run (those of Keras' ``distributed_file_utils``): every
 worker saves each checkpoint (saving may read variables through collective ops), but
 only the chief keeps its copy, in ``output_dir``; the others save to a temporary
 directory that is deleted at once, and write their own small results to
-``output_dir/worker_<task id>`` (:func:`own_dir`). A resumed multi-worker run reads the
+``output_dir/worker_<task id>`` (``own_dir``). A resumed multi-worker run reads the
 chief's checkpoint, so ``output_dir`` must then be on a filesystem all workers see.
 """
 
@@ -49,15 +51,15 @@ STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
 
 
 def make_strategy(name: str) -> tf.distribute.Strategy:
-    """The strategy called ``name`` (one of :data:`STRATEGIES`).
+    """The strategy called ``name`` (one of ``STRATEGIES``).
 
     - ``default``: no distribution (TensorFlow's default strategy, one device).
-    - ``mirrored``: :class:`tf.distribute.MirroredStrategy` over all local GPUs; without
+    - ``mirrored``: ``tf.distribute.MirroredStrategy`` over all local GPUs; without
       GPUs, over all logical CPU devices (one unless configured otherwise).
-    - ``multi_worker``: :class:`tf.distribute.MultiWorkerMirroredStrategy`; the cluster
+    - ``multi_worker``: ``tf.distribute.MultiWorkerMirroredStrategy``; the cluster
       and this worker's place in it come from the ``TF_CONFIG`` environment variable.
       Create it before TensorFlow runs any operation.
-    - ``tpu``: :class:`tf.distribute.TPUStrategy` on the TPU named by ``TPU_NAME`` (or
+    - ``tpu``: ``tf.distribute.TPUStrategy`` on the TPU named by ``TPU_NAME`` (or
       the local TPU of a Cloud TPU VM).
 
     Raises:
@@ -125,7 +127,7 @@ def is_default(strategy: tf.distribute.Strategy) -> bool:
 
 
 def is_multi_worker(strategy: tf.distribute.Strategy) -> bool:
-    """Whether ``strategy`` is a :class:`tf.distribute.MultiWorkerMirroredStrategy`."""
+    """Whether ``strategy`` is a ``tf.distribute.MultiWorkerMirroredStrategy``."""
     return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
 
 
@@ -170,7 +172,7 @@ def barrier(strategy: tf.distribute.Strategy) -> None:
 
 
 def prepare_own_dir(output_dir: str | os.PathLike, strategy: tf.distribute.Strategy) -> Path:
-    """:func:`own_dir`, created once every worker is here (the chief has by then prepared
+    """``own_dir``, created once every worker is here (the chief has by then prepared
     ``output_dir``, e.g. emptied it for ``--overwrite``, so nothing written is lost)."""
     barrier(strategy)
     path = own_dir(output_dir, strategy)
@@ -224,10 +226,10 @@ def synchronize_batch_norm(model: tf.keras.Model) -> int:
 
 
 class CheckpointManager:
-    """:class:`tf.train.CheckpointManager` under the multi-worker rules.
+    """``tf.train.CheckpointManager`` under the multi-worker rules.
 
     The chief saves into ``directory`` (the canonical copy); any other worker saves into
-    a temporary directory, deleted right after. :attr:`latest_checkpoint` is always the
+    a temporary directory, deleted right after. ``latest_checkpoint`` is always the
     chief's, so resuming needs ``directory`` on a filesystem every worker sees.
     """
 

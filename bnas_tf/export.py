@@ -3,33 +3,37 @@
 The deployable form of a binary network is an LCE flatbuffer, in which each binary
 convolution is an ``LceBconv2d`` op: 1-bit packed weights, XOR + popcount
 accumulation, and the per-channel scale of the kernel quantizer and the following
-batch normalization folded into the op's output transform::
+batch normalization folded into the op's output transform:
 
-    from bnas_tf import export
-    from bnas_tf.training import load_trained
+```python
+from bnas_tf import export
+from bnas_tf.training import load_trained
 
-    model, _ = load_trained("runs/train")
-    export.export_model(model, "runs/train/model.lce.tflite")        # format="lce"
-    export.count_ops(open("runs/train/model.lce.tflite", "rb").read())
-    # {'LceBconv2d': 20, 'LceQuantize': 20, 'CONV_2D': 3, ...}
+model, _ = load_trained("runs/train")
+export.export_model(model, "runs/train/model.lce.tflite")        # format="lce"
+export.count_ops(open("runs/train/model.lce.tflite", "rb").read())
+# {'LceBconv2d': 20, 'LceQuantize': 20, 'CONV_2D': 3, ...}
+```
 
-or from the shell (``bnas-export``, :mod:`bnas_tf.apps.export`)::
+or from the shell (``bnas-export``, [`bnas_tf.apps.export`][bnas_tf.apps.export]):
 
-    bnas-export --model_dir=runs/train --format=lce --output=model.tflite
+```sh
+bnas-export --model_dir=runs/train --format=lce --output=model.tflite
+```
 
-Formats (:data:`FORMATS`):
+Formats (``FORMATS``):
 
-* ``"lce"``: :func:`larq_compute_engine.convert_keras_model`. The flatbuffer is
-  checked: if the model has binary convolutions (:func:`binary_conv_layers`: a
+* ``"lce"``: ``larq_compute_engine.convert_keras_model``. The flatbuffer is
+  checked: if the model has binary convolutions (``binary_conv_layers``: a
   ``QuantConv2D`` whose input *and* kernel quantizers are 1-bit) but the converter
-  produced no ``LceBconv2d`` op, :func:`convert_lce` raises ``ValueError`` instead of
+  produced no ``LceBconv2d`` op, ``convert_lce`` raises ``ValueError`` instead of
   writing what would be a float model in disguise.
 * ``"tflite"``: the stock ``tf.lite.TFLiteConverter``; the binarization is kept as
   float ``SIGN`` and ``CONV_2D`` ops (runs anywhere, no speed-up).
 * ``"saved_model"``: a TensorFlow SavedModel directory (``model.save``).
 
-Which binarizations become LCE binary kernels (:data:`LCE_SUPPORT`, checked for every
-binarization by ``tests/test_export.py``): all three of :data:`~bnas_tf.quantizers.BINARIZATIONS`.
+Which binarizations become LCE binary kernels (``LCE_SUPPORT``, checked for every
+binarization by ``tests/test_export.py``): all three of ``BINARIZATIONS``.
 The converter works on the frozen graph, where the kernel quantizer is applied to a
 constant; it constant-folds the quantizer and accepts any kernel whose values are
 ``+-alpha_o`` per output channel o, folding ``alpha_o`` into the output multiplier.
@@ -89,7 +93,7 @@ LCE_SUPPORT: dict[str, str] = {
     ),
     "pcnn": "LceBconv2d: the learned projection level a_o is folded into the output multiplier.",
 }
-"""How each binarization of :data:`~bnas_tf.quantizers.BINARIZATIONS` is deployed by LCE."""
+"""How each binarization of ``BINARIZATIONS`` is deployed by LCE."""
 
 _DEFAULT_NAMES = {"lce": "model.lce.tflite", "tflite": "model.tflite", "saved_model": "saved_model"}
 
@@ -216,7 +220,7 @@ def convert_lce(model: tf.keras.Model, *, strict: bool = False, **converter_kwar
         model: a Keras 2 model with larq layers.
         strict: also raise when only *some* binary convolutions became
             ``LceBconv2d`` (by default that is a warning).
-        **converter_kwargs: passed to :func:`larq_compute_engine.convert_keras_model`
+        **converter_kwargs: passed to ``larq_compute_engine.convert_keras_model``
             (``target``, ``inference_input_type``, ...).
 
     Raises:
@@ -285,19 +289,20 @@ def export_model(
     """Write ``model`` to ``path`` as an LCE flatbuffer, a TFLite flatbuffer or a SavedModel.
 
     Args:
-        model: the Keras model (for a trained run: :func:`bnas_tf.training.load_trained`).
+        model: the Keras model (for a trained run:
+            [`load_trained`][bnas_tf.training.load_trained]).
         path: output file (``lce``, ``tflite``) or directory (``saved_model``); parent
             directories are created.
-        format: one of :data:`FORMATS`.
+        format: one of ``FORMATS``.
         overwrite: replace an existing ``path``.
         strict: ``lce`` only: raise unless every binary convolution became ``LceBconv2d``.
 
     Returns:
-        ``path`` as a :class:`~pathlib.Path`.
+        ``path`` as a ``Path``.
 
     Raises:
         ValueError: unknown format, or (``lce``) no binary kernel produced (see
-            :func:`convert_lce`). Nothing is written then.
+            ``convert_lce``). Nothing is written then.
         FileExistsError: ``path`` exists and ``overwrite`` is false.
     """
     _check_format(format)
@@ -370,7 +375,7 @@ def model_summary(model: tf.keras.Model) -> dict:
 
 
 def summary(model: tf.keras.Model, print_fn: Callable[[str], object] | None = print) -> dict:
-    """Print :func:`larq.models.summary` of ``model`` and return :func:`model_summary`.
+    """Print ``larq.models.summary`` of ``model`` and return ``model_summary``.
 
     ``print_fn=None`` prints nothing.
     """

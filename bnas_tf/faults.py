@@ -2,37 +2,39 @@
 
 A search or a training is a loop of epochs, each one ``fit`` call followed by a
 per-epoch checkpoint (``tf.train.CheckpointManager``, written then committed, so a
-killed run always has a last complete checkpoint). :class:`RunGuard` adds, around
+killed run always has a last complete checkpoint). ``RunGuard`` adds, around
 that loop:
 
 * **SIGINT / SIGTERM**: the current step finishes, the state *at that step* is
   written to ``checkpoints/interrupted-<epoch>-<step>`` (with
   ``checkpoints/interrupted.json`` pointing at it, written last), and
-  :class:`Interrupted` is raised. ``--resume`` restores it, skips the batches the
+  ``Interrupted`` is raised. ``--resume`` restores it, skips the batches the
   epoch had already seen and carries on, so the run ends exactly where an
   uninterrupted one does (the epoch's metrics included). A second signal abandons
-  the step at once (:class:`KeyboardInterrupt`); the last complete checkpoint stays.
+  the step at once (``KeyboardInterrupt``); the last complete checkpoint stays.
 * **a non-finite loss** (any ``*loss`` log): training stops after that step and
-  :class:`NonFiniteLoss` names the epoch and step; nothing is written, so the last
+  ``NonFiniteLoss`` names the epoch and step; nothing is written, so the last
   good checkpoint and every earlier output stay as they were.
-* **disk space**: :meth:`RunGuard.__enter__` refuses to start when the output
-  directory's file system cannot hold the checkpoints (:func:`check_free_space`).
+* **disk space**: ``RunGuard.__enter__`` refuses to start when the output
+  directory's file system cannot hold the checkpoints (``check_free_space``).
 
 The programs turn these exceptions into a message and a non-zero exit
-(:func:`reported_faults`): 128 + the signal number after a signal, 1 otherwise.
+(``reported_faults``): 128 + the signal number after a signal, 1 otherwise.
 
-Example (an outline, not run: it needs a run's objects)::
+Example (an outline, not run: it needs a run's objects):
 
-    guard = RunGuard(checkpoint, output_dir, steps_per_epoch=steps, model=model)
-    if resume:
-        guard.restore(manager)
-    with guard:
-        for epoch in range(guard.start_epoch, epochs):
-            data, callbacks = guard.epoch(epoch, make_data(epoch))
-            model.fit(data, initial_epoch=epoch, epochs=epoch + 1, callbacks=callbacks)
-            guard.check(epoch)          # raises NonFiniteLoss / Interrupted
-            manager.save(checkpoint_number=epoch + 1)
-            guard.committed(epoch)      # drops the interruption checkpoint
+```python
+guard = RunGuard(checkpoint, output_dir, steps_per_epoch=steps, model=model)
+if resume:
+    guard.restore(manager)
+with guard:
+    for epoch in range(guard.start_epoch, epochs):
+        data, callbacks = guard.epoch(epoch, make_data(epoch))
+        model.fit(data, initial_epoch=epoch, epochs=epoch + 1, callbacks=callbacks)
+        guard.check(epoch)          # raises NonFiniteLoss / Interrupted
+        manager.save(checkpoint_number=epoch + 1)
+        guard.committed(epoch)      # drops the interruption checkpoint
+```
 """
 
 from __future__ import annotations
@@ -249,7 +251,7 @@ class RunGuard:
 
     def restore(self, manager: tf.train.CheckpointManager):
         """Restore the newest state: an interruption checkpoint inside the epoch after
-        ``manager``'s latest, else that latest checkpoint. Sets :attr:`start_epoch`;
+        ``manager``'s latest, else that latest checkpoint. Sets ``start_epoch``;
         returns the restore status (``None`` when there is nothing to restore)."""
         latest = manager.latest_checkpoint
         done = int(latest.rsplit("-", 1)[-1]) if latest else 0
@@ -274,9 +276,9 @@ class RunGuard:
         return f"epoch {epoch + 1}, step {step} (global step {epoch * self.steps_per_epoch + step})"
 
     def check(self, epoch: int) -> None:
-        """Call after each ``fit``: raise :class:`NonFiniteLoss` or, after a signal that
+        """Call after each ``fit``: raise ``NonFiniteLoss`` or, after a signal that
         stopped the epoch early, write the interruption checkpoint and raise
-        :class:`Interrupted`. Returns normally when the epoch is complete."""
+        ``Interrupted``. Returns normally when the epoch is complete."""
         if self._bad is not None:
             bad_epoch, step, key, value = self._bad
             latest = (
@@ -368,8 +370,8 @@ def _is_write_error(error: BaseException) -> bool:
 def reported_faults(program: str, argv: Sequence[str] | None = None) -> Iterator[None]:
     """Turn run faults into a message on stderr and a non-zero exit (``SystemExit``).
 
-    :class:`Interrupted` exits with 128 + the signal number and prints the command that
-    resumes; :class:`NonFiniteLoss` and write errors (disk full, read-only) exit with 1.
+    ``Interrupted`` exits with 128 + the signal number and prints the command that
+    resumes; ``NonFiniteLoss`` and write errors (disk full, read-only) exit with 1.
     """
     argv = sys.argv if argv is None else argv
     try:

@@ -1,6 +1,6 @@
 """Cell genotypes: the discrete architecture a search produces.
 
-A :class:`Genotype` describes the two cell types of a DARTS-style network, the
+A ``Genotype`` describes the two cell types of a DARTS-style network, the
 *normal* cell and the *reduction* cell. Each cell has ``STEPS = 4`` intermediate
 nodes and every intermediate node sums exactly two edges. Node indices follow
 DARTS:
@@ -13,25 +13,28 @@ Edges ``2*i`` and ``2*i + 1`` feed intermediate node ``i + 2`` and may read from
 any node ``0 .. i + 1``. The cell output ``c_{k}`` concatenates the nodes listed
 in ``normal_concat`` / ``reduce_concat`` (normally ``2, 3, 4, 5``).
 
-Example::
+Example:
 
-    >>> from bnas_tf import genotype
-    >>> g = genotype.get("bnas_a")                 # a published genotype
-    >>> g.ops("normal")["none"]
-    6
-    >>> text = g.to_json()                         # JSON round trip
-    >>> genotype.Genotype.from_json(text) == g
-    True
-    >>> darts_v2 = genotype.Genotype.from_darts_string(
-    ...     open("darts_v2.txt").read(),           # "Genotype(normal=[...], ...)"
-    ...     search_space="bnas_darts",
-    ...     rename=genotype.DARTS_RENAME,          # sep_conv_3x3 -> bin_sep_conv_3x3, ...
-    ... )  # doctest: +SKIP
-    >>> genotype.plot(g, "bnas_a.png")             # doctest: +SKIP
-    'bnas_a.png'
+```python
+>>> from bnas_tf import genotype
+>>> g = genotype.get("bnas_a")                 # a published genotype
+>>> g.ops("normal")["none"]
+6
+>>> text = g.to_json()                         # JSON round trip
+>>> genotype.Genotype.from_json(text) == g
+True
+>>> darts_v2 = genotype.Genotype.from_darts_string(
+...     open("darts_v2.txt").read(),           # "Genotype(normal=[...], ...)"
+...     search_space="bnas_darts",
+...     rename=genotype.DARTS_RENAME,          # sep_conv_3x3 -> bin_sep_conv_3x3, ...
+... )  # doctest: +SKIP
+>>> genotype.plot(g, "bnas_a.png")             # doctest: +SKIP
+'bnas_a.png'
+
+```
 
 The module is pure Python: matplotlib/numpy are imported only by the plotting
-helpers and TensorFlow only by :func:`tensorboard_image`.
+helpers and TensorFlow only by ``tensorboard_image``.
 """
 
 from __future__ import annotations
@@ -87,14 +90,14 @@ DARTS_RENAME: dict[str, str] = {
     "dil_conv_5x5": "bin_dil_sep_conv_5x5",
 }
 """Rename map from the DARTS op names to this package's binarized ops
-(``bnas_darts`` space), for :meth:`Genotype.from_darts_string`."""
+(``bnas_darts`` space), for ``Genotype.from_darts_string``."""
 
 _FIELDS = ("normal", "normal_concat", "reduce", "reduce_concat", "search_space")
 _REQUIRED = _FIELDS[:4]
 
 
 def _registry() -> tuple[tuple[str, ...], Mapping[str, tuple[str, ...]]]:
-    """``(OP_NAMES, SEARCH_SPACES)`` of :mod:`bnas_tf.ops`, read at call time."""
+    """``(OP_NAMES, SEARCH_SPACES)`` of [`bnas_tf.ops`][bnas_tf.ops], read at call time."""
     from bnas_tf import ops
 
     return tuple(ops.OP_NAMES), ops.SEARCH_SPACES
@@ -148,8 +151,8 @@ class Genotype:
             when set, every op must belong to it.
 
     Lists are converted to tuples, so ``Genotype(**json.load(f))`` works and the
-    result is hashable. Construction validates (see :meth:`validate`) and raises
-    :class:`ValueError` on any inconsistency.
+    result is hashable. Construction validates (see ``validate``) and raises
+    ``ValueError`` on any inconsistency.
     """
 
     normal: tuple[Edge, ...]
@@ -274,7 +277,7 @@ class Genotype:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Genotype:
-        """Build from :meth:`to_dict` output; unknown or missing keys raise ValueError."""
+        """Build from ``to_dict`` output; unknown or missing keys raise ValueError."""
         if not isinstance(d, Mapping):
             raise ValueError(f"genotype must be a JSON object / mapping, got {type(d).__name__}")
         unknown = sorted(set(d) - set(_FIELDS), key=str)
@@ -310,7 +313,7 @@ class Genotype:
 
     @classmethod
     def from_json(cls, text: str | bytes) -> Genotype:
-        """Parse :meth:`to_json` output; malformed JSON raises ValueError with the position."""
+        """Parse ``to_json`` output; malformed JSON raises ValueError with the position."""
         try:
             data = json.loads(text)
         except json.JSONDecodeError as e:
@@ -321,7 +324,7 @@ class Genotype:
         return cls.from_dict(data)
 
     def save(self, path: PathLike) -> PathLike:
-        """Write :meth:`to_json` to ``path`` atomically (temp file + ``os.replace``)."""
+        """Write ``to_json`` to ``path`` atomically (temp file + ``os.replace``)."""
         target = os.fspath(path)
         directory = os.path.dirname(os.path.abspath(target))
         fd, tmp = tempfile.mkstemp(
@@ -363,7 +366,7 @@ class Genotype:
 
     # ---------------------------------------------------------------- DARTS
     def __str__(self) -> str:
-        """DARTS-style repr, accepted by :meth:`from_darts_string`."""
+        """DARTS-style repr, accepted by ``from_darts_string``."""
 
         def concat(c: tuple[int, ...]) -> str:
             if len(c) > 1 and c == tuple(range(c[0], c[-1] + 1)):
@@ -390,15 +393,15 @@ class Genotype:
         Accepts the ``namedtuple`` repr of quark0/darts (keyword or positional
         fields, optionally ``NAME = Genotype(...)``), ``range(a, b)`` concats and
         pt.darts-style per-node nested edge lists. Only literals and ``range``
-        calls are evaluated (via :func:`ast.literal_eval`); anything else, such
-        as a function call, raises :class:`ValueError`.
+        calls are evaluated (via ``ast.literal_eval``); anything else, such
+        as a function call, raises ``ValueError``.
 
         Args:
             text: the DARTS repr.
             search_space: validate against this space (overrides a
                 ``search_space=`` in ``text``).
             rename: op renames applied before validation, e.g.
-                :data:`DARTS_RENAME` to map DARTS ops to binarized ops.
+                ``DARTS_RENAME`` to map DARTS ops to binarized ops.
         """
         if not isinstance(text, str):
             raise ValueError(f"expected a DARTS genotype string, got {type(text).__name__}")
@@ -572,17 +575,17 @@ PUBLISHED: dict[str, Genotype] = {
     "latest_cell": LATEST_CELL,
     "bnas_xnor_1": BNAS_XNOR_1,
 }
-"""Published genotypes by name (see :func:`get`)."""
+"""Published genotypes by name (see ``get``)."""
 
 
 def get(name_or_path: str | os.PathLike[str] | Genotype) -> Genotype:
     """Resolve a published name, a ``.json`` file, a JSON string or a DARTS repr.
 
     Published names are matched case-insensitively (``-`` equals ``_``). A
-    :class:`Genotype` is returned unchanged.
+    ``Genotype`` is returned unchanged.
 
     Raises:
-        ValueError: an unknown name (the message lists :data:`PUBLISHED`) or
+        ValueError: an unknown name (the message lists ``PUBLISHED``) or
             invalid content.
         FileNotFoundError: a ``.json`` path that does not exist.
     """

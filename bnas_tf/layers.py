@@ -1,22 +1,29 @@
-"""Binary convolution layers: larq's quantized convolutions, optionally with XNOR-Net's
+r"""Binary convolution layers: larq's quantized convolutions, optionally with XNOR-Net's
 activation scaling.
 
 XNOR-Net (Rastegari et al., ECCV 2016, Sec. 3.2) approximates a convolution of a real
-input ``I`` with a real kernel ``W`` by
+input $I$ with a real kernel $W$ by
 
-    I * W  ~=  (sign(I) (*) sign(W)) . K . alpha,     K = A * k,  A = mean_c |I|
+$$
+I * W \approx \left(\operatorname{sign}(I) \circledast \operatorname{sign}(W)\right)
+    \odot K\,\alpha,
+\qquad K = A * k, \quad A = \tfrac{1}{c} \textstyle\sum_c |I_c|,
+$$
 
-with ``alpha`` the kernel scale (the kernel quantizer's job), ``k`` a ``k x k``
-averaging filter and ``(*)`` the binary (XNOR-popcount) convolution. ``K`` multiplies
+with $\alpha$ the kernel scale (the kernel quantizer's job), $k$ a $k \times k$
+averaging filter and $\circledast$ the binary (XNOR-popcount) convolution. $K$ multiplies
 the *output*, so it cannot live in an input quantizer: the ``XnorScaled*`` layers
 below are larq layers whose ``call`` multiplies the convolution of the binarized input
-by ``K`` of the same real input. :func:`binary_conv2d` / :func:`binary_depthwise_conv2d`
-pick the plain or the scaled layer from a :class:`~bnas_tf.quantizers.Binarization`::
+by ``K`` of the same real input. ``binary_conv2d`` / ``binary_depthwise_conv2d``
+pick the plain or the scaled layer from a [`Binarization`][bnas_tf.quantizers.Binarization]:
 
-    >>> from bnas_tf.quantizers import get_binarization
-    >>> b = get_binarization("xnor", xnor_activation_scale=True)
-    >>> type(binary_conv2d(b, 16, 3, padding="same")).__name__
-    'XnorScaledQuantConv2D'
+```python
+>>> from bnas_tf.quantizers import get_binarization
+>>> b = get_binarization("xnor", xnor_activation_scale=True)
+>>> type(binary_conv2d(b, 16, 3, padding="same")).__name__
+'XnorScaledQuantConv2D'
+
+```
 """
 
 from __future__ import annotations

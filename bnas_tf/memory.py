@@ -11,10 +11,12 @@ reference search step (8 cells x 16 channels, batch 64), peak RSS 3.72 -> 3.59 G
 ``mixed_bfloat16`` and 5.08 -> 4.96 GB in float32, at the same s/step, side by side in one
 run (``benchmarks/results/search_speed_arenas.md``).
 
-Example::
+Example:
 
-    from bnas_tf.memory import limit_malloc_arenas
-    limit_malloc_arenas(2)  # before the first TensorFlow op runs
+```python
+from bnas_tf.memory import limit_malloc_arenas
+limit_malloc_arenas(2)  # before the first TensorFlow op runs
+```
 """
 
 from __future__ import annotations

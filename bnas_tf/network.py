@@ -2,7 +2,7 @@
 
 ``build_network`` returns a flat functional ``tf.keras.Model``: every binary
 convolution is a ``larq.layers.QuantConv2D`` at the top level, so
-:func:`larq.models.summary` counts its 1-bit weights and the Larq Compute Engine
+``larq.models.summary`` counts its 1-bit weights and the Larq Compute Engine
 converter sees plain larq layers.
 
 Cell template (Kim, Singh, Choi, ECCV 2020; reference code gistvision/bnas):
@@ -49,9 +49,9 @@ class DropPath(tf.keras.layers.Layer):
 
     ``y = x * Bernoulli(1 - p) / (1 - p)`` per example, with ``p = rate * progress``;
     ``progress`` in [0, 1] is ramped linearly over training by
-    :func:`set_drop_path_progress` (DARTS' linear schedule). It is held outside the
+    ``set_drop_path_progress`` (DARTS' linear schedule). It is held outside the
     layer's weights, so models with and without drop-path share weight files.
-    After :func:`seed_drop_path` the masks are a function of (seed, layer, step), so
+    After ``seed_drop_path`` the masks are a function of (seed, layer, step), so
     a run resumed from a checkpoint draws the masks an unbroken run draws.
     """
 
@@ -83,7 +83,7 @@ class DropPath(tf.keras.layers.Layer):
 
 
 def seed_drop_path(model: tf.keras.Model, seed: int, step: tf.Variable) -> None:
-    """Draw every :class:`DropPath` mask from ``(seed, layer index, step)`` (stateless).
+    """Draw every ``DropPath`` mask from ``(seed, layer index, step)`` (stateless).
 
     ``step`` is a counter a checkpoint restores, e.g. ``model.optimizer.iterations``.
     Call before the first ``fit`` (the masks are fixed when the step is traced).
@@ -94,7 +94,7 @@ def seed_drop_path(model: tf.keras.Model, seed: int, step: tf.Variable) -> None:
 
 
 def set_drop_path_progress(model: tf.keras.Model, progress: float) -> None:
-    """Set the drop-path schedule of every :class:`DropPath` layer of ``model``."""
+    """Set the drop-path schedule of every ``DropPath`` layer of ``model``."""
     for layer in model.layers:
         if isinstance(layer, DropPath):
             layer.set_progress(progress)
@@ -232,13 +232,12 @@ def build_network(
 ) -> tf.keras.Model:
     """A binary network of ``layers`` cells from ``genotype``.
 
-    Reduction cells sit at ``layers // 3`` and ``2 * layers // 3`` and double the
-    channels. With ``auxiliary`` (and ``include_top``) the model has two outputs,
-    ``[logits, aux_logits]``, the auxiliary classifier reading the second
-    reduction cell (DARTS). With ``include_top=False`` the output is the last
-    cell's feature map after BN + ReLU. ``stride2_grid`` is the sampling grid of
-    the stride-2 ops (:data:`bnas_tf.ops.STRIDE2_GRIDS`: ``same`` for every new
-    network; ``legacy`` rebuilds one trained before bnas-tf 0.2).
+    Reduction cells sit at ``layers // 3`` and ``2 * layers // 3`` and double the channels. With
+    ``auxiliary`` (and ``include_top``) the model has two outputs, ``[logits, aux_logits]``, the
+    auxiliary classifier reading the second reduction cell (DARTS). With ``include_top=False`` the
+    output is the last cell's feature map after BN + ReLU. ``stride2_grid`` is the sampling grid of
+    the stride-2 ops ([`bnas_tf.ops.STRIDE2_GRIDS`][bnas_tf.ops.STRIDE2_GRIDS]: ``same`` for every
+    new network; ``legacy`` rebuilds one trained before bnas-tf 0.2).
 
     Raises:
         ValueError: bad genotype, ``num_classes < 2``, unknown stem, or an input

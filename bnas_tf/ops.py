@@ -2,9 +2,9 @@
 
 This module is the one place where an op name becomes Keras layers. Every op maps
 ``C`` channels to ``C`` channels and reduces the spatial size by ``stride``. An op
-is a *flat list of layers applied in sequence* (see :func:`op_layers`), so that the
+is a *flat list of layers applied in sequence* (see ``op_layers``), so that the
 final network is a flat functional model whose ``QuantConv2D`` layers are visible
-to :func:`larq.models.summary` and to the Larq Compute Engine converter; the
+to ``larq.models.summary`` and to the Larq Compute Engine converter; the
 supernet wraps the same list in a ``tf.keras.Sequential``.
 
 Binary convolutions follow the Kim et al. reference order
@@ -15,7 +15,7 @@ BN -> sign (straight-through) -> binary conv (no bias) -> ReLU:
     >>> tuple(y.shape)
     (None, 8, 8, 8)
 
-**One sampling grid for every stride-2 op** (:data:`STRIDE2_GRIDS`). A node of a
+**One sampling grid for every stride-2 op** (``STRIDE2_GRIDS``). A node of a
 reduction cell sums the outputs of several stride-2 ops, so they must read windows
 centred on the same input pixels. Every strided op uses TensorFlow's ``same`` grid:
 on an input of size ``n`` output pixel ``i`` is centred on input pixel
@@ -26,7 +26,7 @@ for every odd kernel size >= 3 (``same`` pads ``(k - 2) // 2`` before and the re
 after on even sizes, symmetrically on odd ones). Keras refuses ``strides > 1``
 together with ``dilation_rate > 1``, so a strided dilated convolution is computed as
 subsample-then-conv, ``conv_s2_d2(x, k) == conv_d1(x[o::2, o::2], k)``, with the
-subsampling offset ``o = c(0)`` of that grid (:class:`Subsample`); the equality is
+subsampling offset ``o = c(0)`` of that grid (``Subsample``); the equality is
 exact, zero padding included. The grid ``legacy`` (before bnas-tf 0.2) subsampled at
 ``o = 0``, so on even sizes its dilated ops read windows one pixel off the others';
 it is kept only to load networks trained with it (a ``network.json`` without
@@ -184,7 +184,7 @@ class Subsample(tf.keras.layers.Layer):
     """``x[:, o::s, o::s]``: the input pixels a stride-``s`` op of ``grid`` centres on.
 
     ``grid="same"``: ``o = 1`` on an even size with ``s = 2`` (TensorFlow's ``same``
-    grid, :data:`STRIDE2_GRIDS`), else 0; ``grid="legacy"``: ``o = 0``. Height and
+    grid, ``STRIDE2_GRIDS``), else 0; ``grid="legacy"``: ``o = 0``. Height and
     width are handled separately; unknown sizes are read at run time.
 
         >>> x = tf.reshape(tf.range(16.0), (1, 4, 4, 1))
@@ -312,14 +312,14 @@ def op_layers(
     """The layers of op ``op`` (``C -> C`` channels, spatial size divided by ``stride``).
 
     Args:
-        op: an op name from :data:`OP_NAMES`.
+        op: an op name from ``OP_NAMES``.
         channels: input and output channels.
         stride: 1, or 2 in reduction cells.
-        binarization: ``xnor`` or ``sign_scale`` (see :mod:`bnas_tf.quantizers`).
+        binarization: ``xnor`` or ``sign_scale`` (see [`bnas_tf.quantizers`][bnas_tf.quantizers]).
         affine: learnable BN scale and offset (``False`` while searching).
         shared_input: binary conv ops only: the input is already BN + sign, as
             prepared once per edge by the supernet's ``MixedOp``.
-        grid: the stride-2 sampling grid (:data:`STRIDE2_GRIDS`); ``legacy`` only to
+        grid: the stride-2 sampling grid (``STRIDE2_GRIDS``); ``legacy`` only to
             rebuild networks trained before ``same`` became the only one.
         name: prefix for the layer names (``None``: Keras picks names).
 
@@ -364,7 +364,7 @@ def op_layers(
 
 
 def apply_op(x: tf.Tensor, op: str, channels: int, stride: int = 1, **kwargs) -> tf.Tensor:
-    """Apply :func:`op_layers` to ``x`` in sequence (functional API)."""
+    """Apply ``op_layers`` to ``x`` in sequence (functional API)."""
     for layer in op_layers(op, channels, stride, **kwargs):
         x = layer(x)
     return x

@@ -1,30 +1,32 @@
 """Binarization of weights and activations as larq quantizers.
 
-Each quantizer is a small registered :class:`larq.quantizers.Quantizer` with
+Each quantizer is a small registered ``larq.quantizers.Quantizer`` with
 ``precision = 1``, so it can be named in any larq layer and is counted as 1-bit by
-:func:`larq.models.summary`::
+``larq.models.summary``:
 
-    import bnas_tf
-    import larq as lq
+```python
+import bnas_tf
+import larq as lq
 
-    conv = lq.layers.QuantConv2D(
-        16, 3, input_quantizer="ste_sign", kernel_quantizer="sign_scale", use_bias=False
-    )
+conv = lq.layers.QuantConv2D(
+    16, 3, input_quantizer="ste_sign", kernel_quantizer="sign_scale", use_bias=False
+)
+```
 
 A *binarization* bundles the kernel and input quantizer of one method (XNOR-Net,
-PCNN, Kim et al.'s sign + scale); :func:`get_binarization` resolves the names used by
+PCNN, Kim et al.'s sign + scale); ``get_binarization`` resolves the names used by
 the ``--binarization`` flag.
 
 Two methods need more than an element-wise quantizer:
 
-* **PCNN** (:class:`PcnnWeight`, ``"pcnn"``) learns a projection parameter per layer
+* **PCNN** (``PcnnWeight``, ``"pcnn"``) learns a projection parameter per layer
   and adds its projection loss with ``add_loss``; it reaches ``model.losses`` (and so
   the training objective) when the quantizer is the ``kernel_quantizer`` of a larq
   layer. Name it by its string, so that every layer gets its own instance.
 * **XNOR-Net activation scaling** multiplies the output of a binary convolution by
-  a scaling map K computed from the real-valued input (:func:`xnor_scaling_map`,
-  :class:`XnorScalingMap`, :func:`xnor_scaled_conv`); the input quantizer itself is a
-  plain sign (:class:`XnorActivation`). It is switched on per binarization with
+  a scaling map K computed from the real-valued input (``xnor_scaling_map``,
+  ``XnorScalingMap``, ``xnor_scaled_conv``); the input quantizer itself is a
+  plain sign (``XnorActivation``). It is switched on per binarization with
   ``Binarization.xnor_activation_scale``.
 """
 
@@ -85,7 +87,7 @@ class XnorWeight(Quantizer):
     kernel is a depthwise one, ``(kh, kw, C, 1)``, and each of its C filters gets
     its own scale.
 
-    # References
+    References:
         - Rastegari et al., XNOR-Net: ImageNet Classification Using Binary
           Convolutional Neural Networks, ECCV 2016, https://arxiv.org/abs/1603.05279
     """
@@ -131,7 +133,7 @@ class SignScaleWeight(Quantizer):
     input channel each) there is nothing to centre over: the kernel is clipped and
     each of the C filters gets its own scale.
 
-    # References
+    References:
         - Kim, Singh, Choi, Learning Architectures for Binary Networks, ECCV 2020,
           https://arxiv.org/abs/2002.06963
     """
@@ -276,13 +278,13 @@ class PcnnWeight(Quantizer):
     functional construction. For a depthwise kernel the last axis is the depth
     multiplier, so the level is per layer there, as in the paper.
 
-    # Arguments
+    Args:
         pcnn_lambda: $\lambda$, the weight of the projection loss; default 1e-4, the
             value of PCNN's experiments (its kernel-weight distributions are shown for
             $\lambda$ = 1e-4).
         clip_value: threshold of the straight-through estimator (``None``: no clip).
 
-    # References
+    References:
         - Gu, Li, Zhang, Han, Cao, Liu, Doermann, Projection Convolutional Neural
           Networks for 1-bit CNNs via Discrete Back Propagation, AAAI 2019,
           https://arxiv.org/abs/1811.12755
@@ -445,27 +447,29 @@ class XnorActivation(SteSign):
     $I * W \approx (\operatorname{sign}(I) \circledast \operatorname{sign}(W)) \odot K
     \alpha$ with $K = A * k$, $A = \frac{1}{c}\sum_i \lvert I_{:,:,i} \rvert$ and $k$ the
     $k \times k$ averaging filter. K multiplies the *output* of the convolution, so an
-    input quantizer cannot apply it: :meth:`scaling_map` (or the layer
-    :class:`XnorScalingMap`, or :func:`xnor_scaled_conv`) computes it from the same
+    input quantizer cannot apply it: ``scaling_map`` (or the layer
+    ``XnorScalingMap``, or ``xnor_scaled_conv``) computes it from the same
     real-valued input.
 
-    # Arguments
+    Args:
         kernel_size: $k$, the window of the scaling map (that of the convolution).
         clip_value: threshold of the straight-through estimator (``None``: no clip).
 
-    # References
+    References:
         - Rastegari et al., XNOR-Net: ImageNet Classification Using Binary
           Convolutional Neural Networks, ECCV 2016, https://arxiv.org/abs/1603.05279
     """
 
     precision = 1
 
-    def __init__(self, kernel_size=3, clip_value: float | None = 1.0, **kwargs):
+    def __init__(
+        self, kernel_size: int | tuple[int, int] = 3, clip_value: float | None = 1.0, **kwargs
+    ):
         self.kernel_size = _pair(kernel_size, "kernel_size")
         super().__init__(clip_value=clip_value, **kwargs)
 
     def scaling_map(self, inputs, strides=1, dilation_rate=1, **kwargs) -> tf.Tensor:
-        """K of ``inputs`` for a convolution of this kernel size (:func:`xnor_scaling_map`)."""
+        """K of ``inputs`` for a convolution of this kernel size (``xnor_scaling_map``)."""
         return xnor_scaling_map(inputs, self.kernel_size, strides, dilation_rate, **kwargs)
 
     def get_config(self):
@@ -474,14 +478,16 @@ class XnorActivation(SteSign):
 
 @tf.keras.utils.register_keras_serializable(package="bnas_tf")
 class XnorScalingMap(tf.keras.layers.Layer):
-    """XNOR-Net's scaling map K as a layer: :func:`xnor_scaling_map` of its input.
+    """XNOR-Net's scaling map K as a layer: ``xnor_scaling_map`` of its input.
 
     Give it the kernel size, strides and dilation of the binary convolution whose
-    output it scales, and the same real-valued input (before the sign)::
+    output it scales, and the same real-valued input (before the sign):
 
-        y = conv(x) * XnorScalingMap(conv.kernel_size, conv.strides, conv.dilation_rate)(x)
+    ```python
+    y = conv(x) * XnorScalingMap(conv.kernel_size, conv.strides, conv.dilation_rate)(x)
+    ```
 
-    which is what :func:`xnor_scaled_conv` builds. No weights.
+    which is what ``xnor_scaled_conv`` builds. No weights.
     """
 
     def __init__(
@@ -551,7 +557,7 @@ def xnor_scaled_conv(
     computed from ``scale_input`` (default: ``x``), which must be the real-valued tensor
     that is binarized, for example the batch-normalized input when ``x`` was already
     binarized by the caller. Kernel size, strides and dilation default to the layer's.
-    Works in the functional API (two layers are added: :class:`XnorScalingMap` and a
+    Works in the functional API (two layers are added: ``XnorScalingMap`` and a
     ``Multiply``) and eagerly.
     """
     if getattr(conv_layer, "padding", "same") != "same":
@@ -585,10 +591,10 @@ class Binarization:
 
     ``xnor_activation_scale`` (default ``False``) asks the binary convolutions built for
     this method to multiply their output by XNOR-Net's activation scaling map K
-    (:func:`xnor_scaled_conv`); it is not a layer keyword argument, so
-    :meth:`layer_kwargs` does not change. Switch it on with
+    (``xnor_scaled_conv``); it is not a layer keyword argument, so
+    ``layer_kwargs`` does not change. Switch it on with
     ``get_binarization("xnor", xnor_activation_scale=True)``. ``pcnn_lambda`` (PCNN only)
-    sets the projection-loss weight of every layer's :class:`PcnnWeight` (``None``: its
+    sets the projection-loss weight of every layer's ``PcnnWeight`` (``None``: its
     default).
     """
 
@@ -640,7 +646,7 @@ def get_binarization(
     """Look up a binarization method by name (``xnor``, ``sign_scale``, ``pcnn``).
 
     ``xnor_activation_scale=True`` (XNOR-Net's scaling map K on the convolution
-    outputs, see :mod:`bnas_tf.layers`) applies to ``xnor`` only; ``None`` keeps the
+    outputs, see [`bnas_tf.layers`][bnas_tf.layers]) applies to ``xnor`` only; ``None`` keeps the
     method's setting. ``pcnn_lambda`` (the weight of PCNN's projection loss, ``>= 0``)
     applies to ``pcnn`` only.
     """
@@ -672,7 +678,7 @@ def get_binarization(
 
 
 def binarization_of(config) -> Binarization:
-    """The :class:`Binarization` of a search or training config (or a ``network.json``
+    """The ``Binarization`` of a search or training config (or a ``network.json``
     spec dict): its ``binarization`` name, ``xnor_activation_scale`` and, for PCNN,
     ``pcnn_lambda``."""
     get = (
@@ -690,7 +696,7 @@ def binarization_of(config) -> Binarization:
 
 def quantizer_variables(module: tf.Module) -> list[tf.Variable]:
     """The trainable variables that belong to larq quantizers inside ``module`` (e.g. the
-    per-channel binary level of :class:`PcnnWeight`).
+    per-channel binary level of ``PcnnWeight``).
 
     They are parameters of the binarization, not weights: the search and final training
     leave them out of weight decay (which would pull PCNN's level to zero, against its

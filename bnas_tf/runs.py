@@ -2,7 +2,7 @@
 
 Every program writes into its own ``--output_dir``. A directory that is not empty
 is refused unless ``overwrite=True``, and even then only a directory that a bnas-tf
-program made (it holds :data:`MARKER`) is cleared: a user's own folder is never
+program made (it holds ``MARKER``) is cleared: a user's own folder is never
 deleted. Results are written to a temporary file and renamed, so a killed run
 never leaves a half-written ``genotype.json`` or ``metrics.json``.
 
@@ -61,10 +61,12 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """A temporary path next to ``path`` (same suffix) that replaces ``path`` on success.
 
     For files written by other libraries (``model.save_weights``): a failure or a kill
-    while writing leaves ``path`` as it was, never half-written::
+    while writing leaves ``path`` as it was, never half-written:
 
-        with atomic_path("run/weights.h5") as tmp:
-            model.save_weights(str(tmp))
+    ```python
+    with atomic_path("run/weights.h5") as tmp:
+        model.save_weights(str(tmp))
+    ```
     """
     path = Path(path)
     fd, tmp = tempfile.mkstemp(

@@ -7,13 +7,15 @@ of each node and the op of each of its 2 edges, in both cells (Li & Talwalkar 20
 "Random Search and Reproducibility for NAS", sample the DARTS space the same way).
 ``none`` (Zeroise) is left out unless asked for, as in DARTS' derived cells.
 
-Each decision has a name and a list of options (:func:`genotype_space`), so the same
-code draws from NumPy (:func:`random_genotype`) or from keras-tuner, one
-``hp.Choice`` per decision (:func:`sample_genotype`)::
+Each decision has a name and a list of options (``genotype_space``), so the same
+code draws from NumPy (``random_genotype``) or from keras-tuner, one
+``hp.Choice`` per decision (``sample_genotype``):
 
-    from bnas_tf.sampling import random_genotype, sample_genotype
-    genotypes = [random_genotype(seed) for seed in range(10)]                  # a baseline
-    genotype = sample_genotype(lambda name, options: hp.Choice(name, options))  # a trial
+```python
+from bnas_tf.sampling import random_genotype, sample_genotype
+genotypes = [random_genotype(seed) for seed in range(10)]                  # a baseline
+genotype = sample_genotype(lambda name, options: hp.Choice(name, options))  # a trial
+```
 """
 
 from __future__ import annotations
@@ -62,7 +64,7 @@ def sample_genotype(
     choose: Chooser, search_space: str = "bnas_kim", *, allow_none: bool = False
 ) -> Genotype:
     """The genotype made of ``choose(name, options)`` for every decision of
-    :func:`genotype_space` (e.g. ``hp.Choice``, or a random pick)."""
+    ``genotype_space`` (e.g. ``hp.Choice``, or a random pick)."""
     space = genotype_space(search_space, allow_none=allow_none)
     cells = {}
     for cell in CELL_TYPES:

@@ -1,18 +1,22 @@
 """Training and evaluating a final network built from a genotype.
 
-:func:`train_network` is what ``bnas-train`` runs, :func:`evaluate_trained` what
+``train_network`` is what ``bnas-train`` runs, ``evaluate_trained`` what
 ``bnas-evaluate`` runs. A trained run directory holds everything needed to
-rebuild the model without executing code from a file::
+rebuild the model without executing code from a file:
 
-    network.json   genotype + build_network arguments + dataset
-    weights.h5     the weights (plain HDF5, loaded by layer name)
-    metrics.json   accuracies, timings, history
+```python
+network.json   genotype + build_network arguments + dataset
+weights.h5     the weights (plain HDF5, loaded by layer name)
+metrics.json   accuracies, timings, history
+```
 
-Example (Fashion-MNIST installed; minutes on two cores, so not run as a doctest)::
+Example (Fashion-MNIST installed; minutes on two cores, so not run as a doctest):
 
-    from bnas_tf.training import TrainConfig, train_network, load_trained
-    train_network(TrainConfig(genotype="bnas_a", layers=3, init_channels=8, epochs=1), "runs/t")
-    model, spec = load_trained("runs/t")
+```python
+from bnas_tf.training import TrainConfig, train_network, load_trained
+train_network(TrainConfig(genotype="bnas_a", layers=3, init_channels=8, epochs=1), "runs/t")
+model, spec = load_trained("runs/t")
+```
 """
 
 from __future__ import annotations
@@ -192,7 +196,7 @@ def build_from_spec(spec: dict, **overrides) -> tf.keras.Model:
     """Rebuild a network from a ``network.json`` spec (no code is read from files).
 
     A spec without ``stride2_grid`` was written before bnas-tf 0.2 and is rebuilt on the
-    ``legacy`` grid it was trained with (:data:`bnas_tf.ops.STRIDE2_GRIDS`).
+    ``legacy`` grid it was trained with ([`bnas_tf.ops.STRIDE2_GRIDS`][bnas_tf.ops.STRIDE2_GRIDS]).
     """
     kwargs = {
         "layers": spec["layers"],
@@ -370,11 +374,11 @@ def resolve_genotype(config: TrainConfig) -> genotype_lib.Genotype:
 def load_trained(model_dir: str | Path, **overrides) -> tuple[tf.keras.Model, dict]:
     """Rebuild the network of a run directory and load its weights.
 
-    The model is built from code (``network.json`` holds only arguments); ``weights.h5``
-    must be a plain weights file holding every layer at its exact shape
-    (:func:`bnas_tf.zoo.weights_file.load_weights`): a whole saved model (which could
-    carry a ``Lambda`` layer), weights of another architecture or number of classes,
-    and unreadable files raise ``ValueError`` naming the file.
+    The model is built from code (``network.json`` holds only arguments); ``weights.h5`` must be a
+    plain weights file holding every layer at its exact shape
+    ([`bnas_tf.zoo.weights_file.load_weights`][bnas_tf.zoo.weights_file.load_weights]): a whole
+    saved model (which could carry a ``Lambda`` layer), weights of another architecture or number of
+    classes, and unreadable files raise ``ValueError`` naming the file.
     """
     from bnas_tf.zoo.weights_file import load_weights
 

@@ -1,14 +1,14 @@
 """keras-tuner over bnas-tf: many short searches and trainings, chosen by keras-tuner's oracles.
 
-Each trial is a short :func:`~bnas_tf.search.driver.run_search` and/or a
-:func:`~bnas_tf.training.train_network` run with the trial's hyperparameters, in the
+Each trial is a short [`run_search`][bnas_tf.search.driver.run_search] and/or a
+[`train_network`][bnas_tf.training.train_network] run with the trial's hyperparameters, in the
 trial's keras-tuner directory (``<directory>/<project_name>/trial_<id>/{search,train}``).
 keras-tuner's ``RandomSearch``, ``BayesianOptimization`` and ``Hyperband`` oracles
 choose the trials, keep the project resumable and run it on several machines (a chief
 holding the oracle, workers running trials: ``KERASTUNER_TUNER_ID``,
 ``KERASTUNER_ORACLE_IP``, ``KERASTUNER_ORACLE_PORT``).
 
-Modes (:data:`MODES`):
+Modes (``MODES``):
 
 - ``search``: a short search per trial; objective ``search_accuracy``, the best
   validation (architecture-half) accuracy of its epochs.
@@ -18,22 +18,24 @@ Modes (:data:`MODES`):
   as ``test_accuracy`` but never chosen on). The search draws its ``limit`` images from
   the whole training split, so it may see a few of them.
 - ``random_arch``: the random-architecture baseline: the genotype is sampled from the
-  search space of the search flags (``bnas_kim`` by default), one ``hp.Choice`` per node's
-  input pair and per edge's op (:mod:`bnas_tf.sampling`), and trained with a fixed budget;
+  search space of the search flags (``bnas_kim`` by default), one ``hp.Choice`` per node's input
+  pair and per edge's op ([`bnas_tf.sampling`][bnas_tf.sampling]), and trained with a fixed budget;
   objective ``val_accuracy``.
 
 Hyperband's ``tuner/epochs`` sets a trial's epochs; every trial starts afresh (no warm
 start from the trial it continues). The oracle's seed is ``seed + 1`` (keras-tuner draws a
 random one for 0).
 
-Hyperparameter spaces are strings (:func:`parse_space`): ``"sign_scale,xnor"`` (a
+Hyperparameter spaces are strings (``parse_space``): ``"sign_scale,xnor"`` (a
 choice), ``"0.5..2"`` (uniform), ``"1e-4..1e-2:log"`` (log-uniform), ``""`` (not
-tuned: the base configuration's value)::
+tuned: the base configuration's value):
 
-    from bnas_tf.tuner import TuneConfig, run_tuning
-    config = TuneConfig(mode="search", max_trials=20, hp_entropy_lambda="0..2",
-                        hp_binarization="sign_scale,xnor")
-    best = run_tuning(config, SearchConfig(epochs=2, limit=2000), TrainConfig())
+```python
+from bnas_tf.tuner import TuneConfig, run_tuning
+config = TuneConfig(mode="search", max_trials=20, hp_entropy_lambda="0..2",
+                    hp_binarization="sign_scale,xnor")
+best = run_tuning(config, SearchConfig(epochs=2, limit=2000), TrainConfig())
+```
 
 keras-tuner (which imports Keras 3 next to tf-keras) is imported on first use only.
 """
@@ -98,7 +100,7 @@ _INTS = {"partial_channels", "init_channels"}
 @dataclasses.dataclass
 class TuneConfig:
     """A tuning project. The budgets of each trial's search and training are those of the
-    base :class:`SearchConfig` / :class:`TrainConfig` (``epochs``, ``limit``, sizes)."""
+    base ``SearchConfig`` / ``TrainConfig`` (``epochs``, ``limit``, sizes)."""
 
     mode: str = "search"
     oracle: str = "random"
@@ -218,7 +220,7 @@ def parse_space(text: str, *, integer: bool = False, name: str = "space") -> dic
 def declare_hyperparameters(config: TuneConfig, search_space: str = "bnas_kim"):
     """keras-tuner ``HyperParameters`` holding the whole space of ``config`` (and, in
     ``random_arch`` mode, one ``Choice`` per decision of
-    :func:`bnas_tf.sampling.genotype_space`).
+    [`bnas_tf.sampling.genotype_space`][bnas_tf.sampling.genotype_space]).
     """
     from bnas_tf.sampling import genotype_space
 

@@ -3,7 +3,7 @@
 Flags are defined when a program starts (``define_flags``), never at import, so
 the library and the tests can import every program module in one process. Importing
 this package imports TensorFlow with its start-up notices filtered out
-(:mod:`bnas_tf.apps.startup`), before any program module imports it.
+([`bnas_tf.apps.startup`][bnas_tf.apps.startup]), before any program module imports it.
 """
 
 from bnas_tf.apps.startup import quiet_tensorflow_import

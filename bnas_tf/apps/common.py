@@ -1,10 +1,13 @@
 """Shared plumbing of the absl programs: flags from config dataclasses, run start-up.
 
 A program's flags mirror the fields of its config dataclass
-(:class:`~bnas_tf.search.driver.SearchConfig`, :class:`~bnas_tf.training.TrainConfig`),
-so a flagfile line ``--init_channels=16`` sets ``config.init_channels``::
+([`SearchConfig`][bnas_tf.search.driver.SearchConfig],
+[`TrainConfig`][bnas_tf.training.TrainConfig]), so a flagfile line ``--init_channels=16`` sets
+``config.init_channels``:
 
-    bnas-search --flagfile=flags/demo_search.cfg --output_dir=runs/s
+```sh
+bnas-search --flagfile=flags/demo_search.cfg --output_dir=runs/s
+```
 """
 
 from __future__ import annotations

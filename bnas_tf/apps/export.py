@@ -62,7 +62,8 @@ def export_from_flags(flag_values=flags.FLAGS) -> dict:
 
     Raises:
         app.UsageError: an existing output without ``--overwrite``, or a bad ``--model_dir``.
-        ValueError: ``--format=lce`` produced no binary kernel (:func:`bnas_tf.export.convert_lce`).
+        ValueError: ``--format=lce`` produced no binary kernel
+            ([`convert_lce`][bnas_tf.export.convert_lce]).
     """
     from bnas_tf import export
     from bnas_tf.training import NETWORK_FILE

@@ -6,7 +6,7 @@
 Writes the full and ``notop`` weight files, their SHA-256, the model card and the
 registry entry into the zoo directory (``--zoo_dir``, else ``$BNAS_TF_ZOO_DIR``, else
 a source checkout's ``zoo/``; the installed package's own copy is refused); see
-:mod:`bnas_tf.zoo.publish`. Afterwards
+[`bnas_tf.zoo.publish`][bnas_tf.zoo.publish]. Afterwards
 ``bnas_tf.zoo.get(NAME)(weights=WEIGHTS_NAME)`` loads it.
 """
 

@@ -5,10 +5,12 @@ feature notice, oneDNN's notice) are printed before its logging is configured, s
 ``TF_CPP_MIN_LOG_LEVEL`` cannot hide all of them (tensorflow/tensorflow#100442). A
 program therefore imports TensorFlow and probes its devices with file descriptor 2
 captured, drops the lines below that are known start-up notices, and writes every
-other line back to stderr::
+other line back to stderr:
 
-    bnas-search --flagfile=flags/demo_search.cfg --output_dir=runs/s      # quiet
-    TF_CPP_MIN_LOG_LEVEL=0 bnas-search ...                                # everything
+```sh
+bnas-search --flagfile=flags/demo_search.cfg --output_dir=runs/s      # quiet
+TF_CPP_MIN_LOG_LEVEL=0 bnas-search ...                                # everything
+```
 
 Nothing is filtered when the user set ``TF_CPP_MIN_LOG_LEVEL``; otherwise the level
 is ``1`` (warnings and errors), and TensorFlow's Python modules log warnings and above
@@ -57,7 +59,7 @@ STARTUP_NOISE = re.compile(
 
 
 def startup_noise_filter(lines: Iterable[str]) -> list[str]:
-    """The lines of ``lines`` that are not TensorFlow start-up notices (:data:`STARTUP_NOISE`).
+    """The lines of ``lines`` that are not TensorFlow start-up notices (``STARTUP_NOISE``).
 
     Example:
         >>> startup_noise_filter([
@@ -117,7 +119,7 @@ def _hide_tensorflow_info_in_absl_logs(tensorflow_dir: str) -> None:
 
 
 def run_program(main: Callable, doc: str, flag_values=None) -> None:
-    """``absl.app.run(main)``; ``--help`` shows ``doc``, the flags and :data:`LOGGING_HELP`.
+    """``absl.app.run(main)``; ``--help`` shows ``doc``, the flags and ``LOGGING_HELP``.
 
     absl's short help lists the flags of the ``__main__`` module only; a console script's
     ``__main__`` defines none, so the flags that bnas_tf's modules defined are declared key

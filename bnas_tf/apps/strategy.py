@@ -2,10 +2,12 @@
 
 ``MultiWorkerMirroredStrategy`` must exist before TensorFlow runs any operation, and
 only the chief of a multi-worker run prepares ``--output_dir`` (the other workers write
-in ``--output_dir/worker_<i>``, see :mod:`bnas_tf.distribute`)::
+in ``--output_dir/worker_<i>``, see [`bnas_tf.distribute`][bnas_tf.distribute]):
 
-    strategy, output_dir = start_run("bnas-search", config)
-    run_search(config, output_dir, strategy=strategy)
+```python
+strategy, output_dir = start_run("bnas-search", config)
+run_search(config, output_dir, strategy=strategy)
+```
 """
 
 from __future__ import annotations

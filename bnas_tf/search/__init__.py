@@ -1,9 +1,9 @@
 """What exists only while searching: mixed ops, search cells, the supernet, search strategies.
 
-One paper idea per module: :mod:`~bnas_tf.search.mixed_op` (DARTS mixed op with
-PC-DARTS channel sampling), :mod:`~bnas_tf.search.cell`,
-:mod:`~bnas_tf.search.supernet` (the alternating ``train_step``),
-:mod:`~bnas_tf.search.regularizers` (Kim et al.'s entropy term).
+One paper idea per module: [`mixed_op`][bnas_tf.search.mixed_op] (DARTS mixed op with
+PC-DARTS channel sampling), [`cell`][bnas_tf.search.cell],
+[`supernet`][bnas_tf.search.supernet] (the alternating ``train_step``),
+[`regularizers`][bnas_tf.search.regularizers] (Kim et al.'s entropy term).
 """
 
 from bnas_tf.search.cell import SearchCell, edge_inputs, num_edges

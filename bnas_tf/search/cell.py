@@ -1,8 +1,10 @@
 """The search cell: 2 input nodes, 4 intermediate nodes, 14 mixed edges.
 
-Intermediate node ``i`` sums one mixed op per predecessor (DARTS)::
+Intermediate node ``i`` sums one mixed op per predecessor (DARTS):
 
-    h_i = sum_{j < i} beta_{ij} * mixed_{ij}(h_j)
+```python
+h_i = sum_{j < i} beta_{ij} * mixed_{ij}(h_j)
+```
 
 where ``beta`` is the edge normalization of PC-DARTS (softmax over the edges
 entering a node; all ones without it). The cell output concatenates the
@@ -14,9 +16,11 @@ cell reduced.
 
 With channel sampling, every edge's output is ``shuffle_K(concat(mixed, bypass))``
 (PC-DARTS). The shuffle is one fixed channel permutation ``P`` for all edges of a
-cell, so a node shuffles once instead of once per incoming edge, exactly::
+cell, so a node shuffles once instead of once per incoming edge, exactly:
 
-    sum_j beta_ij P(concat(m_j, r_j)) = P(concat(sum_j beta_ij m_j, sum_j beta_ij r_j))
+```python
+sum_j beta_ij P(concat(m_j, r_j)) = P(concat(sum_j beta_ij m_j, sum_j beta_ij r_j))
+```
 
 (``share_computation=False`` keeps the per-edge form, for tests and benchmarks).
 """

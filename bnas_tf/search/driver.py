@@ -1,11 +1,13 @@
 """A complete architecture search: data, supernet, epochs, checkpoints, outputs.
 
-:func:`run_search` is what ``bnas-search`` runs, callable from Python with a
-:class:`SearchConfig`::
+``run_search`` is what ``bnas-search`` runs, callable from Python with a
+``SearchConfig``:
 
-    from bnas_tf.search.driver import SearchConfig, run_search
-    result = run_search(SearchConfig(layers=3, init_channels=8, epochs=2, limit=2000), "runs/s1")
-    print(result.genotype)
+```python
+from bnas_tf.search.driver import SearchConfig, run_search
+result = run_search(SearchConfig(layers=3, init_channels=8, epochs=2, limit=2000), "runs/s1")
+print(result.genotype)
+```
 
 Each epoch is one ``Supernet.fit`` call over the same two halves of the training
 set, shuffled with a per-epoch seed (``seed * 1000 + epoch``), and the whole search state
@@ -39,7 +41,7 @@ __all__ = ["SearchConfig", "SearchResult", "build_supernet", "run_search", "LIBR
 
 
 def _library_defaults() -> dict:
-    """The defaults of :class:`Supernet` and :func:`default_optimizers`, by parameter name."""
+    """The defaults of ``Supernet`` and ``default_optimizers``, by parameter name."""
     defaults = {}
     for fn in (Supernet.__init__, default_optimizers):
         for name, parameter in inspect.signature(fn).parameters.items():
@@ -50,7 +52,7 @@ def _library_defaults() -> dict:
 
 LIBRARY_DEFAULTS = _library_defaults()
 """Where every search setting that the library also takes gets its default: the
-signatures of :class:`Supernet` and :func:`default_optimizers`. :class:`SearchConfig`
+signatures of ``Supernet`` and ``default_optimizers``. ``SearchConfig``
 (hence ``bnas-search``'s flags) reads them from here, so the program and the Python API
 cannot drift apart."""
 
@@ -63,9 +65,9 @@ def _default(name: str):
 class SearchConfig:
     """Everything a search depends on. Defaults: Kim et al.'s search on CIFAR-10 sizes
     (gistvision/bnas; DARTS optimizers), Fashion-MNIST data. The settings that
-    :class:`Supernet` and :func:`default_optimizers` also take default to their
-    signatures' values (:data:`LIBRARY_DEFAULTS`); ``seed`` is 0 here (a program run
-    is repeatable) and ``None`` in :class:`Supernet` (unseeded, as Keras layers are).
+    ``Supernet`` and ``default_optimizers`` also take default to their
+    signatures' values (``LIBRARY_DEFAULTS``); ``seed`` is 0 here (a program run
+    is repeatable) and ``None`` in ``Supernet`` (unseeded, as Keras layers are).
 
     ``val_batches``: batches of the alpha half evaluated in inference mode after
     every epoch (``None``: the whole half, in a fixed order); the epoch kept by
@@ -112,8 +114,9 @@ class SearchConfig:
     strategy: str = "default"
 
     def split_args(self) -> dict:
-        """The keyword arguments of :func:`bnas_tf.data.search_splits` and
-        :func:`~bnas_tf.data.search_split_sizes` that this config fixes (not the seeds)."""
+        """The keyword arguments of [`search_splits`][bnas_tf.data.search_splits] and
+        [`search_split_sizes`][bnas_tf.data.search_split_sizes] that this config fixes (not the
+        seeds)."""
         return dict(
             data_dir=self.data_dir,
             batch_size=self.batch_size,
@@ -298,7 +301,7 @@ def run_search(
 
     ``strategy`` (default: made from ``config.strategy``) spreads each step over its
     replicas; in a multi-worker run the workers other than the chief write to
-    ``output_dir/worker_<i>`` (see :mod:`bnas_tf.distribute`).
+    ``output_dir/worker_<i>`` (see [`bnas_tf.distribute`][bnas_tf.distribute]).
     """
     config.validate()
     strategy = strategy or distribute.make_strategy(config.strategy)

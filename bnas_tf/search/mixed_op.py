@@ -1,17 +1,22 @@
-"""Mixed operations: the softmax-weighted candidate ops of supernet edges.
+r"""Mixed operations: the softmax-weighted candidate ops of supernet edges.
 
-A mixed op computes the weighted sum of its candidate ops (DARTS)::
+A mixed op computes the weighted sum of its candidate ops (DARTS):
 
-    mixed_e(x) = sum_k w_ek * op_ek(x),        w_e = softmax(alpha_e)
+$$
+\bar o_e(x) = \sum_k w_{e,k}\, o_{e,k}(x), \qquad w_e = \operatorname{softmax}(\alpha_e).
+$$
 
 With channel sampling (PC-DARTS, used by Chen et al.'s BNAS), only the first
 ``C / K`` channels go through the candidates; the rest bypass them (max-pooled 2x2
 on stride-2 edges) and the two parts are concatenated and channel-shuffled with
-``K`` groups, so that another channel slice is sampled on the next edge::
+``K`` groups, so that another channel slice is sampled on the next edge:
 
-    y_e = shuffle_K(concat(mixed_e(x[..., :C/K]), bypass(x[..., C/K:])))
+$$
+y_e = \operatorname{shuffle}_K\!\left(\left[\,\bar o_e(x_{:C/K}),\
+    \operatorname{bypass}(x_{C/K:})\,\right]\right).
+$$
 
-:class:`MixedOp` evaluates *all the edges that leave one node at once*. They read
+``MixedOp`` evaluates *all the edges that leave one node at once*. They read
 the same tensor, so several parts of their candidate ops are identical and are
 computed once; the result is exactly that of one mixed op per edge:
 
@@ -66,7 +71,7 @@ class MixedOp(tf.keras.layers.Layer):
         stride: 2 for the edges leaving an input node of a reduction cell.
         edge_ops: per outgoing edge, the candidate ops still active on it.
         binarization: a name (``xnor``, ``sign_scale``, ``pcnn``) or a
-            :class:`~bnas_tf.quantizers.Binarization`.
+            [`Binarization`][bnas_tf.quantizers.Binarization].
         partial_channels: ``K``; ``1`` sends all channels through the ops (DARTS).
         share_computation: compute shared parts once (exact; ``False`` builds one
             branch per edge and op, the textbook form, for tests and benchmarks).
@@ -75,7 +80,7 @@ class MixedOp(tf.keras.layers.Layer):
     op of edge ``e``; returns the list of edge outputs. With channel sampling and
     ``shuffle=False`` each edge output is the unshuffled pair ``(mixed, bypass)``
     instead: the shuffle is a fixed channel permutation, so a node can sum the pairs of
-    its incoming edges and shuffle once (:class:`~bnas_tf.search.cell.SearchCell`).
+    its incoming edges and shuffle once ([`SearchCell`][bnas_tf.search.cell.SearchCell]).
     """
 
     def __init__(

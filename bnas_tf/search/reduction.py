@@ -18,13 +18,15 @@ per edge is left. One stage:
 5. running score ``s_k <- s_k / 2 + likelihood_k``;
 6. drop the op with the lowest running score from every edge.
 
-Usage::
+Usage:
 
-    from bnas_tf.search.driver import SearchConfig
-    from bnas_tf.search.reduction import ReductionConfig
-    from bnas_tf.search.reduction_search import run_reduction_search
-    config = SearchConfig(search_space="bnas_darts", partial_channels=4, entropy_lambda=0.0)
-    result = run_reduction_search(config, ReductionConfig(stage_epochs=5), "runs/chen")
+```python
+from bnas_tf.search.driver import SearchConfig
+from bnas_tf.search.reduction import ReductionConfig
+from bnas_tf.search.reduction_search import run_reduction_search
+config = SearchConfig(search_space="bnas_darts", partial_channels=4, entropy_lambda=0.0)
+result = run_reduction_search(config, ReductionConfig(stage_epochs=5), "runs/chen")
+```
 
 Where the paper leaves a gap
 ----------------------------
@@ -78,12 +80,13 @@ not public in text form); these choices fill the gaps and each can be changed:
   The cosine learning-rate schedule runs over the whole reduction search
   (``stages * stage_epochs`` epochs); each stage builds a new, smaller supernet that
   inherits every weight of the previous one
-  (:func:`~bnas_tf.search.transfer.transfer_weights`) and starts with fresh
+  ([`transfer_weights`][bnas_tf.search.transfer.transfer_weights]) and starts with fresh
   optimizer slots (momentum, Adam moments).
 
-The staged search that drives this state (training each stage, weight transfer,
-checkpoints) is :func:`bnas_tf.search.reduction_search.run_reduction_search`; the weight
-transfer between stage supernets is :func:`bnas_tf.search.transfer.transfer_weights`.
+The staged search that drives this state (training each stage, weight transfer, checkpoints) is
+[`bnas_tf.search.reduction_search.run_reduction_search`][bnas_tf.search.reduction_search.run_reduction_search];
+the weight transfer between stage supernets is
+[`bnas_tf.search.transfer.transfer_weights`][bnas_tf.search.transfer.transfer_weights].
 """
 
 from __future__ import annotations
@@ -173,11 +176,11 @@ class OperationSpaceReduction:
     Args:
         op_names: the ops of the search space, in alpha-column order.
         edges: edges per cell (14 for a DARTS cell).
-        config: :class:`ReductionConfig`.
+        config: ``ReductionConfig``.
         seed: seed of the architecture sampling.
         active_ops: the starting op space (default: every op on every edge).
         search_space: the space's name, written into the genotype (default: the
-            space of :data:`bnas_tf.ops.SEARCH_SPACES` with exactly ``op_names``).
+            space of ``bnas_tf.ops.SEARCH_SPACES`` with exactly ``op_names``).
     """
 
     def __init__(
@@ -261,7 +264,7 @@ class OperationSpaceReduction:
         ``source``: the supernet just trained (its ``op_probabilities``; it must have
         this reduction's active ops) or a mapping ``cell -> [edges, len(op_names)]``
         array of alphas or probabilities. Ties go to the op earlier in the space.
-        The source is remembered for the alpha tie-break of :meth:`remove_worst`.
+        The source is remembered for the alpha tie-break of ``remove_worst``.
         """
         if isinstance(source, Supernet):
             same = tuple(source.op_names) == self.op_names and all(
@@ -326,7 +329,7 @@ class OperationSpaceReduction:
         """Accuracy of each sample on ``batches`` with the supernet's shared weights.
 
         Every variable of ``net`` (alphas, weights, BN moving statistics) is
-        restored exactly afterwards, even on error. See :func:`evaluate_architectures`.
+        restored exactly afterwards, even on error. See ``evaluate_architectures``.
         """
         return [
             float(a)
@@ -336,7 +339,7 @@ class OperationSpaceReduction:
         ]
 
     def evaluate_sample(self, net: Supernet, sample: Mapping[str, Sequence[str]], batches) -> float:
-        """Accuracy of one sampled architecture (see :meth:`evaluate_samples`)."""
+        """Accuracy of one sampled architecture (see ``evaluate_samples``)."""
         return self.evaluate_samples(net, [sample], batches)[0]
 
     def likelihoods(
@@ -406,7 +409,7 @@ class OperationSpaceReduction:
         """Drop the lowest-scoring op of every edge with more than one op; end the stage.
 
         Ties: the lower alpha (``alphas``: a supernet or mapping as for
-        :meth:`o_smaller`; default the last one given there), then the op earlier
+        ``o_smaller``; default the last one given there), then the op earlier
         in the space. Returns the removal records ``{stage, cell, edge, op, score}``.
         """
         if alphas is not None:
@@ -502,7 +505,7 @@ class OperationSpaceReduction:
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Restore :meth:`state_dict`'s output (the op space and edges must match)."""
+        """Restore ``state_dict``'s output (the op space and edges must match)."""
         if tuple(state["op_names"]) != self.op_names or int(state["edges"]) != self.edges:
             raise ValueError(
                 f"State of a reduction over {state['op_names']} x {state['edges']} edges, "

@@ -1,21 +1,23 @@
 """The staged search of operation space reduction (Chen et al., BNAS, AAAI 2020).
 
 Each stage trains the supernet of the current op space, then lets
-:class:`~bnas_tf.search.reduction.OperationSpaceReduction` sample, score and drop one
-op per edge; the next stage's smaller supernet inherits the weights
-(:func:`~bnas_tf.search.transfer.transfer_weights`). The algorithm and the gaps in
-the paper this reading fills: :mod:`bnas_tf.search.reduction`.
+[`OperationSpaceReduction`][bnas_tf.search.reduction.OperationSpaceReduction] sample, score and drop
+one op per edge; the next stage's smaller supernet inherits the weights
+([`transfer_weights`][bnas_tf.search.transfer.transfer_weights]). The algorithm and the gaps in the
+paper this reading fills: [`bnas_tf.search.reduction`][bnas_tf.search.reduction].
 
-Usage::
+Usage:
 
-    from bnas_tf.search.driver import SearchConfig
-    from bnas_tf.search.reduction import ReductionConfig
-    from bnas_tf.search.reduction_search import run_reduction_search
-    config = SearchConfig(search_space="bnas_darts", partial_channels=4, entropy_lambda=0.0)
-    result = run_reduction_search(config, ReductionConfig(stage_epochs=5), "runs/chen")
+```python
+from bnas_tf.search.driver import SearchConfig
+from bnas_tf.search.reduction import ReductionConfig
+from bnas_tf.search.reduction_search import run_reduction_search
+config = SearchConfig(search_space="bnas_darts", partial_channels=4, entropy_lambda=0.0)
+result = run_reduction_search(config, ReductionConfig(stage_epochs=5), "runs/chen")
+```
 
 Resuming: after each stage the trained supernet is written to
-``checkpoints/stage-<k>`` and then the state (:meth:`OperationSpaceReduction.state_dict`,
+``checkpoints/stage-<k>`` and then the state (``OperationSpaceReduction.state_dict``,
 stage records) to ``reduction_state.json``; ``run_reduction_search(..., resume=True)``
 continues after the last saved stage and replays exactly the batches it lost.
 """

@@ -1,14 +1,16 @@
-"""Kim et al.'s decaying maximum-entropy (diversity) regularizer on the architecture.
+r"""Kim et al.'s decaying maximum-entropy (diversity) regularizer on the architecture.
 
 The architecture loss of Kim, Singh, Choi (ECCV 2020, Eq. 3) is
 
-    L = L_S(val) - lambda * H_bar(p) * exp(-t / tau),
+$$
+\mathcal{L} = \mathcal{L}_S(\text{val}) - \lambda\, \bar H(p)\, e^{-t/\tau},
+$$
 
-with ``p = softmax(alpha_e)`` on every edge ``e`` of both the normal and the
-reduction cell, ``H(p) = -sum_k p_k log p_k`` and ``H_bar`` its mean over the
-edges, ``t`` the epoch. Early in the search it rewards exploring many op types
+with $p = \operatorname{softmax}(\alpha_e)$ on every edge $e$ of both the normal and the
+reduction cell, $H(p) = -\sum_k p_k \log p_k$ and $\bar H$ its mean over the
+edges, $t$ the epoch. Early in the search it rewards exploring many op types
 (binary convolutions are slow to train and would otherwise lose to parameter-free
-ops); the reward fades with ``tau``. Defaults: lambda = 1.0, tau = 7.7
+ops); the reward fades with $\tau$. Defaults: $\lambda = 1.0$, $\tau = 7.7$
 (gistvision/bnas). Unlike the reference code, the reduction-cell edges are indexed
 correctly.
 """

@@ -1,10 +1,12 @@
 """The supernet: a subclassed Keras model whose ``train_step`` alternates alpha and weights.
 
 Each training step takes a pair of batches, one from each half of the training set,
-and does the first-order DARTS update used by both BNAS papers::
+and does the first-order DARTS update used by both BNAS papers:
 
-    alpha <- alpha - Adam(grad_alpha [L_val(w, alpha) - lambda H(alpha) e^{-t/tau}] + wd_a alpha)
-    w     <- w     - SGD (grad_w     L_train(w, alpha) + wd w)
+```python
+alpha <- alpha - Adam(grad_alpha [L_val(w, alpha) - lambda H(alpha) e^{-t/tau}] + wd_a alpha)
+w     <- w     - SGD (grad_w     L_train(w, alpha) + wd w)
+```
 
 (``wd w`` leaves out the quantizers' own parameters, e.g. PCNN's binary level.)
 
@@ -82,7 +84,7 @@ def default_optimizers(
 
     Weights: SGD, momentum 0.9, cosine learning rate 0.025 -> 0.001 over
     ``total_steps``. Architecture: Adam, lr 3e-4, betas (0.5, 0.999). Weight decay
-    (3e-4 and 1e-3) is added to the gradients by :class:`Supernet`, as PyTorch does.
+    (3e-4 and 1e-3) is added to the gradients by ``Supernet``, as PyTorch does.
     """
     schedule = tf.keras.optimizers.schedules.CosineDecay(
         learning_rate, max(int(total_steps), 1), alpha=learning_rate_min / learning_rate
@@ -102,7 +104,7 @@ class Supernet(tf.keras.Model):
         num_classes: classifier outputs.
         layers: cells; reduction cells sit at ``layers // 3`` and ``2 * layers // 3``.
         init_channels: ``C`` of the first cells (the stem gives ``3 C``).
-        search_space: ``bnas_kim`` or ``bnas_darts`` (see :mod:`bnas_tf.ops`).
+        search_space: ``bnas_kim`` or ``bnas_darts`` (see [`bnas_tf.ops`][bnas_tf.ops]).
         binarization: ``sign_scale`` or ``xnor``.
         partial_channels: ``K`` of channel sampling; 1 is plain DARTS.
         edge_normalization: learn ``beta`` (default: on when ``K > 1``, as PC-DARTS).
@@ -115,12 +117,12 @@ class Supernet(tf.keras.Model):
         arch_weight_decay: L2 added to the alpha gradients.
         grad_clip: global-norm clip of the weight gradients.
         arch_warmup_epochs: epochs with weight updates only.
-        unrolled: DARTS' second-order alpha gradient (see :mod:`bnas_tf.search.unrolled`)
-            instead of the first-order one.
+        unrolled: DARTS' second-order alpha gradient (see
+            [`bnas_tf.search.unrolled`][bnas_tf.search.unrolled]) instead of the first-order one.
         active_ops: ``{"normal": [[op, ...] x 14], "reduce": [...]}``, the ops still
             alive on each edge (operation space reduction); default: the whole space.
         share_computation: compute what edges leaving one node share only once (exact).
-        dtype_policy: Keras dtype policy of the stem and cells (:data:`DTYPE_POLICIES`);
+        dtype_policy: Keras dtype policy of the stem and cells (``DTYPE_POLICIES``);
             ``mixed_bfloat16`` keeps every variable, alpha's softmax, the classifier
             and the losses in float32 and casts the op weights to bfloat16 at use.
         trace_forward_once: inside a ``tf.function`` (the train step), run training-mode
@@ -334,7 +336,7 @@ class Supernet(tf.keras.Model):
     def decayed_variables(self) -> set:
         """Refs of the weight variables that weight decay acts on: all but the larq
         quantizers' own parameters (PCNN's binary level), see
-        :func:`~bnas_tf.quantizers.quantizer_variables`."""
+        [`quantizer_variables`][bnas_tf.quantizers.quantizer_variables]."""
         quantizer = {v.ref() for v in quantizer_variables(self)}
         return {v.ref() for v in self.weight_variables if v.ref() not in quantizer}
 
@@ -362,7 +364,7 @@ class Supernet(tf.keras.Model):
     # ------------------------------------------------------------------ forward
     def call(self, inputs, training=None):
         """Logits. Inside a ``tf.function``, training-mode calls go through one nested
-        ``tf.function`` (see :attr:`trace_forward_once`)."""
+        ``tf.function`` (see ``trace_forward_once``)."""
         if training is True and self._nests_forward():
             if self._training_forward is None:
                 self._training_forward = tf.function(
@@ -501,7 +503,7 @@ class Supernet(tf.keras.Model):
         return {m.name: m.result() for m in (self._trackers["loss"], self._accuracy)}
 
     def fit(self, *args, callbacks=None, **kwargs):
-        """``tf.keras.Model.fit`` that also keeps :attr:`epoch` (the ``t`` of the entropy term)."""
+        """``tf.keras.Model.fit`` that also keeps ``epoch`` (the ``t`` of the entropy term)."""
         if self.built:
             # Slots created up front: otherwise the train function is traced twice.
             self.build_optimizers()

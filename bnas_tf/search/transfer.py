@@ -1,13 +1,16 @@
 """Weight transfer between the supernets of two stages of operation space reduction.
 
-Each stage of Chen et al.'s reduction search (:mod:`bnas_tf.search.reduction`) builds
-a smaller supernet, without the ops just removed; it inherits every weight of the
-previous one, the widened binary convolutions (one kernel for an op on several
-edges, :mod:`bnas_tf.search.mixed_op`) slice by slice.
+Each stage of Chen et al.'s reduction search
+([`bnas_tf.search.reduction`][bnas_tf.search.reduction]) builds a smaller supernet, without the ops
+just removed; it inherits every weight of the previous one, the widened binary convolutions (one
+kernel for an op on several edges, [`bnas_tf.search.mixed_op`][bnas_tf.search.mixed_op]) slice by
+slice.
 
-Example (an outline, not run: it needs a run's objects)::
+Example (an outline, not run: it needs a run's objects):
 
-    copied = transfer_weights(previous_stage_net, next_stage_net)
+```python
+copied = transfer_weights(previous_stage_net, next_stage_net)
+```
 """
 
 from __future__ import annotations
@@ -91,7 +94,7 @@ def transfer_weights(old: Supernet, new: Supernet) -> int:
     Stem, cell preprocessing, inter-cell skips, classifier, alphas, betas, the
     epoch counter, every BN's statistics, and the layers of every op still present;
     a widened binary convolution (one kernel for the op on several edges, see
-    :mod:`bnas_tf.search.mixed_op`) gets, for each of its edges, the ``C / K``
+    [`bnas_tf.search.mixed_op`][bnas_tf.search.mixed_op]) gets, for each of its edges, the ``C / K``
     output channels that edge had in the old kernel. Both supernets must be built.
     Returns the number of variables written: all of ``new.weights`` but the
     accumulators of its metrics.

@@ -1,15 +1,21 @@
-"""DARTS' second-order architecture gradient (finite-difference approximation).
+r"""DARTS' second-order architecture gradient (finite-difference approximation).
 
 Liu, Simonyan, Yang, "DARTS: Differentiable Architecture Search", ICLR 2019, Eq. 7-8.
-With a virtual weight step ``w' = w - xi * (grad_w L_train(w, alpha) + wd * w)`` (no
-decay on the quantizers' parameters, as in the real step)::
+With a virtual weight step $w' = w - \xi\,(\nabla_w \mathcal{L}_{train}(w, \alpha) + wd\cdot w)$
+(no decay on the quantizers' parameters, as in the real step):
 
-    grad_alpha L_val(w', alpha)
-        - xi * (grad_alpha L_train(w+, alpha) - grad_alpha L_train(w-, alpha)) / (2 eps)
+$$
+\nabla_\alpha \mathcal{L}_{val}(w', \alpha)
+- \xi\, \frac{\nabla_\alpha \mathcal{L}_{train}(w^+, \alpha)
+- \nabla_\alpha \mathcal{L}_{train}(w^-, \alpha)}{2\epsilon},
+$$
 
-    w+- = w +- eps * grad_w' L_val(w', alpha),   eps = 0.01 / ||grad_w' L_val(w', alpha)||
+$$
+w^\pm = w \pm \epsilon\, \nabla_{w'} \mathcal{L}_{val}(w', \alpha), \qquad
+\epsilon = \frac{0.01}{\lVert \nabla_{w'} \mathcal{L}_{val}(w', \alpha) \rVert}.
+$$
 
-``xi`` is the weight optimizer's current learning rate (as in DARTS). The
+$\xi$ is the weight optimizer's current learning rate (as in DARTS). The
 virtual step leaves out momentum; every weight and BN statistic touched by the
 extra passes is restored afterwards, so only alpha changes.
 """
@@ -50,7 +56,7 @@ def unrolled_arch_gradients(
     """Second-order gradients of the validation loss w.r.t. ``net.arch_variables``.
 
     Args:
-        net: a :class:`~bnas_tf.search.supernet.Supernet` with a compiled weight optimizer.
+        net: a [`Supernet`][bnas_tf.search.supernet.Supernet] with a compiled weight optimizer.
         train_batch: ``(x, y)``, a batch of the weight half.
         val_batch: ``(x, y)``, a batch of the alpha half.
         extra_objective: a term of the architecture objective that does not depend

@@ -1,6 +1,6 @@
 """Model cards: markdown pages describing a zoo model and its trained instances.
 
-A model's card (:func:`model_card`) is its description, reference configuration,
+A model's card (``model_card``) is its description, reference configuration,
 cell, citation and published results, followed by one section per trained instance
 (written by ``bnas-publish`` into ``zoo/cards/<MODEL>-<weights>.md``): the metrics
 table, the training flags, the genotype and the ``larq.models.summary`` table.

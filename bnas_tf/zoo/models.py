@@ -1,17 +1,19 @@
 """The zoo's model functions, larq-zoo style: keyword-only, one per model.
 
-Every function has the signature of :func:`larq_zoo.literature.BiRealNet`::
+Every function has the signature of ``larq_zoo.literature.BiRealNet``:
 
-    BNASB(*, input_shape=None, input_tensor=None, weights="fashion_mnist",
-          include_top=True, num_classes=10, binarization=None) -> tf.keras.Model
+```python
+BNASB(*, input_shape=None, input_tensor=None, weights="fashion_mnist",
+      include_top=True, num_classes=10, binarization=None) -> tf.keras.Model
+```
 
 and returns a flat functional ``tf.keras.Model`` built from code by
-:func:`bnas_tf.network.build_network`; weights files only fill in arrays. The model
-outputs logits (no softmax), as ``bnas-train`` trains it.
+[`bnas_tf.network.build_network`][bnas_tf.network.build_network]; weights files only fill in arrays.
+The model outputs logits (no softmax), as ``bnas-train`` trains it.
 
-Which architecture is built (see :data:`bnas_tf.zoo.specs.WEIGHTS_DECISION`):
+Which architecture is built (see ``bnas_tf.zoo.specs.WEIGHTS_DECISION``):
 
-* ``weights=None``: the model's reference configuration (:mod:`bnas_tf.zoo.specs`);
+* ``weights=None``: the model's reference configuration ([`bnas_tf.zoo.specs`][bnas_tf.zoo.specs]);
 * ``weights="<name>"``: the trained instance ``<name>`` of the registry, at exactly the
   architecture it was trained at, its weights fetched and hash-checked;
 * ``weights="path/to/file.h5"``: the reference configuration, loaded from the file;
@@ -84,7 +86,7 @@ def _reference(name: str, registry: dict) -> dict:
 def resolve(name: str, weights, registry: dict | None = None) -> tuple[dict, str | None, str]:
     """``(spec, weights_path_or_None, kind)`` for ``weights``; kind is none/name/file/run.
 
-    The weights file of a published name is fetched lazily by :func:`build` (full or
+    The weights file of a published name is fetched lazily by ``build`` (full or
     notop), so the path is None for kind ``"name"``.
     """
     registry = registry_lib.load() if registry is None else registry

@@ -1,7 +1,7 @@
 """Input preprocessing and prediction decoding for the zoo's datasets.
 
-The zoo models expect what ``bnas-train`` fed them: images scaled to [0, 1] and
-normalised per channel with the dataset's statistics (:func:`bnas_tf.data.preprocess`),
+The zoo models expect what ``bnas-train`` fed them: images scaled to [0, 1] and normalised per
+channel with the dataset's statistics ([`bnas_tf.data.preprocess`][bnas_tf.data.preprocess]),
 
 .. math:: \\hat{x} = (x / 255 - \\mu_c) / \\sigma_c,
 

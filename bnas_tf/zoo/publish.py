@@ -1,26 +1,30 @@
 """Turn a finished ``bnas-train`` run into a zoo entry (what ``bnas-publish`` runs).
 
 For run ``RUN`` published as model ``NAME`` with weights name ``W``, into zoo directory
-``ZOO`` (default :func:`bnas_tf.zoo.registry.zoo_dir`)::
+``ZOO`` (default [`bnas_tf.zoo.registry.zoo_dir`][bnas_tf.zoo.registry.zoo_dir]):
 
-    ZOO/weights/NAME-W-<sha8>.h5        full weights (model.save_weights, HDF5)
-    ZOO/weights/NAME-W-notop-<sha8>.h5  the same without global pooling + classifier
-    ZOO/flags/NAME-W.cfg                the training flags (a usable --flagfile)
-    ZOO/genotypes/NAME-W.json           the cell
-    ZOO/cards/NAME-W.md                 metrics table, flags, genotype, larq summary
-    ZOO/cards/NAME.md                   the whole model card (all instances)
-    ZOO/registry.json                   + models[NAME].weights[W] (written last, atomically)
+```python
+ZOO/weights/NAME-W-<sha8>.h5        full weights (model.save_weights, HDF5)
+ZOO/weights/NAME-W-notop-<sha8>.h5  the same without global pooling + classifier
+ZOO/flags/NAME-W.cfg                the training flags (a usable --flagfile)
+ZOO/genotypes/NAME-W.json           the cell
+ZOO/cards/NAME-W.md                 metrics table, flags, genotype, larq summary
+ZOO/cards/NAME.md                   the whole model card (all instances)
+ZOO/registry.json                   + models[NAME].weights[W] (written last, atomically)
+```
 
 An existing entry is refused unless ``overwrite=True``. ``NAME`` is a built-in model
 (``BNASB``, case-insensitive; the run must have its cell and stem) or a new name, which
 becomes a model of its own: ``bnas_tf.zoo.get(NAME)`` returns its function.
 
-Example (an outline, not run: it needs a run's objects)::
+Example (an outline, not run: it needs a run's objects):
 
-    from bnas_tf.zoo.publish import publish
-    entry = publish("runs/zoo/bnasb/train", "BNASB", weights_name="fashion_mnist")
-    from bnas_tf.zoo import get
-    model = get("BNASB")(weights="fashion_mnist")
+```python
+from bnas_tf.zoo.publish import publish
+entry = publish("runs/zoo/bnasb/train", "BNASB", weights_name="fashion_mnist")
+from bnas_tf.zoo import get
+model = get("BNASB")(weights="fashion_mnist")
+```
 """
 
 from __future__ import annotations

@@ -4,18 +4,20 @@ The registry is one JSON file, ``registry.json``, in the *zoo directory*:
 ``$BNAS_TF_ZOO_DIR`` if set, else the repository's top-level ``zoo/`` in a source
 checkout, else the copy of that ``zoo/`` which an installed wheel carries as package
 data (``bnas_tf/zoo/published/``: registry, cards, flags, genotypes and weight files).
-It maps a model name and a weights name to one trained instance::
+It maps a model name and a weights name to one trained instance:
 
-    {"format_version": 1,
-     "models": {"BNASB": {"weights": {"fashion_mnist": {
-         "file": "weights/BNASB-fashion_mnist-1a2b3c4d.h5", "sha256": "...", "size": 1234,
-         "notop_file": "weights/BNASB-fashion_mnist-notop-5e6f7a8b.h5", "notop_sha256": "...",
-         "notop_size": 1200,
-         "network": {"genotype": {...}, "layers": 8, "init_channels": 24, "stem": "cifar",
-                     "binarization": "sign_scale", "num_classes": 10,
-                     "input_shape": [28, 28, 1], "dataset": "fashion_mnist", ...},
-         "flagfile": "flags/BNASB-fashion_mnist.cfg", "card": "cards/BNASB-fashion_mnist.md",
-         "config": {...}, "metrics": {"top1": 0.91, ...}}}}}}
+```python
+{"format_version": 1,
+ "models": {"BNASB": {"weights": {"fashion_mnist": {
+     "file": "weights/BNASB-fashion_mnist-1a2b3c4d.h5", "sha256": "...", "size": 1234,
+     "notop_file": "weights/BNASB-fashion_mnist-notop-5e6f7a8b.h5", "notop_sha256": "...",
+     "notop_size": 1200,
+     "network": {"genotype": {...}, "layers": 8, "init_channels": 24, "stem": "cifar",
+                 "binarization": "sign_scale", "num_classes": 10,
+                 "input_shape": [28, 28, 1], "dataset": "fashion_mnist", ...},
+     "flagfile": "flags/BNASB-fashion_mnist.cfg", "card": "cards/BNASB-fashion_mnist.md",
+     "config": {...}, "metrics": {"top1": 0.91, ...}}}}}}
+```
 
 ``network`` is a ``bnas-train`` ``network.json``: the weights name selects a trained
 instance, and the instance fixes the architecture it was trained at.
@@ -24,10 +26,10 @@ Weight files are fetched like larq-zoo's (``larq_zoo.core.utils.download_pretrai
 ``tf.keras.utils.get_file(fname, origin, file_hash=sha256, cache_subdir="bnas_tf")``,
 from ``$BNAS_TF_ZOO_URL`` (a mirror), by default the zoo directory itself as a
 ``file://`` URL (copied into the cache without a progress bar), or, for a file the zoo
-directory lacks, the registry's optional top-level ``base_url`` (:func:`origin_url`;
+directory lacks, the registry's optional top-level ``base_url`` (``origin_url``;
 none is recorded while the weights ship with the package). A file whose SHA-256
 differs from the registry's is deleted from the cache and refused
-(:class:`WeightsHashError`); it is never loaded.
+(``WeightsHashError``); it is never loaded.
 
 Example:
     >>> from bnas_tf.zoo import registry
@@ -119,7 +121,7 @@ def packaged_zoo_dir() -> Path:
 def zoo_dir() -> Path:
     """The zoo directory, the first of: ``$BNAS_TF_ZOO_DIR``; the source checkout's
     top-level ``zoo/`` (when it holds a registry); the installed package's copy of it
-    (:func:`packaged_zoo_dir`)."""
+    (``packaged_zoo_dir``)."""
     override = os.environ.get(ZOO_DIR_ENV)
     if override:
         return Path(override).expanduser().resolve()
@@ -159,7 +161,7 @@ def origin_url(relative: str, registry: dict | None = None) -> str:
 
 
 def load(directory: str | os.PathLike | None = None) -> dict:
-    """The registry of ``directory`` (default :func:`zoo_dir`); an empty one if it has none."""
+    """The registry of ``directory`` (default ``zoo_dir``); an empty one if it has none."""
     path = registry_path(directory)
     if not path.exists():
         return {"format_version": FORMAT_VERSION, "models": {}}

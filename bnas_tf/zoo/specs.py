@@ -2,7 +2,7 @@
 
 A zoo model has a *reference configuration* (what ``weights=None`` builds) and any
 number of *trained instances* (weights names in the registry, each fixing the
-architecture it was trained at, see :mod:`bnas_tf.zoo.registry`).
+architecture it was trained at, see [`bnas_tf.zoo.registry`][bnas_tf.zoo.registry]).
 
 Reference configurations (Kim, Singh, Choi, "Learning Architectures for Binary
 Networks", ECCV 2020, https://arxiv.org/abs/2002.06963, code
@@ -25,7 +25,7 @@ BNASFM    searched     registry                                   trained here
 
 For BNASB, BNASC and BNASFM the reference *is* the trained instance: once their
 ``fashion_mnist`` weights are published, the registry entry's architecture is the
-reference (the numbers above are what B and C are trained at; see :data:`B_C_CHOICE`).
+reference (the numbers above are what B and C are trained at; see ``B_C_CHOICE``).
 """
 
 from __future__ import annotations
@@ -79,7 +79,7 @@ class ModelInfo:
 
     Attributes:
         name: the function's name (``"BNASB"``).
-        genotype: a name in :data:`bnas_tf.genotype.PUBLISHED`, or None when the cell
+        genotype: a name in [`PUBLISHED`][bnas_tf.genotype.PUBLISHED], or None when the cell
             comes from the registry (the project's searched model).
         layers, init_channels, stem, binarization: the reference network.
         dataset: the reference dataset (input shape and number of classes).

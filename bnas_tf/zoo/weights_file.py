@@ -7,10 +7,12 @@ refused, not deserialized), and files that do not hold a weight for every layer 
 the model (``load_weights(by_name=True)`` alone would silently leave those layers at
 their random initialization).
 
-Example (``model`` a zoo model, ``BNASB.h5`` its weights file)::
+Example (``model`` a zoo model, ``BNASB.h5`` its weights file):
 
-    check_weights_file("BNASB.h5", model)   # raises ValueError naming the problem
-    load_weights(model, "BNASB.h5")
+```python
+check_weights_file("BNASB.h5", model)   # raises ValueError naming the problem
+load_weights(model, "BNASB.h5")
+```
 """
 
 from __future__ import annotations
