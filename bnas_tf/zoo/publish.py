@@ -54,7 +54,7 @@ from pathlib import Path
 
 import tensorflow as tf
 
-__all__ = ["publish", "check_run", "MAX_ZOO_BYTES"]
+__all__ = ["publish", "check_run", "genotype_reference", "MAX_ZOO_BYTES"]
 
 #: Budget for all published weight files of the repository's zoo (issue 5: under 60 MB).
 MAX_ZOO_BYTES = 60 * 1000 * 1000
@@ -118,6 +118,27 @@ def _check_builtin(name: str, spec: dict) -> list[str]:
             "instance, now defines weights=None."
         )
     return notes
+
+
+def genotype_reference(directory: Path, genotype_file: str) -> str:
+    """How a published flagfile names its genotype file ``directory / genotype_file``.
+
+    Relative to the repository root when ``directory`` lies in the source checkout (the
+    flagfiles are run from there: ``--genotype=zoo/genotypes/bnasb.json``), else absolute.
+
+    Example:
+        >>> from bnas_tf.zoo import registry
+        >>> root = registry.checkout_zoo_dir().parent
+        >>> genotype_reference(root / "myzoo", "genotypes/net.json")
+        'myzoo/genotypes/net.json'
+        >>> genotype_reference(Path("/elsewhere/zoo"), "genotypes/net.json")
+        '/elsewhere/zoo/genotypes/net.json'
+    """
+    path = Path(directory).resolve() / genotype_file
+    try:
+        return path.relative_to(registry_lib.checkout_zoo_dir().parent).as_posix()
+    except ValueError:
+        return os.fspath(path)
 
 
 def _flags_text(run_dir: Path, config: dict, genotype_path: str) -> str:
@@ -266,13 +287,9 @@ def publish(
         "machine": f"{platform.machine()} CPU x {os.cpu_count()}, TF {tf.__version__}",
         "notes": notes,
     }
-    genotype_path = directory / entry["genotype_file"]
-    if (
-        directory == registry_lib.zoo_dir()
-        and directory.parent == registry_lib.checkout_zoo_dir().parent
-    ):
-        genotype_path = Path("zoo") / entry["genotype_file"]  # relative to the repository root
-    flags = _flags_text(run_dir, entry["config"], os.fspath(genotype_path))
+    flags = _flags_text(
+        run_dir, entry["config"], genotype_reference(directory, entry["genotype_file"])
+    )
     for relative, text in (
         (entry["flagfile"], flags),
         (entry["genotype_file"], genotype_lib.Genotype.from_dict(spec["genotype"]).to_json()),
