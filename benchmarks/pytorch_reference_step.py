@@ -1,4 +1,4 @@
-"""Time the PyTorch reference's search step (Kim et al., gistvision/bnas) on this CPU.
+"""Time the PyTorch reference's search or training step (Kim et al., gistvision/bnas) on this CPU.
 
 This script holds none of the reference's code: it imports ``model_search``,
 ``architect`` and ``bin_utils_search`` from a checkout of
@@ -8,6 +8,19 @@ one step of its ``search.py`` training loop, the same calls in the same order:
     bin_op.binarization(); architect.step(...)             # alpha step (entropy term)
     optimizer.zero_grad(); loss(model(x)).backward()        # weight step
     bin_op.restore(); bin_op.updateBinaryGradWeight(); optimizer.step()
+
+With ``--mode train`` it runs one step of ``train.py``'s loop instead, on
+``model.NetworkCIFAR`` of ``genotypes.latest_cell_zeroise`` (BNAS-A; ``--arch``) with
+``train.py``'s defaults (SGD, learning rate 0.1, momentum 0.9, weight decay 3e-6, 20 cells x
+36 channels, drop-path probability 0 as in its first epoch):
+
+```python
+bin_op.binarization(); optimizer.zero_grad()
+loss(model(x)).backward(); bin_op.restore(); bin_op.updateBinaryGradWeight(); optimizer.step()
+```
+
+``train.py``'s modules import ``torchvision.transforms`` for their data pipeline only;
+where torchvision is not installed an empty stand-in module is used (no data is loaded).
 
 Two adaptations let the 2020 code run on a current CPU-only PyTorch, neither changing
 what is computed:
@@ -83,18 +96,24 @@ def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--reference_src", required=True, help="gistvision/bnas src/ folder")
     parser.add_argument("--steps", type=int, default=4, help="timed steps after the first")
+    parser.add_argument("--mode", choices=("search", "train"), default="search")
+    parser.add_argument("--arch", default="latest_cell_zeroise", help="train: genotypes.ARCH")
     parser.add_argument("--batch_size", type=int, default=64)
-    parser.add_argument("--layers", type=int, default=8)
-    parser.add_argument("--init_channels", type=int, default=16)
+    parser.add_argument("--layers", type=int, default=None, help="default 8 (search), 20 (train)")
+    parser.add_argument("--init_channels", type=int, default=None, help="16 / 36")
     parser.add_argument("--image_size", type=int, default=32)
     parser.add_argument(
         "--threads", type=int, default=0, help="torch.set_num_threads (0: torch's default)"
     )
     args = parser.parse_args(argv)
+    train = args.mode == "train"
+    args.layers = args.layers or (20 if train else 8)
+    args.init_channels = args.init_channels or (36 if train else 16)
     src = os.path.abspath(os.path.expanduser(args.reference_src))
+    needed = ("model.py", "bin_utils.py", "genotypes.py") if train else ("model_search.py",)
     missing = [
         m
-        for m in ("model_search.py", "architect.py", "bin_utils_search.py", "operations.py")
+        for m in (*needed, "architect.py", "bin_utils_search.py", "operations.py")
         if not os.path.exists(os.path.join(src, m))
     ]
     if missing:
@@ -113,6 +132,8 @@ def main(argv=None) -> dict:
     import operations  # noqa: E402  (the reference's modules)
 
     operations.BinActive = _new_style_bin_active(torch)
+    if train:
+        return _time(args, torch, *_train_step(args, torch, operations))
     import architect as architect_lib  # noqa: E402
     import bin_utils_search  # noqa: E402
     import model_search  # noqa: E402
@@ -159,6 +180,52 @@ def main(argv=None) -> dict:
         optimizer.step()
         return float(loss.item())
 
+    return _time(
+        args, torch, step, "PyTorch gistvision/bnas search step (search.py loop body), CPU"
+    )
+
+
+def _train_step(args, torch, operations):
+    """``(step, what)``: one step of the reference's ``train.py`` loop on random images."""
+    if "torchvision" not in sys.modules:  # utils.py imports it for its data transforms only
+        sys.modules["torchvision"] = types.ModuleType("torchvision")
+        sys.modules["torchvision.transforms"] = types.ModuleType("torchvision.transforms")
+        sys.modules["torchvision"].transforms = sys.modules["torchvision.transforms"]
+    import bin_utils  # noqa: E402  (the reference's modules)
+    import genotypes  # noqa: E402
+    import model as model_lib  # noqa: E402
+
+    model_lib.BinActive = operations.BinActive  # `from operations import *` copied the name
+    torch.manual_seed(2)
+    criterion = torch.nn.CrossEntropyLoss()
+    model = model_lib.NetworkCIFAR(
+        args.init_channels, 10, args.layers, getattr(genotypes, args.arch)
+    )
+    model.drop_path_prob = 0.0  # train.py's first epoch: 0.2 * epoch / epochs
+    # train.py's defaults (argparse there): lr 0.1, momentum 0.9, weight decay 3e-6, num_skip 1.
+    optimizer = torch.optim.SGD(model.parameters(), 0.1, momentum=0.9, weight_decay=3e-6)
+    bin_op = bin_utils.BinOp(model, types.SimpleNamespace(num_skip=1))
+    model.train()
+    g = torch.Generator().manual_seed(0)
+    n, s = args.batch_size, args.image_size
+    x, y = torch.rand(n, 3, s, s, generator=g), torch.randint(0, 10, (n,), generator=g)
+
+    def step():
+        bin_op.binarization()
+        optimizer.zero_grad()
+        loss = criterion(model(x), y)
+        loss.backward()
+        bin_op.restore()
+        bin_op.updateBinaryGradWeight()
+        optimizer.step()
+        return float(loss.item())
+
+    return step, f"PyTorch gistvision/bnas training step (train.py loop body, {args.arch}), CPU"
+
+
+def _time(args, torch, step, what: str) -> dict:
+    """Run ``step`` once (the first step), then ``args.steps`` timed steps; print the JSON line."""
+    n, s = args.batch_size, args.image_size
     t = time.perf_counter()
     first_loss = step()
     first_s = time.perf_counter() - t
@@ -170,7 +237,8 @@ def main(argv=None) -> dict:
         cpu.append(time.process_time() - c)
     median = statistics.median(times)
     result = {
-        "what": "PyTorch gistvision/bnas search step (search.py loop body), CPU",
+        "what": what,
+        "mode": args.mode,
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "python": platform.python_version(),

@@ -26,6 +26,7 @@ from __future__ import annotations
 from bnas_tf import ops as ops_lib
 from bnas_tf.genotype import Genotype
 from bnas_tf.layers import binary_conv2d
+from bnas_tf.precision import check_dtype_policy, policy_scope
 from bnas_tf.quantizers import Binarization, get_binarization
 
 import tensorflow as tf
@@ -71,12 +72,14 @@ class DropPath(tf.keras.layers.Layer):
         keep = 1.0 - self.rate * self._progress
         shape = tf.stack([tf.shape(inputs)[0], 1, 1, 1])
         if self._step is None:
-            noise = tf.random.uniform(shape, dtype=inputs.dtype)
+            noise = tf.random.uniform(shape, dtype=tf.float32)
         else:
             seed = tf.stack([tf.constant(self._seed, tf.int64), tf.cast(self._step, tf.int64)])
-            noise = tf.random.stateless_uniform(shape, seed, dtype=inputs.dtype)
-        mask = tf.floor(keep + noise)
-        return inputs * mask / keep
+            noise = tf.random.stateless_uniform(shape, seed, dtype=tf.float32)
+        mask = tf.floor(keep + noise)  # float32 under every dtype policy
+        if inputs.dtype == tf.float32:
+            return inputs * mask / keep
+        return inputs * tf.cast(mask / keep, inputs.dtype)
 
     def get_config(self):
         return {**super().get_config(), "rate": self.rate}
@@ -183,7 +186,7 @@ def _auxiliary_head(x, num_classes):
     x = tf.keras.layers.BatchNormalization(name="aux_bn1")(x)
     x = tf.keras.layers.ReLU(name="aux_relu1")(x)
     x = tf.keras.layers.GlobalAveragePooling2D(name="aux_gap")(x)
-    return tf.keras.layers.Dense(num_classes, name="aux_logits")(x)
+    return tf.keras.layers.Dense(num_classes, name="aux_logits", dtype="float32")(x)
 
 
 def _stem(x, channels, stem):
@@ -228,6 +231,7 @@ def build_network(
     inter_cell_skip: bool = True,
     include_top: bool = True,
     stride2_grid: str = "same",
+    dtype_policy: str = "float32",
     name: str | None = None,
 ) -> tf.keras.Model:
     """A binary network of ``layers`` cells from ``genotype``.
@@ -237,7 +241,10 @@ def build_network(
     auxiliary classifier reading the second reduction cell (DARTS). With ``include_top=False`` the
     output is the last cell's feature map after BN + ReLU. ``stride2_grid`` is the sampling grid of
     the stride-2 ops ([`bnas_tf.ops.STRIDE2_GRIDS`][bnas_tf.ops.STRIDE2_GRIDS]: ``same`` for every
-    new network; ``legacy`` rebuilds one trained before bnas-tf 0.2).
+    new network; ``legacy`` rebuilds one trained before bnas-tf 0.2). ``dtype_policy``
+    (``mixed_bfloat16``: [`bnas_tf.precision`][bnas_tf.precision]) sets the compute dtype of the
+    stem and cells; variables, BN statistics, the logits and the features returned without the
+    top stay float32, so the same weights load under either policy.
 
     Raises:
         ValueError: bad genotype, ``num_classes < 2``, unknown stem, or an input
@@ -254,6 +261,7 @@ def build_network(
         )
     if not 0.0 <= drop_path_rate < 1.0:
         raise ValueError(f"drop_path_rate must be in [0, 1), got {drop_path_rate}.")
+    check_dtype_policy(dtype_policy)
     binarization = get_binarization(binarization)
     inputs = zoo_utils.get_input_layer(input_shape, input_tensor)
     spatial = inputs.shape[1:3]
@@ -264,41 +272,44 @@ def build_network(
             f"spatial size {_reductions(stem)} times and needs at least {smallest}x{smallest}."
         )
 
-    s0, s1, reduction_prev = _stem(inputs, init_channels, stem)
-    channels = init_channels
-    aux_input = None
-    for index in range(layers):
-        reduction = index in (layers // 3, 2 * layers // 3)
-        if reduction:
-            channels *= 2
-        edges, concat = (
-            (genotype.reduce, genotype.reduce_concat)
-            if reduction
-            else (genotype.normal, genotype.normal_concat)
-        )
-        out = _cell(
-            s0,
-            s1,
-            edges,
-            concat,
-            channels,
-            reduction,
-            reduction_prev,
-            inter_cell_skip and index > 0,
-            binarization,
-            drop_path_rate,
-            stride2_grid,
-            f"cell{index}",
-        )
-        s0, s1, reduction_prev = s1, out, reduction
-        if index == 2 * layers // 3:
-            aux_input = out
-    x = tf.keras.layers.BatchNormalization(name="final_bn")(s1)
-    x = tf.keras.layers.ReLU(name="final_relu")(x)
+    with policy_scope(dtype_policy):
+        s0, s1, reduction_prev = _stem(inputs, init_channels, stem)
+        channels = init_channels
+        aux_input = None
+        for index in range(layers):
+            reduction = index in (layers // 3, 2 * layers // 3)
+            if reduction:
+                channels *= 2
+            edges, concat = (
+                (genotype.reduce, genotype.reduce_concat)
+                if reduction
+                else (genotype.normal, genotype.normal_concat)
+            )
+            out = _cell(
+                s0,
+                s1,
+                edges,
+                concat,
+                channels,
+                reduction,
+                reduction_prev,
+                inter_cell_skip and index > 0,
+                binarization,
+                drop_path_rate,
+                stride2_grid,
+                f"cell{index}",
+            )
+            s0, s1, reduction_prev = s1, out, reduction
+            if index == 2 * layers // 3:
+                aux_input = out
+        x = tf.keras.layers.BatchNormalization(name="final_bn")(s1)
+        x = tf.keras.layers.ReLU(name="final_relu")(x)
     source = tf.keras.utils.get_source_inputs(inputs) if input_tensor is not None else inputs
     if not include_top:
+        if x.dtype != tf.float32:
+            x = tf.keras.layers.Activation("linear", dtype="float32", name="features_float32")(x)
         return tf.keras.Model(source, x, name=name or "bnas_features")
     x = zoo_utils.global_pool(x, name="global_pool")
-    logits = tf.keras.layers.Dense(num_classes, name="logits")(x)
+    logits = tf.keras.layers.Dense(num_classes, name="logits", dtype="float32")(x)
     outputs = [logits, _auxiliary_head(aux_input, num_classes)] if auxiliary else logits
     return tf.keras.Model(source, outputs, name=name or "bnas_network")

@@ -25,6 +25,7 @@ from bnas_tf import data as data_lib
 from bnas_tf import distribute, faults
 from bnas_tf import genotype as genotype_lib
 from bnas_tf.network import build_network, seed_drop_path, set_drop_path_progress
+from bnas_tf.precision import check_dtype_policy
 from bnas_tf.quantizers import binarization_of, quantizer_variables
 from bnas_tf.runs import atomic_path, read_json, write_json
 
@@ -40,6 +41,7 @@ __all__ = [
     "TrainConfig",
     "OneCycle",
     "make_optimizer",
+    "compile_network",
     "train_network",
     "load_trained",
     "resolve_genotype",
@@ -86,6 +88,7 @@ class TrainConfig:
     drop_path_rate: float = 0.2
     grad_clip: float | None = None
     augment: bool = True
+    dtype_policy: str = "float32"
     seed: int = 0
     verbose: int = 2
     strategy: str = "default"
@@ -108,6 +111,7 @@ class TrainConfig:
         if self.auxiliary_weight < 0 or self.weight_decay < 0:
             raise ValueError("--auxiliary_weight and --weight_decay must be >= 0.")
         binarization_of(self)
+        check_dtype_policy(self.dtype_policy, "--dtype_policy")
         if self.strategy not in distribute.STRATEGIES:
             raise ValueError(
                 f"--strategy must be one of {', '.join(distribute.STRATEGIES)}, got "
@@ -229,7 +233,12 @@ def _with_targets(ds: tf.data.Dataset, num_classes: int, auxiliary: bool) -> tf.
     return ds.map(targets, num_parallel_calls=tf.data.AUTOTUNE)
 
 
-def _compile(model, config, optimizer, auxiliary):
+def compile_network(
+    model: tf.keras.Model, config: TrainConfig, optimizer, auxiliary: bool, **compile_kwargs
+) -> None:
+    """``model.compile`` as ``bnas-train`` does it: cross-entropy on logits (with
+    ``config.label_smoothing``; the auxiliary head weighted by ``config.auxiliary_weight``) and
+    top-1 accuracy. ``compile_kwargs`` go to ``compile`` (e.g. ``steps_per_execution``)."""
     loss = tf.keras.losses.CategoricalCrossentropy(
         from_logits=True, label_smoothing=config.label_smoothing
     )
@@ -240,6 +249,7 @@ def _compile(model, config, optimizer, auxiliary):
         metrics=[[tf.keras.metrics.CategoricalAccuracy(name="accuracy")], []]
         if auxiliary
         else [tf.keras.metrics.CategoricalAccuracy(name="accuracy")],
+        **compile_kwargs,
     )
 
 
@@ -266,14 +276,19 @@ def train_network(
     spec = _network_spec(config, genotype)
     auxiliary = config.auxiliary_weight > 0
     with strategy.scope():
-        model = build_from_spec(spec, auxiliary=auxiliary, drop_path_rate=config.drop_path_rate)
+        model = build_from_spec(
+            spec,
+            auxiliary=auxiliary,
+            drop_path_rate=config.drop_path_rate,
+            dtype_policy=config.dtype_policy,
+        )
     n_train = training_examples(config)
     steps = max(n_train // config.batch_size, 1)
     with strategy.scope():
         optimizer = make_optimizer(config, steps * config.epochs)
         if config.weight_decay:  # not on the quantizers' own parameters (PCNN's binary level)
             optimizer.exclude_from_weight_decay(var_list=quantizer_variables(model))
-        _compile(model, config, optimizer, auxiliary)
+        compile_network(model, config, optimizer, auxiliary)
     # a resumed run draws the same masks
     seed_drop_path(model, config.seed, model.optimizer.iterations)
     write_json(output_dir / NETWORK_FILE, spec)

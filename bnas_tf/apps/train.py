@@ -38,6 +38,10 @@ HELP = {
     "drop_path_rate": "Final drop-path probability (ramped linearly).",
     "grad_clip": "Global-norm gradient clip ('none' for no clipping).",
     "augment": "Random flips and crops of the training images.",
+    "dtype_policy": "float32, or mixed_bfloat16: bfloat16 compute in the stem and cells; weights, "
+    "BN statistics, logits and loss in float32 (fast where the CPU has AVX512-BF16 or AMX, "
+    "emulated and slower elsewhere). The weights saved are float32 either way; bnas-evaluate, "
+    "bnas-export and the zoo rebuild the network in float32.",
     "seed": "Random seed; with it a CPU run is repeatable.",
     "verbose": "Keras verbosity: 0 silent, 1 progress bar, 2 one line per epoch.",
     "strategy": strategy_lib.HELP,

@@ -25,9 +25,10 @@ from bnas_tf import data as data_lib
 from bnas_tf import distribute, faults
 from bnas_tf import genotype as genotype_lib
 from bnas_tf.genotype import Genotype
+from bnas_tf.precision import check_dtype_policy
 from bnas_tf.quantizers import binarization_of
 from bnas_tf.runs import write_json
-from bnas_tf.search.supernet import DTYPE_POLICIES, Supernet, default_optimizers
+from bnas_tf.search.supernet import Supernet, default_optimizers
 
 import dataclasses
 import inspect
@@ -148,11 +149,7 @@ class SearchConfig:
             raise ValueError(
                 f"--learning_rate_min must be in [0, learning_rate], got {self.learning_rate_min}."
             )
-        if self.dtype_policy not in DTYPE_POLICIES:
-            raise ValueError(
-                f"--dtype_policy must be one of {', '.join(DTYPE_POLICIES)}, got "
-                f"{self.dtype_policy!r}."
-            )
+        check_dtype_policy(self.dtype_policy, "--dtype_policy")
         if self.val_batches is not None and self.val_batches < 1:
             raise ValueError(
                 f"--val_batches must be positive or none (the whole half), got {self.val_batches}."

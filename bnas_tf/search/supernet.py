@@ -38,14 +38,14 @@ from __future__ import annotations
 
 from bnas_tf import ops as ops_lib
 from bnas_tf.genotype import Genotype
+from bnas_tf.precision import DTYPE_POLICIES, check_dtype_policy, policy_scope
 from bnas_tf.quantizers import get_binarization, quantizer_variables
 from bnas_tf.search.cell import SearchCell, edge_inputs, num_edges
 from bnas_tf.search.regularizers import entropy_coefficient, masked_softmax, mean_edge_entropy
 from bnas_tf.search.unrolled import unrolled_arch_gradients
 
-import contextlib
 import inspect
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -53,21 +53,6 @@ import tensorflow as tf
 __all__ = ["Supernet", "default_optimizers", "CELL_TYPES", "DTYPE_POLICIES"]
 
 CELL_TYPES = ("normal", "reduce")
-# Keras dtype policies of the cells (and stem). ``mixed_bfloat16``: activations and
-# convolutions in bfloat16 (fast on CPUs with AVX512-BF16 or AMX, and on TPUs/GPUs),
-# variables, alpha, softmax, losses and the classifier in float32.
-DTYPE_POLICIES = ("float32", "mixed_bfloat16")
-
-
-@contextlib.contextmanager
-def policy_scope(policy: str) -> Iterator[None]:
-    """Build layers under the Keras global dtype policy ``policy``, then restore the old one."""
-    previous = tf.keras.mixed_precision.global_policy()
-    tf.keras.mixed_precision.set_global_policy(policy)
-    try:
-        yield
-    finally:
-        tf.keras.mixed_precision.set_global_policy(previous)
 
 
 def default_optimizers(
@@ -167,10 +152,7 @@ class Supernet(tf.keras.Model):
         **kwargs,
     ):
         super().__init__(name=name, dtype="float32", **kwargs)
-        if dtype_policy not in DTYPE_POLICIES:
-            raise ValueError(
-                f"dtype_policy must be one of {', '.join(DTYPE_POLICIES)}, got {dtype_policy!r}."
-            )
+        check_dtype_policy(dtype_policy)
         self.cell_dtype_policy = dtype_policy  # (Layer.dtype_policy is the supernet's own: float32)
         self.trace_forward_once = bool(trace_forward_once)
         self._training_forward = None

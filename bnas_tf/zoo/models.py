@@ -161,6 +161,7 @@ def build(
     include_top: bool = True,
     num_classes: int | None = None,
     binarization: str | None = None,
+    dtype_policy: str = "float32",
 ) -> tf.keras.Model:
     """Build zoo model ``name`` (built-in or published with ``bnas-publish``).
 
@@ -229,6 +230,7 @@ def build(
         input_tensor=input_tensor,
         num_classes=num_classes,
         include_top=include_top,
+        dtype_policy=dtype_policy,
         name=name.lower() if include_top else f"{name.lower()}_notop",
     )
     if kind == "name":
@@ -261,6 +263,7 @@ def _model_function(name: str, default_weights: str | None) -> Callable[..., tf.
         include_top: bool = True,
         num_classes: int | None = None,
         binarization: str | None = None,
+        dtype_policy: str = "float32",
     ) -> tf.keras.Model:
         return build(
             name,
@@ -270,6 +273,7 @@ def _model_function(name: str, default_weights: str | None) -> Callable[..., tf.
             include_top=include_top,
             num_classes=num_classes,
             binarization=binarization,
+            dtype_policy=dtype_policy,
         )
 
     model_fn.__name__ = model_fn.__qualname__ = name
@@ -314,6 +318,9 @@ _ARGS = """
             dataset's). Pretrained weights with ``include_top=True`` require theirs.
         binarization: ``sign_scale``, ``xnor`` or ``pcnn``; default the weights' (or
             reference configuration's). Pretrained weights require theirs.
+        dtype_policy: ``float32`` or ``mixed_bfloat16`` (bfloat16 compute in the stem and
+            cells; weights, BN statistics, logits and features stay float32): faster
+            fine-tuning where the CPU has AVX512-BF16 or AMX.
 
     Returns:
         A ``tf.keras.Model`` that outputs logits (``include_top=True``).
