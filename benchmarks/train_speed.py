@@ -25,14 +25,16 @@ reference's own training step (``pytorch_reference_step.py --mode train``: gistv
 Part 2 (``--part epoch``) runs ``bnas-train --flagfile=flags/demo_train.cfg`` for one epoch
 of ``--epoch-limit`` Fashion-MNIST images with a published genotype, so that the data
 pipeline, the callbacks and the checkpoint count: images/s of its training loop
-(``metrics.json``'s ``train_time_s``) and the program's wall time.
+(``metrics.json``'s ``train_time_s``), the program's wall time and the test top-1, for each
+``--epoch-policies`` x ``--epoch-seeds`` (the accuracy check of ``mixed_bfloat16``).
 
 ```sh
 .venv/bin/python benchmarks/train_speed.py --steps 6
 .venv/bin/python benchmarks/train_speed.py --quick                      # smoke test
 .venv/bin/python benchmarks/train_speed.py --configs bnas_a bnas_a_spe4 --pytorch_python \\
     /tmp/torchvenv/bin/python --reference_src ~/src/bnas/src
-.venv/bin/python benchmarks/train_speed.py --part epoch --epoch-flags=--dtype_policy=float32
+.venv/bin/python benchmarks/train_speed.py --part epoch --epoch-policies float32 mixed_bfloat16 \\
+    --epoch-seeds 0 1 --epoch-limit-test 0 --output benchmarks/results/train_bf16_accuracy.json
 ```
 
 Writes ``--output`` (JSON) and the same path with ``.md`` (the table).
@@ -205,8 +207,9 @@ def pytorch_reference(args) -> dict | None:
 
 
 # --------------------------------------------------------------------- part 2: a bnas-train epoch
-def epoch_run(args) -> dict:
-    """One ``bnas-train`` epoch of the demo flags on ``--epoch-limit`` Fashion-MNIST images."""
+def epoch_run(args, policy: str = "float32", seed: int = 0) -> dict:
+    """One ``bnas-train`` epoch of the demo flags on ``--epoch-limit`` Fashion-MNIST images,
+    evaluated on ``--epoch-limit-test`` test images (0: all 10,000)."""
     with tempfile.TemporaryDirectory() as tmp:
         cmd = [
             sys.executable,
@@ -216,7 +219,9 @@ def epoch_run(args) -> dict:
             f"--genotype={args.epoch_genotype}",
             "--epochs=1",
             f"--limit={args.epoch_limit}",
-            "--limit_test=256",
+            *([f"--limit_test={args.epoch_limit_test}"] if args.epoch_limit_test else []),
+            f"--dtype_policy={policy}",
+            f"--seed={seed}",
             "--verbose=0",
             f"--output_dir={tmp}/train",
             *args.epoch_flags,
@@ -230,13 +235,17 @@ def epoch_run(args) -> dict:
     config = metrics["config"]
     images = (args.epoch_limit // config["batch_size"]) * config["batch_size"]
     return {
-        "command": " ".join(cmd[1:]),
+        "dtype_policy": policy,
+        "seed": seed,
+        "command": " ".join(cmd[1:]).replace(tmp, "TMP"),
         "program_wall_s": wall,
         "train_time_s": metrics["train_time_s"],
         "images": images,
         "images_per_s": images / metrics["train_time_s"],
         "loss": metrics["history"][-1]["loss"],
         "accuracy": metrics["history"][-1]["accuracy"],
+        "test_accuracy": metrics["test"]["accuracy"],
+        "test_examples": metrics["test"]["examples"],
     }
 
 
@@ -281,14 +290,28 @@ def markdown(payload: dict) -> str:
             f"{_f(r['cpu_s_per_step'])} | {_f(r['peak_rss_gb'])} | {memory} | "
             f"{_f(r['first_step_s'], 1)} |"
         )
-    epoch = payload.get("epoch")
-    if epoch and "error" not in epoch:
+    epochs = payload.get("epochs") or []
+    if epochs:
         lines += [
             "",
-            f"`bnas-train` epoch (`{epoch['command']}`): {epoch['images']} images, training loop "
-            f"{epoch['train_time_s']:.1f} s ({epoch['images_per_s']:.1f} img/s), program "
-            f"{epoch['program_wall_s']:.1f} s.",
+            f"`bnas-train` epochs (`{epochs[0]['command']}`, policy and seed as below):",
+            "",
+            "| dtype policy | seed | training loop s | img/s | program s | test top-1 |",
+            "|---|---|---|---|---|---|",
         ]
+    for e in epochs:
+        if "error" in e:
+            lines.append(f"| {e['dtype_policy']} | {e['seed']} | {e['error']} | | | |")
+            continue
+        lines.append(
+            f"| {e['dtype_policy']} | {e['seed']} | {e['train_time_s']:.1f} | "
+            f"{e['images_per_s']:.1f} | {e['program_wall_s']:.1f} | "
+            + (
+                f"{100 * e['test_accuracy']:.2f} % ({e['test_examples']}) |"
+                if "test_accuracy" in e
+                else "– |"
+            )
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -304,6 +327,9 @@ def main(argv=None) -> int:
     parser.add_argument("--reference_steps", type=int, default=4)
     parser.add_argument("--epoch-limit", type=int, default=12800)
     parser.add_argument("--epoch-genotype", default="bnas_a")
+    parser.add_argument("--epoch-limit-test", type=int, default=256, help="0: all test images")
+    parser.add_argument("--epoch-policies", nargs="+", default=["float32"])
+    parser.add_argument("--epoch-seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--epoch-flags", nargs="*", default=[], help="extra bnas-train flags")
     parser.add_argument("--timeout", type=float, default=3600)
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
@@ -321,8 +347,15 @@ def main(argv=None) -> int:
             payload["results"][name] = _run_child(child, args.timeout, cmd=cmd)
             print(name, json.dumps(payload["results"][name])[:300], flush=True)
     if args.part in ("epoch", "all"):
-        payload["epoch"] = epoch_run(args)
-        print("epoch", json.dumps(payload["epoch"])[:300], flush=True)
+        payload["epochs"] = []
+        for seed in args.epoch_seeds:
+            for policy in args.epoch_policies:
+                try:
+                    run = epoch_run(args, policy, seed)
+                except subprocess.TimeoutExpired:
+                    run = {"dtype_policy": policy, "seed": seed, "error": "timed out"}
+                payload["epochs"].append(run)
+                print("epoch", json.dumps(run)[:300], flush=True)
     text = markdown(payload)
     print(text)
     if not args.quick:

@@ -27,7 +27,7 @@ DTYPE_POLICIES = ("float32", "mixed_bfloat16")
 
 
 def check_dtype_policy(policy: str, name: str = "dtype_policy") -> str:
-    """``policy`` if it is one of [`DTYPE_POLICIES`][bnas_tf.precision.DTYPE_POLICIES].
+    """``policy`` if it is one of ``DTYPE_POLICIES``.
 
     Raises:
         ValueError: naming ``name`` and the policies allowed.
