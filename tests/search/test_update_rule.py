@@ -259,7 +259,7 @@ def test_train_network_optimizer_excludes_pcnn_levels(monkeypatch, tmp_path):
     def stop(*args, **kwargs):
         raise Stop
 
-    monkeypatch.setattr(training, "_compile", stop)
+    monkeypatch.setattr(training, "compile_network", stop)
     config = training.TrainConfig(
         genotype="bnas_a",
         layers=1,

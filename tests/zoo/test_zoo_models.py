@@ -52,6 +52,7 @@ def test_every_model_is_exported_and_listed():
             "include_top",
             "num_classes",
             "binarization",
+            "dtype_policy",
         ]
         assert all(p.kind is inspect.Parameter.KEYWORD_ONLY for p in params.values())
         with pytest.raises(TypeError):
