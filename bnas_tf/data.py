@@ -56,15 +56,18 @@ import tensorflow as tf
 
 __all__ = [
     "AUGMENTATIONS",
+    "BUILTIN_DATASETS",
     "DATASETS",
     "DEBIAN_FASHION_MNIST_DIR",
     "DatasetInfo",
     "SearchSplitSizes",
+    "from_arrays",
     "info",
     "load",
     "load_arrays",
     "num_examples",
     "preprocess",
+    "register_arrays",
     "search_split_sizes",
     "search_splits",
     "search_validation",
@@ -224,6 +227,10 @@ AUGMENTATIONS: dict[str, tuple[str, ...]] = {
 }
 
 _IDX_DATASETS = ("fashion_mnist", "mnist")
+#: The datasets bnas_tf knows by name (others are registered by ``bnas_tf.sources``).
+BUILTIN_DATASETS = tuple(DATASETS)
+# Images and labels of the datasets registered from arrays, by name and split.
+_CUSTOM_ARRAYS: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = {}
 _IDX_FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
@@ -237,15 +244,52 @@ _IMAGENET_RESIZE = 256
 def info(name: str) -> DatasetInfo:
     """Returns the ``DatasetInfo`` of dataset ``name``.
 
+    ``npz:PATH`` and ``folder:PATH`` are read and registered on first use
+    ([`bnas_tf.sources`][bnas_tf.sources]).
+
     Raises:
-        ValueError: if ``name`` is not one of ``DATASETS``.
+        ValueError: if ``name`` is neither one of ``DATASETS`` nor a readable source.
+        FileNotFoundError: an ``npz:`` file or ``folder:`` folder that does not exist.
     """
+    if isinstance(name, str) and name not in DATASETS:
+        from bnas_tf import sources
+
+        sources.resolve(name)
     try:
         return DATASETS[name]
     except (KeyError, TypeError):
         raise ValueError(
-            f"Unknown dataset {name!r}; known datasets: {', '.join(sorted(DATASETS))}."
+            f"Unknown dataset {name!r}; known datasets: {', '.join(sorted(DATASETS))}, "
+            "npz:PATH or folder:PATH (your own images, see bnas_tf.sources)."
         ) from None
+
+
+def register_arrays(
+    meta: DatasetInfo,
+    *,
+    train: tuple[np.ndarray, np.ndarray],
+    test: tuple[np.ndarray, np.ndarray],
+) -> None:
+    """Make in-memory uint8 NHWC images and int64 labels dataset ``meta.name`` (checked by
+    [`bnas_tf.sources.from_arrays`][bnas_tf.sources.from_arrays], which calls this).
+    Augmentation: the padded random crop."""
+    DATASETS[meta.name] = meta
+    AUGMENTATIONS[meta.name] = ("crop",)
+    _CUSTOM_ARRAYS[meta.name] = {"train": train, "test": test}
+
+
+def from_arrays(x_train, y_train, x_test, y_test, *, name: str = "arrays", class_names=None) -> str:
+    """Register NumPy images and labels as dataset ``name`` (default ``"arrays"``) and return
+    the name, for every function here and for ``Supernet``/``build_network`` shapes
+    ([`bnas_tf.sources.from_arrays`][bnas_tf.sources.from_arrays] checks them)."""
+    from bnas_tf import sources
+
+    return sources.from_arrays(x_train, y_train, x_test, y_test, name=name, class_names=class_names)
+
+
+def _in_memory(name: str) -> bool:
+    """Whether ``name``'s splits are NumPy arrays (IDX files or registered arrays)."""
+    return name in _IDX_DATASETS or name in _CUSTOM_ARRAYS
 
 
 def _check_split(split: str) -> None:
@@ -387,7 +431,7 @@ def _install_hint(name: str, data_dir: PathLike | None) -> str:
 
 def _missing(name: str, split: str, data_dir: PathLike | None, builder) -> FileNotFoundError:
     places = []
-    if name in _IDX_DATASETS:
+    if _in_memory(name):
         stems = ", ".join(f"{s}[.gz]" for s in _IDX_FILES[split])
         for d in _idx_dirs(name, data_dir):
             places.append(f"IDX files ({stems}) in {d}")
@@ -439,6 +483,8 @@ def _tfds_dataset(
 
 def _arrays(name: str, split: str, data_dir: PathLike | None) -> tuple[np.ndarray, ...]:
     """Full (read-only, cached) uint8 NHWC images and uint8/int64 labels of an IDX dataset."""
+    if name in _CUSTOM_ARRAYS:
+        return _CUSTOM_ARRAYS[name][split]
     for directory in _idx_dirs(name, data_dir):
         files = _find_idx_files(directory, split)
         if files is not None:
@@ -473,10 +519,10 @@ def load_arrays(
         ValueError: unknown name/split, or an invalid, truncated or corrupt IDX file.
     """
     info(name)
-    if name not in _IDX_DATASETS:
+    if not _in_memory(name):
         raise ValueError(
-            f"load_arrays supports the IDX datasets {', '.join(_IDX_DATASETS)}, not {name!r}; "
-            "use load() instead."
+            f"load_arrays supports the IDX datasets {', '.join(_IDX_DATASETS)} and registered "
+            f"arrays, not {name!r}; use load() instead."
         )
     _check_split(split)
     _check_limit(limit)
@@ -488,7 +534,7 @@ def num_examples(name: str, split: str, *, data_dir: PathLike | None = None) -> 
     """Number of examples in ``split`` of dataset ``name`` as found on disk."""
     info(name)
     _check_split(split)
-    if name in _IDX_DATASETS:
+    if _in_memory(name):
         return len(_arrays(name, split, data_dir)[1])
     builder = _tfds_prepared(name, split, data_dir)
     return builder.info.splits[_TFDS_SPLITS.get(name, {}).get(split, split)].num_examples
@@ -661,7 +707,7 @@ def load(
     info(name)
     _check_split(split)
     _check_limit(limit)
-    if name in _IDX_DATASETS:
+    if _in_memory(name):
         fetch = _array_fetch(name, split, data_dir)
         size = num_examples(name, split, data_dir=data_dir)
         size = min(size, limit) if limit else size
@@ -798,7 +844,7 @@ def _half_pipeline(
 ) -> tf.data.Dataset:
     """The examples ``indices`` of the training split, shuffled with ``shuffle_seed``
     (``None``: in their order), normalised and batched."""
-    if name in _IDX_DATASETS:
+    if _in_memory(name):
         fetch = _array_fetch(name, "train", data_dir)
         ds = tf.data.Dataset.from_tensor_slices(indices.astype(np.int64))
         buffer = len(indices)

@@ -24,7 +24,12 @@ from __future__ import annotations
 from bnas_tf import data as data_lib
 from bnas_tf import distribute, faults
 from bnas_tf import genotype as genotype_lib
-from bnas_tf.network import build_network, seed_drop_path, set_drop_path_progress
+from bnas_tf.network import (
+    build_network,
+    min_input_size,
+    seed_drop_path,
+    set_drop_path_progress,
+)
 from bnas_tf.precision import check_dtype_policy
 from bnas_tf.quantizers import binarization_of, quantizer_variables
 from bnas_tf.runs import atomic_path, read_json, write_json
@@ -117,7 +122,13 @@ class TrainConfig:
                 f"--strategy must be one of {', '.join(distribute.STRATEGIES)}, got "
                 f"{self.strategy!r}."
             )
-        data_lib.info(self.dataset)
+        shape = data_lib.info(self.dataset).input_shape
+        smallest = min_input_size(self.stem)
+        if min(shape[:2]) < smallest:
+            raise ValueError(
+                f"--dataset={self.dataset}: its images are {shape[0]}x{shape[1]}, too small for "
+                f"the {self.stem} network's stride-2 stages (at least {smallest}x{smallest})."
+            )
         return self
 
 
