@@ -14,6 +14,8 @@ Sources:
 - ``cifar10``, ``cifar100`` and ``imagenet2012`` come from a prepared TFDS data directory
   (``data_dir``, default ``$TFDS_DATA_DIR`` or ``~/tensorflow_datasets``); nothing is ever
   downloaded. ImageNet images are resized (shorter side 256) and center-cropped to 224x224.
+- Your own images: ``from_arrays(...)``, ``npz:PATH`` and ``folder:PATH``
+  ([`bnas_tf.sources`][bnas_tf.sources]), held in memory like the IDX datasets.
 
 A missing dataset raises ``FileNotFoundError`` naming every place looked at and the command
 that installs it; a truncated or corrupt IDX file raises ``ValueError`` naming the file.

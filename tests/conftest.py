@@ -42,6 +42,17 @@ def write_idx_fixture():
     return write_idx
 
 
+@pytest.fixture(name="restore_datasets")
+def restore_datasets_fixture():
+    """Forget the datasets a test registers (``data.from_arrays``, ``npz:``, ``folder:``), so
+    that tests run later in the same process see only the built-in ones."""
+    saved = (dict(data.DATASETS), dict(data.AUGMENTATIONS), dict(data._CUSTOM_ARRAYS))
+    yield
+    for registry, before in zip((data.DATASETS, data.AUGMENTATIONS, data._CUSTOM_ARRAYS), saved):
+        registry.clear()
+        registry.update(before)
+
+
 @pytest.fixture(scope="session")
 def fashion_dir() -> Path:
     """The Debian Fashion-MNIST directory; skips the test if it is not installed."""

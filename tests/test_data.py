@@ -39,8 +39,10 @@ def _indices_of(batch, reference):
 
 
 def test_datasets_metadata():
-    assert set(data.DATASETS) == {"fashion_mnist", "mnist", "cifar10", "cifar100", "imagenet2012"}
-    for name, meta in data.DATASETS.items():
+    builtin = {"fashion_mnist", "mnist", "cifar10", "cifar100", "imagenet2012"}
+    assert set(data.BUILTIN_DATASETS) == builtin <= set(data.DATASETS)
+    for name in data.BUILTIN_DATASETS:
+        meta = data.DATASETS[name]
         assert meta.name == name
         assert len(meta.class_names) == meta.num_classes
         assert len(meta.mean) == len(meta.std) == meta.input_shape[-1]

@@ -9,7 +9,7 @@ from pathlib import Path
 GUIDE = Path(__file__).resolve().parents[1] / "docs" / "guides" / "python_api.md"
 
 
-def test_the_python_guide_runs(tmp_path, fashion_dir, monkeypatch, capsys):
+def test_the_python_guide_runs(tmp_path, fashion_dir, monkeypatch, capsys, restore_datasets):
     blocks = re.findall(r"```python\n(.*?)```", GUIDE.read_text(), flags=re.S)
     assert len(blocks) == 4
     monkeypatch.chdir(tmp_path)

@@ -11,6 +11,7 @@ import pytest
 import tensorflow as tf
 
 RNG = np.random.default_rng(0)
+pytestmark = pytest.mark.usefixtures("restore_datasets")
 
 
 def _arrays(n_train=48, n_test=16, shape=(12, 12), classes=3):
