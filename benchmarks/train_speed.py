@@ -51,7 +51,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from search_speed import MARKER, ROOT, _emit, _peak_rss_gb, _run_child, machine_info
+from search_speed import MARKER, ROOT, _emit, _f, _peak_rss_gb, _run_child, machine_info
 
 __all__ = ["CONFIGS", "NETS", "MARKER", "single_step_config", "markdown", "main"]
 
@@ -250,10 +250,6 @@ def epoch_run(args, policy: str = "float32", seed: int = 0) -> dict:
 
 
 # --------------------------------------------------------------------- report
-def _f(value, digits=2) -> str:
-    return "–" if value is None else f"{value:.{digits}f}"
-
-
 def markdown(payload: dict) -> str:
     m = payload["machine"]
     ref = payload.get("pytorch_reference") or {}
@@ -286,8 +282,8 @@ def markdown(payload: dict) -> str:
         speed = f"{r['images_per_s'] / ref['images_per_s']:.2f}x" if same_net else "–"
         memory = f"{r['peak_rss_gb'] / ref['peak_rss_gb']:.2f}x" if same_net else "–"
         lines.append(
-            f"| {name} | {_f(r['median_step_s'])} | {_f(r['images_per_s'], 1)} | {speed} | "
-            f"{_f(r['cpu_s_per_step'])} | {_f(r['peak_rss_gb'])} | {memory} | "
+            f"| {name} | {_f(r['median_step_s'], 2)} | {_f(r['images_per_s'], 1)} | {speed} | "
+            f"{_f(r['cpu_s_per_step'], 2)} | {_f(r['peak_rss_gb'], 2)} | {memory} | "
             f"{_f(r['first_step_s'], 1)} |"
         )
     epochs = payload.get("epochs") or []

@@ -41,6 +41,8 @@ for (x_w, y_w), (x_a, y_a) in pairs:  # `steps` pairs per epoch
 from __future__ import annotations
 
 import bnas_tf  # noqa: F401  (selects Keras 2 before TensorFlow is imported)
+from bnas_tf import sources
+from bnas_tf.sources import from_arrays  # data.from_arrays: your arrays as a dataset
 
 import dataclasses
 import functools
@@ -254,8 +256,6 @@ def info(name: str) -> DatasetInfo:
         FileNotFoundError: an ``npz:`` file or ``folder:`` folder that does not exist.
     """
     if isinstance(name, str) and name not in DATASETS:
-        from bnas_tf import sources
-
         sources.resolve(name)
     try:
         return DATASETS[name]
@@ -278,15 +278,6 @@ def register_arrays(
     DATASETS[meta.name] = meta
     AUGMENTATIONS[meta.name] = ("crop",)
     _CUSTOM_ARRAYS[meta.name] = {"train": train, "test": test}
-
-
-def from_arrays(x_train, y_train, x_test, y_test, *, name: str = "arrays", class_names=None) -> str:
-    """Register NumPy images and labels as dataset ``name`` (default ``"arrays"``) and return
-    the name, for every function here and for ``Supernet``/``build_network`` shapes
-    ([`bnas_tf.sources.from_arrays`][bnas_tf.sources.from_arrays] checks them)."""
-    from bnas_tf import sources
-
-    return sources.from_arrays(x_train, y_train, x_test, y_test, name=name, class_names=class_names)
 
 
 def _in_memory(name: str) -> bool:

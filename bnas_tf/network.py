@@ -29,6 +29,8 @@ from bnas_tf.layers import binary_conv2d
 from bnas_tf.precision import check_dtype_policy, policy_scope
 from bnas_tf.quantizers import Binarization, get_binarization
 
+from collections.abc import Sequence
+
 import tensorflow as tf
 from larq_zoo.core import utils as zoo_utils
 
@@ -110,6 +112,22 @@ def _reductions(stem: str) -> int:
 def min_input_size(stem: str) -> int:
     """Smallest height/width the network takes: one pixel per stride-2 stage."""
     return 2 ** _reductions(stem)
+
+
+def check_dataset_size(dataset: str, input_shape: Sequence[int], stem: str, network: str) -> None:
+    """Refuse a dataset whose images are smaller than ``stem``'s stride-2 stages allow.
+
+    ``network`` names the network in the message (``"the supernet"``, ``"the cifar network"``).
+
+    Raises:
+        ValueError: naming ``--dataset`` and the smallest size.
+    """
+    smallest = min_input_size(stem)
+    if min(input_shape[:2]) < smallest:
+        raise ValueError(
+            f"--dataset={dataset}: its images are {input_shape[0]}x{input_shape[1]}, too small "
+            f"for {network}'s stride-2 stages (at least {smallest}x{smallest})."
+        )
 
 
 def _binary_conv(x, channels, kernel, stride, binarization, name):

@@ -26,7 +26,7 @@ from bnas_tf import distribute, faults
 from bnas_tf import genotype as genotype_lib
 from bnas_tf.network import (
     build_network,
-    min_input_size,
+    check_dataset_size,
     seed_drop_path,
     set_drop_path_progress,
 )
@@ -123,12 +123,7 @@ class TrainConfig:
                 f"{self.strategy!r}."
             )
         shape = data_lib.info(self.dataset).input_shape
-        smallest = min_input_size(self.stem)
-        if min(shape[:2]) < smallest:
-            raise ValueError(
-                f"--dataset={self.dataset}: its images are {shape[0]}x{shape[1]}, too small for "
-                f"the {self.stem} network's stride-2 stages (at least {smallest}x{smallest})."
-            )
+        check_dataset_size(self.dataset, shape, self.stem, f"the {self.stem} network")
         return self
 
 

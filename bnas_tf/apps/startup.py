@@ -80,9 +80,7 @@ def quiet_tensorflow_import(environ=os.environ) -> bool:
     """
     if "TF_CPP_MIN_LOG_LEVEL" in environ or "tensorflow" in sys.modules:
         return False
-    environ["TF_CPP_MIN_LOG_LEVEL"] = "1"
-    import bnas_tf  # noqa: F401  (Keras 2 before TensorFlow)
-
+    environ["TF_CPP_MIN_LOG_LEVEL"] = "1"  # bnas_tf (the parent package) chose Keras 2 already
     sys.stderr.flush()
     saved = os.dup(2)
     with tempfile.TemporaryFile() as capture:

@@ -25,7 +25,7 @@ from bnas_tf import data as data_lib
 from bnas_tf import distribute, faults
 from bnas_tf import genotype as genotype_lib
 from bnas_tf.genotype import Genotype
-from bnas_tf.network import min_input_size
+from bnas_tf.network import check_dataset_size
 from bnas_tf.precision import check_dtype_policy
 from bnas_tf.quantizers import binarization_of
 from bnas_tf.runs import write_json
@@ -176,12 +176,7 @@ class SearchConfig:
             )
         binarization_of(self)
         shape = data_lib.info(self.dataset).input_shape
-        if min(shape[:2]) < min_input_size("cifar"):
-            raise ValueError(
-                f"--dataset={self.dataset}: its images are {shape[0]}x{shape[1]}, too small for "
-                f"the supernet's stride-2 stages (at least {min_input_size('cifar')}x"
-                f"{min_input_size('cifar')})."
-            )
+        check_dataset_size(self.dataset, shape, "cifar", "the supernet")
         return self
 
 
