@@ -72,6 +72,16 @@ NETS = {
         image=(64, 64, 3),
         num_classes=1000,
     ),
+    # the demo's network (flags/demo_train.cfg): 4 cells x 16 channels on Fashion-MNIST
+    "demo": dict(
+        genotype="bnas_a",
+        layers=4,
+        init_channels=16,
+        stem="cifar",
+        image=(28, 28, 1),
+        num_classes=10,
+        batch=128,
+    ),
 }
 QUICK_NET = dict(NETS["bnas_a"], layers=3, init_channels=8)
 BATCH = 64
@@ -85,6 +95,10 @@ CONFIGS = {
     "bnas_a_xla": dict(net="bnas_a", jit_compile=True),
     "latest_cell_64": dict(net="latest_cell_64"),
     "latest_cell_64_bf16": dict(net="latest_cell_64", dtype_policy="mixed_bfloat16"),
+    "demo": dict(net="demo"),
+    "demo_spe8": dict(net="demo", steps_per_execution=8),
+    "demo_xla": dict(net="demo", jit_compile=True),
+    "demo_spe8_xla": dict(net="demo", steps_per_execution=8, jit_compile=True),
 }
 DEFAULT_CONFIGS = ["bnas_a", "bnas_a_xnor", "bnas_a_pcnn", "bnas_a_spe4", "latest_cell_64"]
 REFERENCE_MARKER = "PYTORCH_REFERENCE_JSON:"
@@ -96,6 +110,7 @@ def single_step_config(name: str, steps: int, quick: bool) -> dict:
     """Time ``CONFIGS[name]``'s training step in this process (run it in a fresh one)."""
     spec = dict(CONFIGS[name])
     net = QUICK_NET if quick else NETS[spec["net"]]
+    batch = net.get("batch", BATCH)
     import bnas_tf  # noqa: F401  (before tensorflow)
     from bnas_tf import genotype as genotype_lib
     from bnas_tf.network import build_network, set_drop_path_progress
@@ -110,7 +125,7 @@ def single_step_config(name: str, steps: int, quick: bool) -> dict:
         layers=net["layers"],
         init_channels=net["init_channels"],
         binarization=spec.get("binarization", "sign_scale"),
-        batch_size=BATCH,
+        batch_size=batch,
         dtype_policy=spec.get("dtype_policy", "float32"),
     )
     t = time.perf_counter()
@@ -140,9 +155,9 @@ def single_step_config(name: str, steps: int, quick: bool) -> dict:
     build_s = time.perf_counter() - t
 
     rng = tf.random.Generator.from_seed(0)
-    x = rng.uniform((BATCH, *net["image"]))
+    x = rng.uniform((batch, *net["image"]))
     y = tf.one_hot(
-        rng.uniform((BATCH,), maxval=net["num_classes"], dtype=tf.int32), net["num_classes"]
+        rng.uniform((batch,), maxval=net["num_classes"], dtype=tf.int32), net["num_classes"]
     )
     data = tf.data.Dataset.from_tensors((x, y)).repeat()
 
@@ -171,7 +186,7 @@ def single_step_config(name: str, steps: int, quick: bool) -> dict:
         "config": name,
         **spec,
         "net": net,
-        "batch": BATCH,
+        "batch": batch,
         "quick": quick,
         "parameters": int(model.count_params()),
         "build_s": build_s,
@@ -180,7 +195,7 @@ def single_step_config(name: str, steps: int, quick: bool) -> dict:
         "steps": steps,
         "step_s": per_step,
         "median_step_s": median,
-        "images_per_s": BATCH / median,
+        "images_per_s": batch / median,
         "fit_s_per_step": fit_s / steps,
         "cpu_s_per_step": fit_cpu / steps,
         "peak_rss_gb": _peak_rss_gb(),

@@ -15,7 +15,8 @@ Sources:
   (``data_dir``, default ``$TFDS_DATA_DIR`` or ``~/tensorflow_datasets``); nothing is ever
   downloaded. ImageNet images are resized (shorter side 256) and center-cropped to 224x224.
 - Your own images: ``from_arrays(...)``, ``npz:PATH`` and ``folder:PATH``
-  ([`bnas_tf.sources`][bnas_tf.sources]), held in memory like the IDX datasets.
+  ([`bnas_tf.sources`][bnas_tf.sources]), held in memory like the IDX datasets; any other TFDS
+  image-classification dataset prepared in ``data_dir`` as ``tfds:NAME``.
 
 A missing dataset raises ``FileNotFoundError`` naming every place looked at and the command
 that installs it; a truncated or corrupt IDX file raises ``ValueError`` naming the file.
@@ -69,9 +70,12 @@ __all__ = [
     "info",
     "load",
     "load_arrays",
+    "normalize",
     "num_examples",
+    "open_source",
     "preprocess",
     "register_arrays",
+    "register_tfds",
     "search_split_sizes",
     "search_splits",
     "search_validation",
@@ -235,6 +239,8 @@ _IDX_DATASETS = ("fashion_mnist", "mnist")
 BUILTIN_DATASETS = tuple(DATASETS)
 # Images and labels of the datasets registered from arrays, by name and split.
 _CUSTOM_ARRAYS: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = {}
+# The TFDS datasets registered as ``tfds:NAME``, by name.
+_TFDS_SOURCES: dict[str, sources.TfdsSource] = {}
 _IDX_FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
@@ -245,25 +251,45 @@ _PAD = 4
 _IMAGENET_RESIZE = 256
 
 
-def info(name: str) -> DatasetInfo:
+def info(name: str, *, data_dir: PathLike | None = None) -> DatasetInfo:
     """Returns the ``DatasetInfo`` of dataset ``name``.
 
-    ``npz:PATH`` and ``folder:PATH`` are read and registered on first use
-    ([`bnas_tf.sources`][bnas_tf.sources]).
+    ``npz:PATH``, ``folder:PATH`` and ``tfds:NAME`` (prepared in ``data_dir``) are read and
+    registered on first use with default options
+    ([`bnas_tf.sources.resolve`][bnas_tf.sources.resolve] takes others).
 
     Raises:
         ValueError: if ``name`` is neither one of ``DATASETS`` nor a readable source.
-        FileNotFoundError: an ``npz:`` file or ``folder:`` folder that does not exist.
+        FileNotFoundError: an ``npz:`` file, ``folder:`` folder or ``tfds:`` dataset that does
+            not exist.
     """
     if isinstance(name, str) and name not in DATASETS:
-        sources.resolve(name)
+        sources.resolve(name, data_dir=data_dir)
     try:
         return DATASETS[name]
     except (KeyError, TypeError):
         raise ValueError(
             f"Unknown dataset {name!r}; known datasets: {', '.join(sorted(DATASETS))}, "
-            "npz:PATH or folder:PATH (your own images, see bnas_tf.sources)."
+            "npz:PATH, folder:PATH or tfds:NAME (your own images, see bnas_tf.sources)."
         ) from None
+
+
+def open_source(config) -> DatasetInfo:
+    """``info`` of ``config.dataset`` read with the source options a search or training config
+    carries (``data_dir``, ``image_size``, ``test_fraction``, ``skip_bad_images``; see
+    [`bnas_tf.sources.resolve`][bnas_tf.sources.resolve]); the built-in names ignore them."""
+    options = dict(
+        image_size=getattr(config, "image_size", None),
+        test_fraction=getattr(config, "test_fraction", sources.TEST_FRACTION),
+        skip_bad_images=getattr(config, "skip_bad_images", False),
+    )
+    if options["image_size"] is not None and config.dataset in BUILTIN_DATASETS:
+        raise ValueError(
+            f"--image_size resizes npz:, folder: and tfds: sources; {config.dataset} has its "
+            "own size."
+        )
+    sources.resolve(config.dataset, data_dir=config.data_dir, **options)
+    return info(config.dataset, data_dir=config.data_dir)
 
 
 def register_arrays(
@@ -277,7 +303,18 @@ def register_arrays(
     Augmentation: the padded random crop."""
     DATASETS[meta.name] = meta
     AUGMENTATIONS[meta.name] = ("crop",)
+    _TFDS_SOURCES.pop(meta.name, None)
     _CUSTOM_ARRAYS[meta.name] = {"train": train, "test": test}
+
+
+def register_tfds(meta: DatasetInfo, source: sources.TfdsSource) -> None:
+    """Make the TFDS dataset ``source`` dataset ``meta.name`` (called by
+    [`bnas_tf.sources.load_tfds`][bnas_tf.sources.load_tfds]). Augmentation: the padded random
+    crop."""
+    DATASETS[meta.name] = meta
+    AUGMENTATIONS[meta.name] = ("crop",)
+    _CUSTOM_ARRAYS.pop(meta.name, None)
+    _TFDS_SOURCES[meta.name] = source
 
 
 def _in_memory(name: str) -> bool:
@@ -396,7 +433,18 @@ def _idx_dirs(name: str, data_dir: PathLike | None) -> list[Path]:
 def _tfds_builder(name: str, data_dir: PathLike | None):
     import tensorflow_datasets as tfds
 
+    source = _TFDS_SOURCES.get(name)
+    if source is not None:
+        name = source.builder
+        data_dir = source.data_dir if data_dir is None else data_dir
     return tfds.builder(name, data_dir=None if data_dir is None else os.fspath(data_dir))
+
+
+def _tfds_split(name: str, split: str) -> str:
+    """The TFDS split (or slice) that is ``split`` of dataset ``name``."""
+    if name in _TFDS_SOURCES:
+        return _TFDS_SOURCES[name].splits[split]
+    return _TFDS_SPLITS.get(name, {}).get(split, split)
 
 
 def _install_hint(name: str, data_dir: PathLike | None) -> str:
@@ -459,14 +507,18 @@ def _tfds_dataset(
     import tensorflow_datasets as tfds
 
     builder = _tfds_prepared(name, split, data_dir)
+    source = _TFDS_SOURCES.get(name)
     decoders = {"image": tfds.decode.SkipDecoding()} if name == "imagenet2012" else None
-    return builder.as_dataset(
-        split=_TFDS_SPLITS.get(name, {}).get(split, split),
-        as_supervised=True,
+    ds = builder.as_dataset(
+        split=_tfds_split(name, split),
+        as_supervised=source is None,
         shuffle_files=shuffle_files,
         decoders=decoders,
         read_config=tfds.ReadConfig(shuffle_seed=seed, try_autocache=False),
     )
+    if source is not None:
+        ds = ds.map(lambda example: (example[source.image_key], example[source.label_key]))
+    return ds
 
 
 # --------------------------------------------------------------------------------------------
@@ -511,7 +563,7 @@ def load_arrays(
         FileNotFoundError: if the dataset is found nowhere.
         ValueError: unknown name/split, or an invalid, truncated or corrupt IDX file.
     """
-    info(name)
+    info(name, data_dir=data_dir)
     if not _in_memory(name):
         raise ValueError(
             f"load_arrays supports the IDX datasets {', '.join(_IDX_DATASETS)} and registered "
@@ -525,12 +577,12 @@ def load_arrays(
 
 def num_examples(name: str, split: str, *, data_dir: PathLike | None = None) -> int:
     """Number of examples in ``split`` of dataset ``name`` as found on disk."""
-    info(name)
+    info(name, data_dir=data_dir)
     _check_split(split)
     if _in_memory(name):
         return len(_arrays(name, split, data_dir)[1])
     builder = _tfds_prepared(name, split, data_dir)
-    return builder.info.splits[_TFDS_SPLITS.get(name, {}).get(split, split)].num_examples
+    return builder.info.splits[_tfds_split(name, split)].num_examples
 
 
 # --------------------------------------------------------------------------------------------
@@ -553,10 +605,14 @@ def preprocess(name: str, images: np.ndarray | tf.Tensor) -> tf.Tensor:
         float32 tensor of the same shape.
     """
     meta = info(name)
+    return normalize(images, meta.mean, meta.std)
+
+
+def normalize(images, mean, std) -> tf.Tensor:
+    """``(images / 255 - mean) / std`` per channel, float32 (``preprocess`` with given
+    statistics)."""
     x = tf.cast(images, tf.float32) / 255.0
-    mean = tf.constant(meta.mean, tf.float32)
-    std = tf.constant(meta.std, tf.float32)
-    return (x - mean) / std
+    return (x - tf.constant(mean, tf.float32)) / tf.constant(std, tf.float32)
 
 
 def _resize_shorter(image: tf.Tensor, size: int) -> tf.Tensor:
@@ -651,6 +707,9 @@ def _array_fetch(name: str, split: str, data_dir: PathLike | None) -> Callable:
 def _tfds_fetch(name: str) -> Callable:
     if name == "imagenet2012":
         return lambda image, label: (tf.io.decode_jpeg(image, channels=3), label)
+    size = _TFDS_SOURCES[name].image_size if name in _TFDS_SOURCES else None
+    if size is not None:
+        return lambda image, label: (tf.image.resize(image, (size, size), antialias=True), label)
     return lambda image, label: (image, label)
 
 
@@ -697,7 +756,7 @@ def load(
         Dataset of ``(image, label)``: float32 ``[batch, H, W, C]`` normalised images and int32
         labels (no batch axis when ``batch_size`` is None).
     """
-    info(name)
+    info(name, data_dir=data_dir)
     _check_split(split)
     _check_limit(limit)
     if _in_memory(name):
@@ -802,7 +861,7 @@ def search_splits(
         Dataset of ``((x_w, y_w), (x_a, y_a))``, each ``x`` float32 ``[batch_size, H, W, C]``
         and each ``y`` int32 ``[batch_size]``.
     """
-    info(name)
+    info(name, data_dir=data_dir)
     total = num_examples(name, "train", data_dir=data_dir)
     halves = _split_indices(total, seed=seed, portion=portion, limit=limit, batch_size=batch_size)
     pipelines = []
@@ -877,7 +936,7 @@ def search_validation(
     held-out set a search evaluates in inference mode after each epoch (Kim et al.'s
     reference). ``batches``: only the first that many (``None``: the whole half; the last
     batch may be smaller)."""
-    info(name)
+    info(name, data_dir=data_dir)
     total = num_examples(name, "train", data_dir=data_dir)
     _, idx_a = _split_indices(total, seed=seed, portion=portion, limit=limit, batch_size=batch_size)
     if batches is not None:

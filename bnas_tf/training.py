@@ -22,7 +22,7 @@ model, spec = load_trained("runs/t")
 from __future__ import annotations
 
 from bnas_tf import data as data_lib
-from bnas_tf import distribute, faults
+from bnas_tf import distribute, faults, sources
 from bnas_tf import genotype as genotype_lib
 from bnas_tf.network import (
     build_network,
@@ -33,6 +33,7 @@ from bnas_tf.network import (
 from bnas_tf.precision import check_dtype_policy
 from bnas_tf.quantizers import binarization_of, quantizer_variables
 from bnas_tf.runs import atomic_path, read_json, write_json
+from bnas_tf.sources import TEST_FRACTION
 
 import dataclasses
 import math
@@ -54,6 +55,7 @@ __all__ = [
     "evaluate_trained",
     "NETWORK_FILE",
     "build_from_spec",
+    "open_spec_dataset",
     "summary_text",
     "WEIGHTS_FILE",
 ]
@@ -72,6 +74,9 @@ class TrainConfig:
     search_space: str | None = None
     dataset: str = "fashion_mnist"
     data_dir: str | None = None
+    image_size: int | None = None
+    test_fraction: float = TEST_FRACTION
+    skip_bad_images: bool = False
     limit: int | None = None
     limit_test: int | None = None
     layers: int = 20
@@ -122,7 +127,7 @@ class TrainConfig:
                 f"--strategy must be one of {', '.join(distribute.STRATEGIES)}, got "
                 f"{self.strategy!r}."
             )
-        shape = data_lib.info(self.dataset).input_shape
+        shape = data_lib.open_source(self).input_shape
         check_dataset_size(self.dataset, shape, self.stem, f"the {self.stem} network")
         return self
 
@@ -199,7 +204,34 @@ def _network_spec(config: TrainConfig, genotype: genotype_lib.Genotype) -> dict:
         "inter_cell_skip": config.inter_cell_skip,
         "stride2_grid": "same",
         "dataset": config.dataset,
+        "normalization": {"mean": list(info.mean), "std": list(info.std)},
+        **(
+            {
+                "class_names": list(info.class_names),
+                "source": {
+                    "data_dir": config.data_dir,
+                    "image_size": config.image_size,
+                    "test_fraction": config.test_fraction,
+                    "skip_bad_images": config.skip_bad_images,
+                },
+            }
+            if config.dataset not in data_lib.BUILTIN_DATASETS
+            else {}
+        ),
     }
+
+
+def open_spec_dataset(spec: dict, data_dir: str | None = None) -> data_lib.DatasetInfo:
+    """Open the dataset of a ``network.json`` spec as the run read it: a ``folder:``, ``npz:``
+    or ``tfds:`` source with the run's options (``data_dir`` overrides the run's) and its stored
+    normalisation statistics, so evaluation and export normalise as training did."""
+    source = dict(spec.get("source") or {})
+    if data_dir is not None:
+        source["data_dir"] = data_dir
+    source.setdefault("data_dir", None)
+    if spec["dataset"] not in data_lib.BUILTIN_DATASETS:
+        sources.resolve(spec["dataset"], **source, stats=spec.get("normalization"))
+    return data_lib.info(spec["dataset"], data_dir=source["data_dir"])
 
 
 def build_from_spec(spec: dict, **overrides) -> tf.keras.Model:
@@ -426,8 +458,11 @@ def evaluate_trained(
     limit: int | None = None,
     batch_size: int = 256,
 ) -> dict:
-    """Top-1 accuracy and loss of a trained run on ``split`` of its dataset."""
+    """Top-1 accuracy and loss of a trained run on ``split`` of its dataset (opened as the run
+    read it: ``open_spec_dataset``)."""
     model, spec = load_trained(model_dir)
+    data_dir = data_dir if data_dir is not None else (spec.get("source") or {}).get("data_dir")
+    open_spec_dataset(spec, data_dir)
     ds = data_lib.load(
         spec["dataset"], split, data_dir=data_dir, batch_size=batch_size, limit=limit
     )

@@ -150,7 +150,7 @@ def _bad_folder(tmp_path, kind):
         ("class_without_images", "zz_empty' holds no images"),
         ("not_an_image", "notes.txt: not an image file"),
         ("unreadable_image", "broken.png: not a readable image"),
-        ("sizes_differ", r"big.png is \(20, 20, 1\); resize them"),
+        ("sizes_differ", r"big.png is \(20, 20, 1\); pass --image_size"),
     ],
 )
 def test_bad_folders_are_refused_naming_the_file_or_folder(tmp_path, kind, message):
@@ -162,8 +162,168 @@ def test_bad_folders_are_refused_naming_the_file_or_folder(tmp_path, kind, messa
 def test_missing_folder_and_unknown_names():
     with pytest.raises(FileNotFoundError, match="folder '/no/such/dir' does not exist"):
         data.info("folder:/no/such/dir")
-    with pytest.raises(ValueError, match="npz:PATH or folder:PATH"):
+    with pytest.raises(ValueError, match="npz:PATH, folder:PATH or tfds:NAME"):
         data.info("no_such_dataset")
+
+
+def test_image_size_resizes_a_folder_of_mixed_sizes(tmp_path):
+    root = _bad_folder(tmp_path, "sizes_differ")  # 12x12 images and one 20x20
+    name = sources.resolve(f"folder:{root}", image_size=16)
+    assert data.info(name).input_shape == (16, 16, 1)
+    big = data.load_arrays(name, "train")[0]
+    assert big.shape[1:] == (16, 16, 1)
+    npz = tmp_path / "small.npz"
+    x_train, y_train, x_test, y_test = _arrays(shape=(8, 8, 3))
+    np.savez(npz, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
+    assert data.info(sources.resolve(f"npz:{npz}", image_size=20)).input_shape == (20, 20, 3)
+
+
+def test_skip_bad_images_skips_and_counts(tmp_path, caplog):
+    root = _bad_folder(tmp_path, "not_an_image")
+    (root / "coat" / "broken.png").write_bytes(b"\x89PNG not really")
+    with caplog.at_level("WARNING"):
+        name = sources.resolve(f"folder:{root}", skip_bad_images=True)
+    meta = data.info(name)
+    assert meta.num_train + meta.num_test == 15  # the 15 good images, not the two bad files
+    assert "skipped 2 unreadable or non-image file(s)" in caplog.text
+    assert "broken.png" in caplog.text
+    only_bad = tmp_path / "only_bad"
+    _folder(only_bad)
+    for png in (only_bad / "bag").iterdir():
+        png.write_bytes(b"junk")
+    with pytest.raises(ValueError, match="bag' holds no images"):
+        sources.resolve(f"folder:{only_bad}", skip_bad_images=True)
+
+
+def test_test_fraction_sets_the_held_out_share(tmp_path):
+    root = _folder(tmp_path / "imgs", per_class=10)
+    meta = data.info(sources.resolve(f"folder:{root}", test_fraction=0.5))
+    assert (meta.num_train, meta.num_test) == (15, 15)
+    meta = data.info(sources.resolve(f"folder:{root}", test_fraction=0.1))  # read anew
+    assert (meta.num_train, meta.num_test) == (27, 3)
+
+
+def test_a_run_reopens_its_source_with_its_options_and_stored_statistics(tmp_path):
+    """Evaluation and export normalise as training did: with network.json's statistics, even
+    when the folder's images have changed since."""
+    from bnas_tf.training import open_spec_dataset
+
+    root = _folder(tmp_path / "imgs", per_class=10)
+    spec = {
+        "dataset": f"folder:{root}",
+        "normalization": {"mean": [0.5], "std": [0.25]},
+        "source": {"data_dir": None, "image_size": 16, "test_fraction": 0.5},
+    }
+    meta = open_spec_dataset(spec)
+    assert (meta.mean, meta.std) == ((0.5,), (0.25,))
+    assert meta.input_shape == (16, 16, 1) and meta.num_test == 15
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"image_size": 0}, "--image_size must be a positive integer, got 0"),
+        ({"test_fraction": 1.0}, r"--test_fraction must be in \(0, 1\), got 1.0"),
+    ],
+)
+def test_bad_source_options_are_refused(tmp_path, options, message):
+    with pytest.raises(ValueError, match=message):
+        sources.resolve(f"folder:{_folder(tmp_path / 'imgs')}", **options)
+
+
+# ---------------------------------------------------------------------------- TFDS datasets
+def _tiny_builder(name, splits, features=None, shape=(16, 16, 3)):
+    """A local TFDS builder (no download) of random images with three classes: by default an
+    image and a class-label feature under names of its own, plus a text feature, no supervised
+    keys. Image dimensions given as None vary between 12 and 20 pixels."""
+    import tensorflow_datasets as tfds
+
+    features = features or {
+        "picture": tfds.features.Image(shape=shape),
+        "kind": tfds.features.ClassLabel(names=["round", "square", "star"]),
+        "note": tfds.features.Text(),
+    }
+
+    def info(self):
+        return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict(features))
+
+    def value(feature, i, rng):
+        if isinstance(feature, tfds.features.Image):
+            size = [d if d is not None else 12 + 4 * (i % 3) for d in feature.shape]
+            return rng.integers(0, 256, size, dtype=np.uint8)
+        return i % 3 if isinstance(feature, tfds.features.ClassLabel) else str(i)
+
+    def generate(self, n, seed):
+        rng = np.random.default_rng(seed)
+        for i in range(n):
+            yield f"{seed}-{i}", {key: value(f, i, rng) for key, f in features.items()}
+
+    def split_generators(self, dl_manager):
+        return {split: generate(self, n, seed) for seed, (split, n) in enumerate(splits.items())}
+
+    return type(
+        name,
+        (tfds.core.GeneratorBasedBuilder,),
+        {
+            "VERSION": tfds.core.Version("1.0.0"),
+            "_info": info,
+            "_split_generators": split_generators,
+            "_generate_examples": generate,
+        },
+    )
+
+
+def _prepare(builder_class, data_dir):
+    import tensorflow_datasets as tfds
+
+    config = tfds.download.DownloadConfig(try_download_gcs=False)
+    builder_class(data_dir=data_dir).download_and_prepare(download_config=config)
+
+
+@pytest.fixture(scope="module")
+def tfds_dir(tmp_path_factory):
+    """A TFDS data directory with two tiny datasets prepared by local builders."""
+    root = tmp_path_factory.mktemp("tfds")
+    _prepare(_tiny_builder("BnasTinyShapes", {"train": 60, "validation": 15}), root)
+    _prepare(_tiny_builder("BnasTinyTrainOnly", {"train": 40}, shape=(None, None, 1)), root)
+    return root
+
+
+def test_tfds_source_finds_features_splits_and_statistics(tfds_dir):
+    name = sources.resolve("tfds:bnas_tiny_shapes", data_dir=tfds_dir)
+    meta = data.info(name)
+    assert meta.input_shape == (16, 16, 3) and meta.class_names == ("round", "square", "star")
+    assert (meta.num_train, meta.num_test) == (60, 15)  # validation is the test split
+    assert meta.mean[0] == pytest.approx(127.5 / 255, abs=0.03)  # uniform random pixels
+    images, labels = next(iter(data.load(name, "test", batch_size=15)))
+    assert images.shape == (15, 16, 16, 3) and sorted(labels.numpy()) == [0] * 5 + [1] * 5 + [2] * 5
+    assert data.search_split_sizes(name, batch_size=8).num_weights == 30
+    resized = sources.resolve("tfds:bnas_tiny_shapes", data_dir=tfds_dir, image_size=24)
+    assert next(iter(data.load(resized, "train", batch_size=4)))[0].shape == (4, 24, 24, 3)
+
+
+def test_tfds_source_without_test_split_or_fixed_size(tfds_dir):
+    with pytest.raises(ValueError, match=r"no fixed size .*pass --image_size"):
+        sources.resolve("tfds:bnas_tiny_train_only", data_dir=tfds_dir)
+    name = sources.resolve("tfds:bnas_tiny_train_only", data_dir=tfds_dir, image_size=16)
+    meta = data.info(name)
+    assert (meta.num_train, meta.num_test) == (32, 8)  # the last fifth of train
+    assert meta.input_shape == (16, 16, 1)
+
+
+def test_tfds_source_refuses_missing_and_non_classification_datasets(tmp_path):
+    import tensorflow_datasets as tfds
+
+    with pytest.raises(FileNotFoundError, match=r"tfds:no_such_set: not prepared in .*tfds build"):
+        sources.resolve("tfds:no_such_set", data_dir=tmp_path)
+    two_images = {
+        "picture": tfds.features.Image(shape=(16, 16, 3)),
+        "mask": tfds.features.Image(shape=(16, 16, 3)),
+        "kind": tfds.features.ClassLabel(num_classes=3),
+    }
+    _prepare(_tiny_builder("BnasTwoImages", {"train": 3}, features=two_images), tmp_path)
+    with pytest.raises(ValueError, match="not an image-classification dataset; it needs one Image"):
+        sources.resolve("tfds:bnas_two_images", data_dir=tmp_path)
 
 
 # ----------------------------------------------------------------------------- the programs
@@ -237,6 +397,34 @@ def test_bnas_search_refuses_bad_sources_before_writing(tmp_path, dataset, messa
     assert result.returncode != 0
     assert re.search(message.format(tmp=tmp_path), result.stderr), result.stderr[-2000:]
     assert not out.exists()
+
+
+def test_train_evaluate_and_zoo_on_a_tfds_dataset_of_a_local_builder(tmp_path, tfds_dir):
+    """bnas-train on ``tfds:`` (a dataset none of the five built-in names covers), then
+    bnas-evaluate and the zoo's preprocessing from what the run stored in network.json."""
+    from bnas_tf.zoo import preprocess_input
+
+    train = _run(
+        "bnas_tf.apps.train", "--dataset=tfds:bnas_tiny_shapes", f"--data_dir={tfds_dir}",
+        "--genotype=bnas_a", "--layers=2", "--init_channels=4", "--epochs=1", "--batch_size=20",
+        "--verbose=0", f"--output_dir={tmp_path / 'train'}",
+    )  # fmt: skip
+    assert train.returncode == 0, train.stderr[-3000:]
+    spec = json.loads((tmp_path / "train" / "network.json").read_text())
+    meta = data.info(sources.resolve("tfds:bnas_tiny_shapes", data_dir=tfds_dir))
+    assert spec["normalization"] == {"mean": list(meta.mean), "std": list(meta.std)}
+    assert spec["source"]["data_dir"] == str(tfds_dir) and spec["num_classes"] == 3
+    evaluate = _run(  # no --data_dir: the run's
+        "bnas_tf.apps.evaluate", f"--model_dir={tmp_path / 'train'}",
+        f"--output_dir={tmp_path / 'eval'}",
+    )  # fmt: skip
+    assert evaluate.returncode == 0, evaluate.stderr[-3000:]
+    assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["examples"] == 15
+    images = np.full((1, 16, 16, 3), 255, np.uint8)
+    expected = (1.0 - np.array(meta.mean)) / np.array(meta.std)
+    np.testing.assert_allclose(
+        preprocess_input(images, dataset=tmp_path / "train")[0, 0, 0], expected, rtol=1e-5
+    )
 
 
 def test_train_and_evaluate_on_an_npz_of_real_fashion_mnist_images(tmp_path, fashion_dir):

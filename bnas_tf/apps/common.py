@@ -27,6 +27,7 @@ __all__ = [
     "start_run",
     "check_data",
     "BINARIZATION_HELP",
+    "DATA_HELP",
 ]
 
 _NONE = "none"
@@ -37,6 +38,20 @@ BINARIZATION_HELP = {
     "xnor_activation_scale": "XNOR-Net's activation scaling map K on every binary convolution "
     "(xnor only).",
     "pcnn_lambda": "Weight lambda of PCNN's projection loss (pcnn only).",
+}
+
+
+#: Help of the data flags, shared by ``bnas-search``, ``bnas-train`` and ``bnas-tune``.
+DATA_HELP = {
+    "dataset": "fashion_mnist, mnist, cifar10, cifar100, imagenet2012, or your images: "
+    "folder:PATH (one subfolder per class), npz:PATH (x_train, y_train, x_test, y_test) or "
+    "tfds:NAME (any TFDS image-classification dataset prepared in --data_dir).",
+    "data_dir": "IDX or TFDS data directory.",
+    "image_size": "Resize the images of a folder:, npz: or tfds: dataset to N x N.",
+    "test_fraction": "Share of each class held out as the test split of a folder: without "
+    "test/ (and of a tfds: dataset without a test or validation split).",
+    "skip_bad_images": "Skip and count the unreadable or non-image files of a folder: dataset "
+    "instead of refusing them.",
 }
 
 

@@ -12,8 +12,7 @@ from bnas_tf.apps import strategy as strategy_lib
 from absl import app, flags
 
 HELP = {
-    "dataset": "Dataset name (fashion_mnist, mnist, cifar10, cifar100, imagenet2012).",
-    "data_dir": "IDX or TFDS data directory.",
+    **common.DATA_HELP,
     "limit": "Use only the first N training examples (tiny runs).",
     "train_portion": "Share of the training split that trains the weights; the rest trains alpha.",
     "batch_size": "Batch size of each half.",

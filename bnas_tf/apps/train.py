@@ -17,8 +17,7 @@ HELP = {
     "bnas_xnor_1).",
     "search_space": "If set, the genotype must come from this search space (bnas_kim or "
     "bnas_darts).",
-    "dataset": "Dataset name.",
-    "data_dir": "IDX or TFDS data directory.",
+    **common.DATA_HELP,
     "limit": "Use only the first N training examples.",
     "limit_test": "Evaluate on only the first N test examples.",
     "layers": "Cells of the network.",

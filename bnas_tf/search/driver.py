@@ -30,6 +30,7 @@ from bnas_tf.precision import check_dtype_policy
 from bnas_tf.quantizers import binarization_of
 from bnas_tf.runs import write_json
 from bnas_tf.search.supernet import Supernet, default_optimizers
+from bnas_tf.sources import TEST_FRACTION
 
 import dataclasses
 import inspect
@@ -78,6 +79,9 @@ class SearchConfig:
 
     dataset: str = "fashion_mnist"
     data_dir: str | None = None
+    image_size: int | None = None
+    test_fraction: float = TEST_FRACTION
+    skip_bad_images: bool = False
     limit: int | None = None
     train_portion: float = 0.5
     batch_size: int = 64
@@ -175,7 +179,7 @@ class SearchConfig:
                 "--strategy=default."
             )
         binarization_of(self)
-        shape = data_lib.info(self.dataset).input_shape
+        shape = data_lib.open_source(self).input_shape
         check_dataset_size(self.dataset, shape, "cifar", "the supernet")
         return self
 

@@ -1,11 +1,13 @@
-"""Input preprocessing and prediction decoding for the zoo's datasets.
+r"""Input preprocessing and prediction decoding for the zoo's datasets.
 
 The zoo models expect what ``bnas-train`` fed them: images scaled to [0, 1] and normalised per
 channel with the dataset's statistics ([`bnas_tf.data.preprocess`][bnas_tf.data.preprocess]),
 
-.. math:: \\hat{x} = (x / 255 - \\mu_c) / \\sigma_c,
+$$\hat{x} = (x / 255 - \mu_c) / \sigma_c,$$
 
-and they output logits.
+and they output logits. A model trained on your own images (``folder:``, ``npz:``, ``tfds:``)
+takes its run directory as ``dataset``: the statistics and class names its ``network.json``
+stored.
 
 Examples:
     >>> import numpy as np
@@ -20,6 +22,11 @@ Examples:
 from __future__ import annotations
 
 from bnas_tf import data as data_lib
+from bnas_tf.runs import read_json
+from bnas_tf.training import NETWORK_FILE
+
+import os
+from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
@@ -30,14 +37,35 @@ __all__ = ["preprocess_input", "decode_predictions", "DATASETS"]
 DATASETS = ("fashion_mnist", "mnist", "cifar10", "cifar100", "imagenet2012")
 
 
-def _info(dataset: str) -> data_lib.DatasetInfo:
-    if dataset not in DATASETS:
-        raise ValueError(f"Unknown dataset {dataset!r}; the zoo knows {', '.join(DATASETS)}.")
-    return data_lib.info(dataset)
+def _info(dataset: str | os.PathLike) -> data_lib.DatasetInfo:
+    if dataset in DATASETS:
+        return data_lib.info(dataset)
+    spec_file = Path(dataset) / NETWORK_FILE
+    if not spec_file.is_file():
+        raise ValueError(
+            f"Unknown dataset {dataset!r}; the zoo knows {', '.join(DATASETS)}, or give a "
+            f"bnas-train run directory (holding {NETWORK_FILE})."
+        )
+    spec = read_json(spec_file)
+    if "normalization" not in spec:
+        raise ValueError(f"{spec_file}: no normalization statistics (written before 0.3).")
+    n = spec["num_classes"]
+    return data_lib.DatasetInfo(
+        name=spec["dataset"],
+        num_classes=n,
+        input_shape=tuple(spec["input_shape"]),
+        class_names=tuple(spec.get("class_names") or (str(i) for i in range(n))),
+        mean=tuple(spec["normalization"]["mean"]),
+        std=tuple(spec["normalization"]["std"]),
+        num_train=0,
+        num_test=0,
+    )
 
 
-def preprocess_input(images, dataset: str = "fashion_mnist") -> tf.Tensor:
+def preprocess_input(images, dataset: str | os.PathLike = "fashion_mnist") -> tf.Tensor:
     """Scale uint8 images ``[..., H, W, C]`` (values 0..255) as the zoo models were trained.
+
+    ``dataset``: one of ``DATASETS``, or a ``bnas-train`` run directory.
 
     Raises:
         ValueError: unknown dataset, or a channel count other than the dataset's.
@@ -49,11 +77,11 @@ def preprocess_input(images, dataset: str = "fashion_mnist") -> tf.Tensor:
             f"preprocess_input: {dataset} images have {meta.input_shape[-1]} channel(s) "
             f"(shape [..., H, W, {meta.input_shape[-1]}]); got shape {tuple(np.shape(images))}."
         )
-    return data_lib.preprocess(dataset, images)
+    return data_lib.normalize(images, meta.mean, meta.std)
 
 
 def decode_predictions(
-    preds, top: int = 5, dataset: str = "fashion_mnist", from_logits: bool = True
+    preds, top: int = 5, dataset: str | os.PathLike = "fashion_mnist", from_logits: bool = True
 ):
     """The ``top`` classes of each prediction: ``[(index, class_name, probability), ...]``.
 
