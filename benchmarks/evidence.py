@@ -1,0 +1,660 @@
+"""The evidence study: do the searches find better binary cells than chance, at equal cost?
+
+Every arm is trained with one recipe, at matched OPs, on the same data; every unit (an OPs
+profile, a search, a training) is cached under ``runs/bench/<budget>/`` by its whole
+specification, so the study resumes where it stopped and spans sessions. ``--phase`` runs
+one part, ``all`` (the default) runs them in order:
+
+1. **data**: Fashion-MNIST's 60,000 training images split once: the first 50,000 are the
+   development set (searches and training), the last 10,000 the validation set (every choice:
+   the epoch kept, the recipe's length); the 10,000 test images are touched only for the
+   reported top-1. The split is an ``npz:`` dataset (``bnas_tf.sources``), so the searches'
+   child processes read it by name.
+2. **ops**: each network's OPs (binary MACs / 64 + float MACs, Bi-Real Net's convention, from
+   ``larq.models.summary``) and memory (1-bit weights at 1 bit) as a function of its channels.
+   The target is the median OPs of the random Kim cells at the base size; every network is
+   then built with the ``init_channels`` that brings its OPs closest to it (``OPs(c)`` is
+   ``a c^2 + b c + d`` exactly: fitted on three widths, checked at the chosen one).
+3. **calibrate**: the first ``calibration_cells`` random Kim cells, each trained with two
+   seeds at E epochs for E in ``candidate_epochs``, smallest first, until the two seeds'
+   rankings agree (Kendall tau >= 0.6 on validation top-1) and the seed-to-seed standard
+   deviation is below a third of the spread between cells. The first E that passes is the
+   recipe (the last candidate if none does, said in the results).
+4. **search**: the arms' searches on the development set, child processes (peak memory
+   per search, CPU time): Kim et al. (``bnas_kim``, sign + scale, entropy), Chen et al.
+   (``bnas_darts``, XNOR, K=4, operation space reduction), plain binary DARTS, and Kim's
+   ablations (no inter-cell skip, no Zeroise, no diversity).
+5. **train**: every arm at matched OPs with the recipe: searched cells, random cells of both
+   spaces, the published cells (BNAS-A, ``BNAS_XNOR_1``) and the full-precision-searched DARTS
+   (V2) and PC-DARTS cells binarized in the DARTS template.
+6. **report**: ``benchmarks/results/evidence_<budget>.json`` and ``docs/evidence.md``: the
+   verdict table (hierarchical bootstrap over search seeds, cells and training seeds), the
+   accuracy-vs-OPs and -memory plot, the ablations, the search cost.
+
+```sh
+.venv/bin/python benchmarks/evidence.py --budget=smoke            # minutes: the harness runs
+.venv/bin/python benchmarks/evidence.py --budget=evidence         # the study (resumable)
+.venv/bin/python benchmarks/evidence.py --budget=evidence --phase=calibrate
+```
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import _common as C
+import numpy as np
+
+STUDY = "evidence"
+HELD_OUT = 10_000
+DOC = C.ROOT / "docs" / "evidence.md"
+
+
+@dataclasses.dataclass(frozen=True)
+class EvidenceBudget:
+    """What sets the study's cost. ``name`` keys the cache folder."""
+
+    name: str
+    dev_images: int | None  #: development (training) images used, of the 50,000
+    val_images: int | None  #: validation images, of the 10,000 held out
+    test_images: int | None  #: test images, of the 10,000
+    layers: int  #: cells of every trained network
+    init_channels: int  #: base width (the OPs target is the random Kim cells' median here)
+    batch_size: int
+    candidate_epochs: tuple[int, ...]
+    calibration_cells: int
+    search_images: int  #: development images a search sees (halved: weights / alphas)
+    search_batch: int
+    search_layers: int
+    search_channels: int
+    search_epochs: int  #: epochs of the DARTS-style searches; reduction: 1 epoch per stage
+    samples_per_op: int
+    eval_batches: int
+    kim_search_seeds: int
+    chen_search_seeds: int
+    darts_search_seeds: int
+    random_kim: int
+    random_darts: int
+    train_seeds: int  #: training seeds of every network
+    searched_train_seeds: int  #: of the searched cells
+    channel_range: tuple[int, int] = (4, 64)
+    ops_tolerance: float = 0.05
+
+
+BUDGETS = {
+    # The harness end to end in minutes; numbers mean nothing.
+    "smoke": EvidenceBudget(
+        "evidence-smoke",
+        dev_images=512,
+        val_images=256,
+        test_images=256,
+        layers=3,
+        init_channels=8,
+        batch_size=64,
+        candidate_epochs=(1, 2),
+        calibration_cells=3,
+        search_images=256,
+        search_batch=32,
+        search_layers=3,
+        search_channels=4,
+        search_epochs=1,
+        samples_per_op=1,
+        eval_batches=1,
+        kim_search_seeds=1,
+        chen_search_seeds=1,
+        darts_search_seeds=1,
+        random_kim=3,
+        random_darts=2,
+        train_seeds=1,
+        searched_train_seeds=1,
+        channel_range=(4, 16),
+    ),
+    # The study: at most 12 CPU-hours on a 2-core machine.
+    "evidence": EvidenceBudget(
+        "evidence",
+        dev_images=None,
+        val_images=None,
+        test_images=None,
+        layers=4,
+        init_channels=16,
+        batch_size=128,
+        candidate_epochs=(1, 2, 3),
+        calibration_cells=8,
+        search_images=10_000,
+        search_batch=64,
+        search_layers=3,
+        search_channels=8,
+        search_epochs=6,
+        samples_per_op=2,
+        eval_batches=4,
+        kim_search_seeds=3,
+        chen_search_seeds=2,
+        darts_search_seeds=2,
+        random_kim=10,
+        random_darts=5,
+        train_seeds=2,
+        searched_train_seeds=3,
+    ),
+}
+
+# Full-precision NAS cells, binarized in the DARTS template (the comparison of Kim et al.,
+# Table 1). Genotypes from quark0/darts `cnn/genotypes.py` (DARTS_V2; Liu, Simonyan, Yang,
+# ICLR 2019) and yuhuixu1993/PC-DARTS `genotypes.py` (PCDARTS; Xu et al., ICLR 2020); their
+# separable and dilated convolutions become the binarized ones of `bnas_darts`.
+_FP_TO_BINARY = {
+    "sep_conv_3x3": "bin_sep_conv_3x3",
+    "sep_conv_5x5": "bin_sep_conv_5x5",
+    "dil_conv_3x3": "bin_dil_sep_conv_3x3",
+    "dil_conv_5x5": "bin_dil_sep_conv_5x5",
+}
+FP_NAS_CELLS = {
+    "darts_v2": {
+        "normal": [
+            ("sep_conv_3x3", 0), ("sep_conv_3x3", 1), ("sep_conv_3x3", 0), ("sep_conv_3x3", 1),
+            ("sep_conv_3x3", 1), ("skip_connect", 0), ("skip_connect", 0), ("dil_conv_3x3", 2),
+        ],
+        "reduce": [
+            ("max_pool_3x3", 0), ("max_pool_3x3", 1), ("skip_connect", 2), ("max_pool_3x3", 1),
+            ("max_pool_3x3", 0), ("skip_connect", 2), ("skip_connect", 2), ("max_pool_3x3", 1),
+        ],
+    },
+    "pc_darts": {
+        "normal": [
+            ("sep_conv_3x3", 1), ("skip_connect", 0), ("sep_conv_3x3", 0), ("dil_conv_3x3", 1),
+            ("sep_conv_5x5", 0), ("sep_conv_3x3", 1), ("avg_pool_3x3", 0), ("dil_conv_3x3", 1),
+        ],
+        "reduce": [
+            ("sep_conv_5x5", 1), ("max_pool_3x3", 0), ("sep_conv_5x5", 1), ("sep_conv_5x5", 2),
+            ("sep_conv_3x3", 0), ("sep_conv_3x3", 3), ("sep_conv_3x3", 1), ("sep_conv_3x3", 2),
+        ],
+    },
+}  # fmt: skip
+
+#: The searches of the study: (family of ``_common.FAMILIES``, overrides, template overrides).
+SEARCHES = {
+    "kim": ("kim", {}),
+    "chen": (
+        "darts",
+        dict(partial_channels=4, edge_normalization=True, operation_space_reduction=True),
+    ),
+    "darts": ("darts", {}),
+    "kim_no_skip": ("kim", dict(inter_cell_skip=False)),
+    "kim_no_zeroise": ("kim", dict(allow_none=False)),
+    "kim_no_diversity": ("kim", dict(entropy_lambda=0.0)),
+}
+ABLATIONS = ("kim_no_skip", "kim_no_zeroise", "kim_no_diversity")
+
+
+# ------------------------------------------------------------------------------ data
+def dev_dataset(budget: EvidenceBudget) -> str:
+    """The ``npz:`` dataset of the development set (train) and the validation set (test)."""
+    path = C.CACHE / budget.name / "fashion_mnist_dev_val.npz"
+    if not path.exists():
+        import bnas_tf  # noqa: F401
+        from bnas_tf import data as data_lib
+
+        x, y = data_lib.load_arrays(C.DATASET, "train")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.stem + ".tmp.npz")
+        np.savez(
+            tmp,
+            x_train=x[:-HELD_OUT, ..., 0],
+            y_train=y[:-HELD_OUT],
+            x_test=x[-HELD_OUT:, ..., 0],
+            y_test=y[-HELD_OUT:],
+        )
+        os.replace(tmp, path)
+    return f"npz:{path}"
+
+
+# ------------------------------------------------------------------------------ networks
+def _genotype(cells: dict, space: str) -> dict:
+    concat = [2, 3, 4, 5]
+    return {
+        "normal": [[_FP_TO_BINARY.get(op, op), i] for op, i in cells["normal"]],
+        "normal_concat": concat,
+        "reduce": [[_FP_TO_BINARY.get(op, op), i] for op, i in cells["reduce"]],
+        "reduce_concat": concat,
+        "search_space": space,
+    }
+
+
+def _template(family: str, **overrides) -> dict:
+    f = C.FAMILIES[family]
+    return {"binarization": f["binarization"], "inter_cell_skip": f["inter_cell_skip"], **overrides}
+
+
+def network_spec(budget: EvidenceBudget, genotype: dict, template: dict, channels=None) -> dict:
+    return {
+        "kind": "genotype",
+        "genotype": genotype,
+        "layers": budget.layers,
+        "init_channels": channels or budget.init_channels,
+        "binarization": template["binarization"],
+        "inter_cell_skip": template["inter_cell_skip"],
+        "full_precision": False,
+        "source": "",
+    }
+
+
+def random_cells(budget: EvidenceBudget) -> dict[str, tuple[dict, dict]]:
+    """``name -> (genotype, template)`` of the random arms: Kim's space with Zeroise (the
+    search may choose it), the DARTS space without it (DARTS' derivation never picks it)."""
+    import bnas_tf  # noqa: F401
+    from bnas_tf.sampling import random_genotype
+
+    cells = {}
+    for i in range(budget.random_kim):
+        g = random_genotype(1000 + i, "bnas_kim", allow_none=True).to_dict()
+        cells[f"random_kim_{i}"] = (g, _template("kim"))
+    for i in range(budget.random_darts):
+        g = random_genotype(2000 + i, "bnas_darts", allow_none=False).to_dict()
+        cells[f"random_darts_{i}"] = (g, _template("darts"))
+    return cells
+
+
+def published_cells() -> dict[str, tuple[dict, dict]]:
+    import bnas_tf  # noqa: F401
+    from bnas_tf import genotype as genotype_lib
+
+    return {
+        "bnas_a": (genotype_lib.get("bnas_a").to_dict(), _template("kim")),
+        "bnas_xnor_1": (genotype_lib.get("bnas_xnor_1").to_dict(), _template("darts")),
+        **{
+            f"fp_{name}": (_genotype(cells, "bnas_darts"), _template("darts"))
+            for name, cells in FP_NAS_CELLS.items()
+        },
+    }
+
+
+def profile(budget: EvidenceBudget, name: str, spec: dict, fresh: bool = False) -> dict:
+    """OPs, memory and parameters of ``spec`` (cached)."""
+
+    def compute() -> dict:
+        import bnas_tf  # noqa: F401
+        from bnas_tf.export import model_summary
+
+        import tensorflow as tf
+
+        tf.keras.backend.clear_session()
+        p = model_summary(C.profiled(C.build_model(spec)))
+        tf.keras.backend.clear_session()
+        return {"profile": p, "ops": p["macs_1bit"] / 64 + p["macs_32bit"]}
+
+    return C.cached(budget, "profile", name, spec, compute, fresh)
+
+
+def matched_channels(budget: EvidenceBudget, name: str, spec: dict, target: float) -> dict:
+    """The ``init_channels`` whose OPs come closest to ``target``, with its profile.
+
+    ``OPs(c) = a c^2 + b c + d`` (every conv is channels x channels, the stem and the
+    classifier channels x constant): fitted on three widths, every integer width of
+    ``channel_range`` predicted, the best one (and its neighbours when the prediction is
+    off) built and profiled.
+    """
+    lo, hi = budget.channel_range
+    widths = (lo, (lo + hi) // 2, hi)
+    ops = [profile(budget, f"{name}_c{c}", {**spec, "init_channels": c})["ops"] for c in widths]
+    a, b, d = np.polyfit(widths, ops, 2)
+    candidates = sorted(range(lo, hi + 1), key=lambda c: abs((a * c * c + b * c + d) / target - 1))
+    best = None
+    for c in candidates[:3]:
+        p = profile(budget, f"{name}_c{c}", {**spec, "init_channels": c})
+        if best is None or abs(p["ops"] / target - 1) < abs(best[1]["ops"] / target - 1):
+            best = (c, p)
+    c, p = best
+    return {"init_channels": c, "ops": p["ops"], "ops_ratio": p["ops"] / target, **p["profile"]}
+
+
+# ------------------------------------------------------------------------------ training
+def train_once(budget: EvidenceBudget, spec: dict, epochs: int, seed: int) -> dict:
+    """The recipe: Adam, one-cycle learning rate (max 2e-3), no weight decay, no augmentation,
+    batch ``batch_size``, ``epochs`` epochs on the development set; after each epoch top-1 on
+    the validation set; the weights of the best validation epoch are kept and scored on the
+    test set."""
+    import bnas_tf  # noqa: F401
+    from bnas_tf import data as data_lib
+    from bnas_tf.training import TrainConfig, make_optimizer
+
+    import tensorflow as tf
+
+    dev = dev_dataset(budget)
+    tf.keras.backend.clear_session()
+    tf.keras.utils.set_random_seed(seed)
+    model = C.build_model(spec)
+    n = data_lib.num_examples(dev, "train")
+    n = min(n, budget.dev_images) if budget.dev_images else n
+    steps = n // budget.batch_size
+    config = TrainConfig(
+        optimizer="adam",
+        learning_rate=2e-3,
+        lr_schedule="onecycle",
+        weight_decay=0.0,
+        epochs=epochs,
+        batch_size=budget.batch_size,
+        seed=seed,
+    )
+    model.compile(
+        optimizer=make_optimizer(config, steps * epochs),
+        loss=tf.keras.losses.CategoricalCrossentropy(from_logits=True),
+        metrics=[tf.keras.metrics.CategoricalAccuracy(name="accuracy")],
+    )
+
+    def one_hot(x, y):
+        return x, tf.one_hot(y, C.NUM_CLASSES)
+
+    val = data_lib.load(dev, "test", batch_size=500, limit=budget.val_images).map(one_hot)
+    history, best, best_weights = [], -1.0, None
+    with C.Meter() as meter:
+        for epoch in range(epochs):
+            train = data_lib.load(
+                dev,
+                "train",
+                batch_size=budget.batch_size,
+                shuffle=True,
+                seed=seed * 1000 + epoch,
+                limit=budget.dev_images,
+                drop_remainder=True,
+            ).map(one_hot)
+            logs = model.fit(train, verbose=0).history
+            val_loss, val_acc = model.evaluate(val, verbose=0)
+            history.append(
+                {"loss": logs["loss"][-1], "accuracy": logs["accuracy"][-1], "val": val_acc}
+            )
+            if val_acc > best:
+                best, best_weights, best_epoch = val_acc, model.get_weights(), epoch + 1
+    model.set_weights(best_weights)
+    test = data_lib.load(C.DATASET, "test", batch_size=500, limit=budget.test_images)
+    _, test_acc = model.evaluate(test.map(one_hot), verbose=0)
+    tf.keras.backend.clear_session()
+    return {
+        "val_accuracy": float(best),
+        "best_epoch": best_epoch,
+        "test_accuracy": float(test_acc),
+        "history": history,
+        **meter.as_dict("train_"),
+    }
+
+
+def train(budget, name: str, spec: dict, epochs: int, seeds, fresh: bool = False) -> list[dict]:
+    """``spec`` trained once per seed (each a cached unit)."""
+    return [
+        C.cached(
+            budget,
+            "train",
+            f"{name}_e{epochs}_s{seed}",
+            {"model": spec, "epochs": epochs, "seed": seed, "recipe": "adam-onecycle-2e-3-v1"},
+            lambda seed=seed: train_once(budget, spec, epochs, seed),
+            fresh,
+        )
+        for seed in seeds
+    ]
+
+
+# ------------------------------------------------------------------------------ statistics
+def kendall_tau(a, b) -> float:
+    """Kendall's tau-b of two score vectors."""
+    n, concordant, discordant, ties_a, ties_b = len(a), 0, 0, 0, 0
+    for i in range(n):
+        for j in range(i + 1, n):
+            da, db = np.sign(a[i] - a[j]), np.sign(b[i] - b[j])
+            if da == 0 and db == 0:
+                continue
+            if da == 0:
+                ties_a += 1
+            elif db == 0:
+                ties_b += 1
+            elif da == db:
+                concordant += 1
+            else:
+                discordant += 1
+    pairs = concordant + discordant
+    denominator = math.sqrt((pairs + ties_a) * (pairs + ties_b))
+    return (concordant - discordant) / denominator if denominator else 0.0
+
+
+def calibration_stats(runs: dict[str, list[dict]], key: str = "val_accuracy") -> dict:
+    """Seed agreement of the calibration cells: tau between the first two seeds' rankings,
+    pooled seed-to-seed standard deviation, standard deviation of the cells' means."""
+    names = sorted(runs)
+    seed0 = [runs[n][0][key] for n in names]
+    seed1 = [runs[n][1][key] for n in names]
+    pooled = math.sqrt(np.mean([np.var([r[key] for r in runs[n]], ddof=1) for n in names]))
+    spread = float(np.std([np.mean([r[key] for r in runs[n]]) for n in names], ddof=1))
+    tau = kendall_tau(seed0, seed1)
+    return {
+        "kendall_tau": tau,
+        "seed_std": pooled,
+        "cell_spread": spread,
+        "passes": tau >= 0.6 and pooled < spread / 3,
+    }
+
+
+def bootstrap_difference(
+    groups_a: list[list[float]], groups_b: list[list[float]], reps: int = 10_000, seed: int = 0
+) -> dict:
+    """Mean of arm A minus mean of arm B with a 95 % hierarchical bootstrap interval.
+
+    Each arm is a list of units (a search seed or a random cell), each unit a list of its
+    training seeds' accuracies; a replicate resamples units, then seeds within each unit.
+    """
+    rng = np.random.default_rng(seed)
+
+    def replicate(groups) -> float:
+        units = [groups[i] for i in rng.integers(len(groups), size=len(groups))]
+        return float(np.mean([np.mean(rng.choice(u, size=len(u))) for u in units]))
+
+    def point(groups) -> float:
+        return float(np.mean([np.mean(u) for u in groups]))
+
+    diffs = np.array([replicate(groups_a) - replicate(groups_b) for _ in range(reps)])
+    low, high = np.percentile(diffs, [2.5, 97.5])
+    return {
+        "difference": point(groups_a) - point(groups_b),
+        "low": float(low),
+        "high": float(high),
+        "units_a": len(groups_a),
+        "units_b": len(groups_b),
+    }
+
+
+# ------------------------------------------------------------------------------ searches
+def search_config(budget: EvidenceBudget, search: str, seed: int) -> dict:
+    family, overrides = SEARCHES[search]
+    f = C.FAMILIES[family]
+    config = {
+        "dataset": dev_dataset(budget),
+        "limit": budget.search_images,
+        "batch_size": budget.search_batch,
+        "layers": budget.search_layers,
+        "init_channels": budget.search_channels,
+        "epochs": budget.search_epochs,
+        "entropy_tau": 7.7 * budget.search_epochs / 50,
+        "genotype_selection": "best",
+        "stage_epochs": 1,
+        "samples_per_op": budget.samples_per_op,
+        "eval_batches": budget.eval_batches,
+        "seed": seed,
+        "verbose": 0,
+        **f,
+        **overrides,
+    }
+    return config
+
+
+def run_search(budget: EvidenceBudget, search: str, seed: int, fresh: bool = False) -> dict:
+    """One search in a child process (its own peak memory), cached."""
+    config = search_config(budget, search, seed)
+    key = {k: v for k, v in config.items() if k != "dataset"}
+    key["data"] = f"fashion_mnist[:-{HELD_OUT}]"
+
+    def compute() -> dict:
+        out_dir = C.CACHE / budget.name / "search_runs" / f"{search}_s{seed}"
+        shutil.rmtree(out_dir, ignore_errors=True)
+        cmd = [sys.executable, str(Path(C.__file__).resolve()), "search", json.dumps(config)]
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL=os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"))
+        with C.Meter() as meter:
+            proc = subprocess.run(
+                [*cmd, str(out_dir)], cwd=C.ROOT, capture_output=True, text=True, env=env
+            )
+        for line in reversed(proc.stdout.splitlines()):
+            if line.startswith(C.MARKER):
+                result = json.loads(line[len(C.MARKER) :])
+                result["process_wall_s"] = meter.wall_s
+                return result
+        raise RuntimeError(f"search {search} failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
+
+    return C.cached(budget, "search", f"{search}_s{seed}", key, compute, fresh)
+
+
+def search_seeds(budget: EvidenceBudget) -> dict[str, int]:
+    return {
+        "kim": budget.kim_search_seeds,
+        "chen": budget.chen_search_seeds,
+        "darts": budget.darts_search_seeds,
+        **{a: 1 for a in ABLATIONS},
+    }
+
+
+# ------------------------------------------------------------------------------ the study
+def ops_target(budget: EvidenceBudget) -> float:
+    kim = [(g, t) for n, (g, t) in random_cells(budget).items() if n.startswith("random_kim")]
+    ops = [profile(budget, f"base_random_kim_{i}", network_spec(budget, g, t))["ops"]
+           for i, (g, t) in enumerate(kim)]  # fmt: skip
+    return float(np.median(ops))
+
+
+def calibrate(budget: EvidenceBudget, target: float, fresh: bool = False) -> dict:
+    cells = list(random_cells(budget).items())[: budget.calibration_cells]
+    steps = []
+    for epochs in budget.candidate_epochs:
+        runs = {}
+        for name, (g, t) in cells:
+            sized = matched_channels(budget, name, network_spec(budget, g, t), target)
+            spec = network_spec(budget, g, t, sized["init_channels"])
+            runs[name] = train(budget, name, spec, epochs, (0, 1), fresh)
+        stats = calibration_stats(runs)
+        C.log(f"calibration E={epochs}: {stats}")
+        steps.append({"epochs": epochs, **stats})
+        if stats["passes"]:
+            break
+    return {"candidates": steps, "epochs": steps[-1]["epochs"], "passed": steps[-1]["passes"]}
+
+
+def arms(budget: EvidenceBudget, fresh: bool = False) -> dict[str, dict]:
+    """``arm -> {unit -> (genotype, template, training seeds)}`` (runs the searches)."""
+    result: dict[str, dict] = {}
+    for search, count in search_seeds(budget).items():
+        family, overrides = SEARCHES[search]
+        template = _template(
+            family, **{k: v for k, v in overrides.items() if k in ("inter_cell_skip",)}
+        )
+        seeds = (
+            budget.searched_train_seeds
+            if search in ("kim", "chen", "darts")
+            else budget.train_seeds
+        )
+        result[search] = {
+            f"{search}_s{s}": (run_search(budget, search, s, fresh)["genotype"], template, seeds)
+            for s in range(count)
+        }
+    for name, (g, t) in random_cells(budget).items():
+        arm = "random_kim" if name.startswith("random_kim") else "random_darts"
+        result.setdefault(arm, {})[name] = (g, t, budget.train_seeds)
+    for name, (g, t) in published_cells().items():
+        result[name] = {name: (g, t, budget.train_seeds)}
+    return result
+
+
+def run_study(budget: EvidenceBudget, phase: str, fresh: bool = False) -> dict | None:
+    dev_dataset(budget)
+    if phase == "data":
+        return None
+    target = ops_target(budget)
+    C.log(f"OPs target (median of the random Kim cells at the base size): {target / 1e6:.3f} M")
+    if phase == "ops":
+        return None
+    calibration = calibrate(budget, target, fresh)
+    if phase == "calibrate":
+        return None
+    study_arms = arms(budget, fresh)
+    if phase == "search":
+        return None
+    epochs = calibration["epochs"]
+    trained: dict[str, dict] = {}
+    for arm, units in study_arms.items():
+        for unit, (g, t, seeds) in units.items():
+            sized = matched_channels(budget, unit, network_spec(budget, g, t), target)
+            spec = network_spec(budget, g, t, sized["init_channels"])
+            runs = train(budget, unit, spec, epochs, range(seeds), fresh)
+            trained.setdefault(arm, {})[unit] = {"size": sized, "genotype": g, "runs": runs}
+    searches = {
+        f"{s}_s{i}": run_search(budget, s, i)
+        for s, n in search_seeds(budget).items()
+        for i in range(n)
+    }
+    return {
+        "budget": dataclasses.asdict(budget),
+        "machine": C.machine_info(),
+        "ops_target": target,
+        "calibration": calibration,
+        "arms": trained,
+        "searches": {k: {x: v[x] for x in v if x != "spec"} for k, v in searches.items()},
+        "verdict": verdict(trained),
+    }
+
+
+def _groups(trained: dict, arm: str, key: str = "test_accuracy") -> list[list[float]]:
+    return [[r[key] for r in u["runs"]] for u in trained.get(arm, {}).values()]
+
+
+COMPARISONS = (
+    ("kim", "random_kim", "Kim-searched minus random Kim-space cells"),
+    ("chen", "random_darts", "Chen-searched minus random DARTS-space cells"),
+    ("darts", "random_darts", "plain binary DARTS minus random DARTS-space cells"),
+    ("kim", "fp_darts_v2", "Kim-searched minus binarized DARTS (V2)"),
+    ("kim", "fp_pc_darts", "Kim-searched minus binarized PC-DARTS"),
+    ("chen", "fp_darts_v2", "Chen-searched minus binarized DARTS (V2)"),
+    ("kim", "kim_no_skip", "Kim minus its no-inter-cell-skip ablation"),
+    ("kim", "kim_no_zeroise", "Kim minus its no-Zeroise ablation"),
+    ("kim", "kim_no_diversity", "Kim minus its no-diversity ablation"),
+)
+
+
+def verdict(trained: dict) -> list[dict]:
+    rows = []
+    for a, b, label in COMPARISONS:
+        if trained.get(a) and trained.get(b):
+            rows.append({"a": a, "b": b, "label": label, **bootstrap_difference(
+                _groups(trained, a), _groups(trained, b))})  # fmt: skip
+    return rows
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--budget", choices=sorted(BUDGETS), default="evidence")
+    parser.add_argument(
+        "--phase", choices=("data", "ops", "calibrate", "search", "all"), default="all"
+    )
+    parser.add_argument("--fresh", action="store_true", help="ignore cached units")
+    parser.add_argument("--output", default=None)
+    args = parser.parse_args(argv)
+    budget = BUDGETS[args.budget]
+    payload = run_study(budget, args.phase, args.fresh)
+    if payload is not None:
+        folder = C.CACHE / "smoke" if args.budget == "smoke" else C.RESULTS
+        path = Path(args.output) if args.output else folder / f"{STUDY}_{args.budget}.json"
+        C.write_results(path, payload)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
