@@ -609,6 +609,7 @@ def run_study(budget: EvidenceBudget, phase: str, fresh: bool = False) -> dict |
         "arms": trained,
         "searches": {k: {x: v[x] for x in v if x != "spec"} for k, v in searches.items()},
         "verdict": verdict(trained),
+        "cost": study_cost(budget),
     }
 
 
@@ -638,21 +639,185 @@ def verdict(trained: dict) -> list[dict]:
     return rows
 
 
+# ------------------------------------------------------------------------------ the page
+def _pct(x: float) -> str:
+    return f"{100 * x:.2f}"
+
+
+def arm_rows(payload: dict) -> list[dict]:
+    """One row per arm: test top-1 mean and spread over all its trainings, OPs, memory."""
+    rows = []
+    for arm, units in payload["arms"].items():
+        accs = [r["test_accuracy"] for u in units.values() for r in u["runs"]]
+        sizes = [u["size"] for u in units.values()]
+        rows.append(
+            {
+                "arm": arm,
+                "units": len(units),
+                "trainings": len(accs),
+                "mean": float(np.mean(accs)),
+                "std": float(np.std(accs, ddof=1)) if len(accs) > 1 else 0.0,
+                "ops_m": float(np.mean([z["ops"] for z in sizes])) / 1e6,
+                "ops_ratio_max": float(max(abs(z["ops_ratio"] - 1) for z in sizes)),
+                "memory_kib": float(np.mean([z["memory_kib"] for z in sizes])),
+                "channels": sorted({z["init_channels"] for z in sizes}),
+            }
+        )
+    return rows
+
+
+def plot(payload: dict, path: Path) -> None:
+    """Test top-1 against OPs and memory, every training of every arm."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+    for arm, units in payload["arms"].items():
+        xs_ops, xs_mem, ys = [], [], []
+        for u in units.values():
+            for r in u["runs"]:
+                xs_ops.append(u["size"]["ops"] / 1e6)
+                xs_mem.append(u["size"]["memory_kib"])
+                ys.append(100 * r["test_accuracy"])
+        marker = "x" if arm.startswith("random") else "o"
+        axes[0].scatter(xs_ops, ys, label=arm, marker=marker, s=18)
+        axes[1].scatter(xs_mem, ys, label=arm, marker=marker, s=18)
+    axes[0].set_xlabel("OPs (M): binary MACs / 64 + float MACs")
+    axes[1].set_xlabel("memory (KiB, 1-bit weights at 1 bit)")
+    axes[0].set_ylabel("test top-1 (%)")
+    axes[1].legend(fontsize=7, loc="lower right", ncol=2)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def markdown(payload: dict, image: str) -> str:
+    b, m, cal = payload["budget"], payload["machine"], payload["calibration"]
+    lines = [
+        "# Evidence: searched binary cells against chance, at equal cost",
+        "",
+        "Written by `benchmarks/evidence.py` from "
+        f"`benchmarks/results/evidence_{payload['budget_key']}.json` only.",
+        f"{m['cpu']}, {m['cores']} cores, TF {m['versions'].get('tensorflow')}, "
+        f"git {str(m['git_commit'])[:10]}, {m['date']}.",
+        "",
+        "Fashion-MNIST: the first 50,000 training images train (and the searches search on "
+        f"{b['search_images']:,} of them), the last 10,000 validate (the epoch kept, the "
+        "recipe's length), the 10,000 test images give the top-1 below. Every network: "
+        f"{b['layers']} cells, Adam with a one-cycle learning rate (max 2e-3), batch "
+        f"{b['batch_size']}, {cal['epochs']} epoch(s), its channels chosen so that its OPs "
+        f"(binary MACs / 64 + float MACs) are those of the median random Kim cell at "
+        f"{b['init_channels']} channels: {payload['ops_target'] / 1e6:.3f} M.",
+        "",
+        "## Recipe length (calibration)",
+        "",
+        f"{b['calibration_cells']} random Kim cells, 2 training seeds each, validation top-1:",
+        "",
+        "| epochs | Kendall tau (seed 0 vs 1) | seed std | spread of cells | passes |",
+        "|---|---|---|---|---|",
+    ]
+    for c in cal["candidates"]:
+        lines.append(
+            f"| {c['epochs']} | {c['kendall_tau']:.2f} | {_pct(c['seed_std'])} | "
+            f"{_pct(c['cell_spread'])} | {'yes' if c['passes'] else 'no'} |"
+        )
+    lines += [
+        "",
+        "Passes: tau >= 0.6 and the seed std below a third of the spread. "
+        + (
+            f"Chosen: {cal['epochs']} epoch(s)."
+            if cal["passed"]
+            else f"No candidate passed; the last ({cal['epochs']} epochs) is used."
+        ),
+        "",
+        "## Verdict",
+        "",
+        "Differences of mean test top-1 (points), 95 % interval of a hierarchical bootstrap "
+        "(search seeds or random cells, then training seeds; 10,000 replicates):",
+        "",
+        "| comparison | difference | 95 % interval | units |",
+        "|---|---|---|---|",
+    ]
+    for v in payload["verdict"]:
+        lines.append(
+            f"| {v['label']} | {100 * v['difference']:+.2f} | "
+            f"[{100 * v['low']:+.2f}, {100 * v['high']:+.2f}] | {v['units_a']} vs {v['units_b']} |"
+        )
+    lines += [
+        "",
+        "## Arms",
+        "",
+        "| arm | units | trainings | top-1 % | OPs (M) | max OPs gap | memory KiB | channels |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in arm_rows(payload):
+        lines.append(
+            f"| {r['arm']} | {r['units']} | {r['trainings']} | {_pct(r['mean'])} ± "
+            f"{_pct(r['std'])} | {r['ops_m']:.3f} | {100 * r['ops_ratio_max']:.1f} % | "
+            f"{r['memory_kib']:.1f} | {', '.join(map(str, r['channels']))} |"
+        )
+    lines += ["", f"![accuracy against OPs and memory]({image})", "", "## Search cost", ""]
+    lines += [
+        "| search | wall min | CPU h | peak GB | genotype |",
+        "|---|---|---|---|---|",
+    ]
+    for name, s in payload["searches"].items():
+        lines.append(
+            f"| {name} | {s['wall_s'] / 60:.1f} | {s['cpu_s'] / 3600:.2f} | "
+            f"{s['peak_rss_gb']:.2f} | `{s['genotype_str']}` |"
+        )
+    lines += [
+        "",
+        f"Study cost: {payload['cost']['wall_h']:.1f} h wall, {payload['cost']['cpu_h']:.1f} "
+        "CPU-hours (every unit's own time, summed).",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def study_cost(budget: EvidenceBudget) -> dict:
+    """Wall and CPU time of every cached unit of the study, summed."""
+    wall = cpu = 0.0
+    for path in (C.CACHE / budget.name).glob("*/*.json"):
+        unit = json.loads(path.read_text())
+        wall += unit.get("train_wall_s") or unit.get("process_wall_s") or 0.0
+        cpu += unit.get("train_cpu_s") or unit.get("cpu_s") or 0.0
+    return {"wall_h": wall / 3600, "cpu_h": cpu / 3600}
+
+
+def write_page(payload: dict, budget_key: str) -> None:
+    payload = {**payload, "budget_key": budget_key}
+    folder = C.ROOT / "docs" if budget_key == "evidence" else C.CACHE / "smoke"
+    image = folder / "img" / f"evidence_{budget_key}.png"
+    plot(payload, image)
+    page = folder / DOC.name
+    page.parent.mkdir(parents=True, exist_ok=True)
+    page.write_text(markdown(payload, f"img/{image.name}"))
+    C.log(f"wrote {page}")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--budget", choices=sorted(BUDGETS), default="evidence")
     parser.add_argument(
-        "--phase", choices=("data", "ops", "calibrate", "search", "all"), default="all"
+        "--phase", choices=("data", "ops", "calibrate", "search", "all", "report"), default="all"
     )
     parser.add_argument("--fresh", action="store_true", help="ignore cached units")
     parser.add_argument("--output", default=None)
     args = parser.parse_args(argv)
     budget = BUDGETS[args.budget]
+    folder = C.CACHE / "smoke" if args.budget == "smoke" else C.RESULTS
+    path = Path(args.output) if args.output else folder / f"{STUDY}_{args.budget}.json"
+    if args.phase == "report":
+        write_page(json.loads(path.read_text()), args.budget)
+        return 0
     payload = run_study(budget, args.phase, args.fresh)
     if payload is not None:
-        folder = C.CACHE / "smoke" if args.budget == "smoke" else C.RESULTS
-        path = Path(args.output) if args.output else folder / f"{STUDY}_{args.budget}.json"
         C.write_results(path, payload)
+        write_page(payload, args.budget)
     return 0
 
 

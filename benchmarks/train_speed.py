@@ -293,7 +293,7 @@ def markdown(payload: dict) -> str:
         if "error" in r:
             lines.append(f"| {name} | {r['error']} | | | | | | |")
             continue
-        same_net = r.get("net", {}).get("genotype") == "bnas_a" and ref.get("median_step_s")
+        same_net = CONFIGS.get(name, {}).get("net") == "bnas_a" and ref.get("median_step_s")
         speed = f"{r['images_per_s'] / ref['images_per_s']:.2f}x" if same_net else "–"
         memory = f"{r['peak_rss_gb'] / ref['peak_rss_gb']:.2f}x" if same_net else "–"
         lines.append(

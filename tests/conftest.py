@@ -44,11 +44,20 @@ def write_idx_fixture():
 
 @pytest.fixture(name="restore_datasets")
 def restore_datasets_fixture():
-    """Forget the datasets a test registers (``data.from_arrays``, ``npz:``, ``folder:``), so
-    that tests run later in the same process see only the built-in ones."""
-    saved = (dict(data.DATASETS), dict(data.AUGMENTATIONS), dict(data._CUSTOM_ARRAYS))
+    """Forget the datasets a test registers (``data.from_arrays``, ``npz:``, ``folder:``,
+    ``tfds:``), so that tests run later in the same process see only the built-in ones."""
+    from bnas_tf import sources
+
+    registries = (
+        data.DATASETS,
+        data.AUGMENTATIONS,
+        data._CUSTOM_ARRAYS,
+        data._TFDS_SOURCES,
+        sources._OPENED,
+    )
+    saved = [dict(registry) for registry in registries]
     yield
-    for registry, before in zip((data.DATASETS, data.AUGMENTATIONS, data._CUSTOM_ARRAYS), saved):
+    for registry, before in zip(registries, saved):
         registry.clear()
         registry.update(before)
 

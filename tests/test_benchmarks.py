@@ -384,3 +384,60 @@ def test_reduction_bounds_recompute_from_earlier_timings_and_refuse_another_netw
     with pytest.raises(SystemExit):
         rb.main(args + ["--measured", str(tmp_path / "measured.json")])
     assert "timed another network" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ the evidence study
+import evidence as E  # noqa: E402
+
+
+def test_kendall_tau_of_agreeing_reversed_and_one_swapped_rankings():
+    a = [0.1, 0.2, 0.3, 0.4, 0.5]
+    assert E.kendall_tau(a, [1, 2, 3, 4, 5]) == pytest.approx(1.0)
+    assert E.kendall_tau(a, [5, 4, 3, 2, 1]) == pytest.approx(-1.0)
+    assert E.kendall_tau(a, [2, 1, 3, 4, 5]) == pytest.approx(0.8)  # 9 of 10 pairs agree
+
+
+def test_calibration_passes_only_when_seeds_agree_and_cells_differ_more_than_seeds():
+    cells = [0.70, 0.72, 0.74, 0.76, 0.78]
+
+    def runs(noise):
+        return {
+            f"c{i}": [{"val_accuracy": a + noise[i]}, {"val_accuracy": a - noise[i]}]
+            for i, a in enumerate(cells)
+        }
+
+    stable = E.calibration_stats(runs([0.001] * 5))
+    assert stable["kendall_tau"] == pytest.approx(1.0) and stable["passes"]
+    noisy = E.calibration_stats(runs([0.03, -0.03, 0.03, -0.03, 0.03]))
+    assert noisy["seed_std"] > noisy["cell_spread"] / 3 and not noisy["passes"]
+
+
+def test_bootstrap_interval_excludes_zero_for_a_clear_gain_and_holds_it_for_none():
+    better = [[0.80, 0.81], [0.82, 0.80], [0.81, 0.81]]
+    worse = [[0.75, 0.76], [0.74, 0.76], [0.77, 0.75], [0.76, 0.74]]
+    gain = E.bootstrap_difference(better, worse, reps=2000)
+    assert gain["difference"] == pytest.approx(0.8083 - 0.7538, abs=1e-3)
+    assert 0 < gain["low"] < gain["difference"] < gain["high"]
+    same = E.bootstrap_difference(worse, worse, reps=2000)
+    assert same["low"] < 0 < same["high"]
+
+
+@pytest.mark.parametrize("name", sorted(E.FP_NAS_CELLS))
+def test_full_precision_nas_cells_are_valid_binarized_darts_space_genotypes(name):
+    g = genotype.Genotype.from_dict(E._genotype(E.FP_NAS_CELLS[name], "bnas_darts"))
+    assert g.search_space == "bnas_darts" and len(g.normal) == len(g.reduce) == 8
+    assert not any(op.startswith(("sep_", "dil_")) for op, _ in g.normal + g.reduce)
+
+
+def test_matched_channels_land_near_the_ops_target(tmp_path, monkeypatch):
+    monkeypatch.setattr(C, "CACHE", tmp_path)
+    budget = E.BUDGETS["smoke"]
+    kim = E._template("kim")
+    base = E.network_spec(budget, genotype.BNAS_A.to_dict(), kim)
+    target = E.profile(budget, "base", base)["ops"]
+    sized = E.matched_channels(budget, "bnas_a", base, target)
+    assert sized["init_channels"] == budget.init_channels and sized["ops_ratio"] == 1.0
+    # another cell (separable convolutions) is sized to the same OPs, up to one channel's step
+    darts = E.network_spec(budget, E._genotype(E.FP_NAS_CELLS["pc_darts"], "bnas_darts"), kim)
+    other = E.matched_channels(budget, "pc_darts", darts, target)
+    assert other["init_channels"] != budget.init_channels and abs(other["ops_ratio"] - 1) < 0.15
