@@ -270,9 +270,11 @@ def cached(
     spec: dict,
     compute: Callable[[], dict],
     fresh: bool = False,
+    root: Path | None = None,
 ) -> dict:
-    """``compute()``'s result for ``spec``, read from / written to the unit cache."""
-    path = CACHE / budget.name / kind / f"{name}-{_key(spec)}.json"
+    """``compute()``'s result for ``spec``, read from / written to the unit cache (under
+    ``root``, default ``CACHE``)."""
+    path = (root or CACHE) / budget.name / kind / f"{name}-{_key(spec)}.json"
     if path.exists() and not fresh:
         result = json.loads(path.read_text())
         result["cached"] = True

@@ -55,6 +55,9 @@ import numpy as np
 
 STUDY = "evidence"
 HELD_OUT = 10_000
+#: Where the study's unit results are kept: committed with the results, so that a study that
+#: spans sessions loses nothing (the smoke budget's stay in ``runs/bench``).
+UNITS = C.RESULTS / "evidence_units"
 DOC = C.ROOT / "docs" / "evidence.md"
 
 
@@ -193,6 +196,15 @@ SEARCHES = {
 ABLATIONS = ("kim_no_skip", "kim_no_zeroise", "kim_no_diversity")
 
 
+def _root(budget: EvidenceBudget) -> Path:
+    return C.CACHE if budget.name.endswith("smoke") else UNITS
+
+
+def cached(budget: EvidenceBudget, kind: str, name: str, spec: dict, compute, fresh=False):
+    """``_common.cached`` under the study's unit folder."""
+    return C.cached(budget, kind, name, spec, compute, fresh, root=_root(budget))
+
+
 # ------------------------------------------------------------------------------ data
 def dev_dataset(budget: EvidenceBudget) -> str:
     """The ``npz:`` dataset of the development set (train) and the validation set (test)."""
@@ -289,7 +301,7 @@ def profile(budget: EvidenceBudget, name: str, spec: dict, fresh: bool = False) 
         tf.keras.backend.clear_session()
         return {"profile": p, "ops": p["macs_1bit"] / 64 + p["macs_32bit"]}
 
-    return C.cached(budget, "profile", name, spec, compute, fresh)
+    return cached(budget, "profile", name, spec, compute, fresh)
 
 
 def matched_channels(budget: EvidenceBudget, name: str, spec: dict, target: float) -> dict:
@@ -387,7 +399,7 @@ def train_once(budget: EvidenceBudget, spec: dict, epochs: int, seed: int) -> di
 def train(budget, name: str, spec: dict, epochs: int, seeds, fresh: bool = False) -> list[dict]:
     """``spec`` trained once per seed (each a cached unit)."""
     return [
-        C.cached(
+        cached(
             budget,
             "train",
             f"{name}_e{epochs}_s{seed}",
@@ -512,7 +524,7 @@ def run_search(budget: EvidenceBudget, search: str, seed: int, fresh: bool = Fal
                 return result
         raise RuntimeError(f"search {search} failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
 
-    return C.cached(budget, "search", f"{search}_s{seed}", key, compute, fresh)
+    return cached(budget, "search", f"{search}_s{seed}", key, compute, fresh)
 
 
 def search_seeds(budget: EvidenceBudget) -> dict[str, int]:
@@ -781,7 +793,7 @@ def markdown(payload: dict, image: str) -> str:
 def study_cost(budget: EvidenceBudget) -> dict:
     """Wall and CPU time of every cached unit of the study, summed."""
     wall = cpu = 0.0
-    for path in (C.CACHE / budget.name).glob("*/*.json"):
+    for path in (_root(budget) / budget.name).glob("*/*.json"):
         unit = json.loads(path.read_text())
         wall += unit.get("train_wall_s") or unit.get("process_wall_s") or 0.0
         cpu += unit.get("train_cpu_s") or unit.get("cpu_s") or 0.0

@@ -463,4 +463,6 @@ def test_evaluate_architectures_ranks_the_trained_path_above_a_random_one():
         np.testing.assert_array_equal(v.numpy(), b)
     batches = [(x[i : i + 32], y[i : i + 32]) for i in range(0, 128, 32)]
     good, bad = evaluate_architectures(net, [trained, untrained], batches)
-    assert good > 0.8 and good > bad + 0.2, (good, bad)
+    # the random 5x5 path still passes the trained stem's brightness on: 0.85 (oneDNN
+    # kernels, AMD Zen 3) to below 0.8 (Eigen kernels); the trained path scores 1.0
+    assert good > 0.8 and good > bad + 0.1, (good, bad)
