@@ -58,13 +58,18 @@ lint: $(VENV)/.installed
 test: $(VENV)/.installed data lint docs
 	$(PY) -m pytest -q --doctest-modules bnas_tf tests -n 2 --dist loadfile $(PYTEST_ARGS)
 
-# Evidence studies (issue 7; docs/results.md). BUDGET=smoke|cpu-small|full (benchmarks/_common.py);
+# Evidence studies (docs/results.md). BUDGET=smoke|cpu-small|full (benchmarks/_common.py);
 # search_cost first: the other studies reuse its searches (cache in runs/bench/).
+# BUDGET=evidence runs the evidence study instead (benchmarks/evidence.py -> docs/evidence.md;
+# resumable, its units in benchmarks/results/evidence_units/).
 BUDGET ?= cpu-small
 BENCH_STUDIES = search_cost accuracy_vs_memory ablations inference_vs_baselines
 
 bench: $(VENV)/.installed data
-	@set -e; for study in $(BENCH_STUDIES); do \
+	@set -e; if [ "$(BUDGET)" = evidence ]; then \
+		$(PY) benchmarks/evidence.py --budget=evidence; exit 0; \
+	fi; \
+	for study in $(BENCH_STUDIES); do \
 		echo "== benchmarks/$$study.py --budget=$(BUDGET)"; \
 		$(PY) benchmarks/$$study.py --budget=$(BUDGET); \
 	done
