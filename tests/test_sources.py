@@ -298,6 +298,8 @@ def test_tfds_source_finds_features_splits_and_statistics(tfds_dir):
     images, labels = next(iter(data.load(name, "test", batch_size=15)))
     assert images.shape == (15, 16, 16, 3) and sorted(labels.numpy()) == [0] * 5 + [1] * 5 + [2] * 5
     assert data.search_split_sizes(name, batch_size=8).num_weights == 30
+    (x_w, y_w), (x_a, _) = next(iter(data.search_splits(name, batch_size=8, augment=True)))
+    assert x_w.shape == x_a.shape == (8, 16, 16, 3) and set(y_w.numpy()) <= {0, 1, 2}
     resized = sources.resolve("tfds:bnas_tiny_shapes", data_dir=tfds_dir, image_size=24)
     assert next(iter(data.load(resized, "train", batch_size=4)))[0].shape == (4, 24, 24, 3)
 
