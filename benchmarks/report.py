@@ -495,8 +495,14 @@ def targets_section(budget: str) -> list[str]:
     return lines
 
 
-PREAMBLE = """# Evidence: searched binary networks vs larq-zoo binaries and random cells
-(Fashion-MNIST)
+PREAMBLE = """# Results: searched binary networks, larq-zoo binaries, random cells (Fashion-MNIST)
+
+!!! warning "A smoke run"
+    The `cpu-small` budget trains each network for one epoch on 6,000 images with one seed:
+    its differences are below what it can resolve (the full-precision twin scores below its
+    binary version). The evidence study (`benchmarks/evidence.py`, `make bench
+    BUDGET=evidence`: held-out validation, a calibrated recipe, seeds, matched OPs and
+    bootstrap intervals) replaces it; its page is written when the study completes.
 
 Does the search find binary networks that beat hand-designed binary networks and random
 cells at equal training cost? This page answers with measurements on this project's
