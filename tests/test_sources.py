@@ -231,6 +231,13 @@ def test_bad_source_options_are_refused(tmp_path, options, message):
         sources.resolve(f"folder:{_folder(tmp_path / 'imgs')}", **options)
 
 
+def test_image_size_is_refused_for_a_builtin_dataset():
+    from bnas_tf.training import TrainConfig
+
+    with pytest.raises(ValueError, match="--image_size resizes npz:, folder: and tfds: sources"):
+        TrainConfig(dataset="mnist", image_size=32).validate()
+
+
 # ---------------------------------------------------------------------------- TFDS datasets
 def _tiny_builder(name, splits, features=None, shape=(16, 16, 3)):
     """A local TFDS builder (no download) of random images with three classes: by default an
