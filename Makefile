@@ -54,7 +54,7 @@ lint: $(VENV)/.installed
 
 # Two pytest-xdist workers, one test file each at a time (--dist loadfile keeps a module's
 # fixtures in one process): 999 tests in 637 s instead of 1152 s in one process on 2 cores;
-# 1,068 tests in 769 s (AMD EPYC Zen 3, oneDNN kernels, 2026-12-05).
+# 1,068 tests in 769 s (now 1,069) (AMD EPYC Zen 3, oneDNN kernels, 2026-12-05).
 test: $(VENV)/.installed data lint docs
 	$(PY) -m pytest -q --doctest-modules bnas_tf tests -n 2 --dist loadfile $(PYTEST_ARGS)
 
