@@ -393,32 +393,33 @@ def run_search_unit(
     """
     config = search_config(budget, search)
     spec = {"search": search, "config": config}
+    out_dir = CACHE / budget.name / "search_runs" / search
+    return cached(
+        budget,
+        "search",
+        search,
+        spec,
+        lambda: search_in_child(config, out_dir, search, timeout),
+        fresh,
+    )
 
-    def compute() -> dict:
-        out_dir = CACHE / budget.name / "search_runs" / search
-        shutil.rmtree(out_dir, ignore_errors=True)
-        cmd = [
-            sys.executable,
-            str(Path(__file__).resolve()),
-            "search",
-            json.dumps(config),
-            str(out_dir),
-        ]
-        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL=os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"))
-        with Meter() as meter:
-            proc = subprocess.run(
-                cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env
-            )
-        for line in reversed(proc.stdout.splitlines()):
-            if line.startswith(MARKER):
-                result = json.loads(line[len(MARKER) :])
-                result["process_wall_s"] = meter.wall_s
-                return result
-        raise RuntimeError(
-            f"search {search} failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}"
+
+def search_in_child(config: dict, out_dir: Path, label: str, timeout: float | None) -> dict:
+    """One complete search of ``SearchConfig(**config)`` in a child process writing to
+    ``out_dir`` (emptied first): its result (``_search_child``) plus ``process_wall_s``."""
+    shutil.rmtree(out_dir, ignore_errors=True)
+    cmd = [sys.executable, str(Path(__file__).resolve()), "search", json.dumps(config)]
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL=os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"))
+    with Meter() as meter:
+        proc = subprocess.run(
+            [*cmd, str(out_dir)], cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env
         )
-
-    return cached(budget, "search", search, spec, compute, fresh)
+    for line in reversed(proc.stdout.splitlines()):
+        if line.startswith(MARKER):
+            result = json.loads(line[len(MARKER) :])
+            result["process_wall_s"] = meter.wall_s
+            return result
+    raise RuntimeError(f"search {label} failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
 
 
 def is_cached_search(budget: Budget, search: str) -> bool:

@@ -46,8 +46,6 @@ import dataclasses
 import json
 import math
 import os
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -256,16 +254,14 @@ def _template(family: str, **overrides) -> dict:
 
 
 def network_spec(budget: EvidenceBudget, genotype: dict, template: dict, channels=None) -> dict:
-    return {
-        "kind": "genotype",
-        "genotype": genotype,
-        "layers": budget.layers,
-        "init_channels": channels or budget.init_channels,
-        "binarization": template["binarization"],
-        "inter_cell_skip": template["inter_cell_skip"],
-        "full_precision": False,
-        "source": "",
-    }
+    """``_common.genotype_spec`` in ``template``, at ``channels`` (default: the base width)."""
+    spec = C.genotype_spec(
+        budget,
+        genotype,
+        binarization=template["binarization"],
+        inter_cell_skip=template["inter_cell_skip"],
+    )
+    return {**spec, "init_channels": channels or budget.init_channels}
 
 
 def random_cells(budget: EvidenceBudget) -> dict[str, tuple[dict, dict]]:
@@ -519,21 +515,10 @@ def run_search(budget: EvidenceBudget, search: str, seed: int, fresh: bool = Fal
     key = {k: v for k, v in config.items() if k != "dataset"}
     key["data"] = f"fashion_mnist[:-{HELD_OUT}]"
 
+    out_dir = C.CACHE / budget.name / "search_runs" / f"{search}_s{seed}"
+
     def compute() -> dict:
-        out_dir = C.CACHE / budget.name / "search_runs" / f"{search}_s{seed}"
-        shutil.rmtree(out_dir, ignore_errors=True)
-        cmd = [sys.executable, str(Path(C.__file__).resolve()), "search", json.dumps(config)]
-        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL=os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"))
-        with C.Meter() as meter:
-            proc = subprocess.run(
-                [*cmd, str(out_dir)], cwd=C.ROOT, capture_output=True, text=True, env=env
-            )
-        for line in reversed(proc.stdout.splitlines()):
-            if line.startswith(C.MARKER):
-                result = json.loads(line[len(C.MARKER) :])
-                result["process_wall_s"] = meter.wall_s
-                return result
-        raise RuntimeError(f"search {search} failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
+        return C.search_in_child(config, out_dir, f"{search}_s{seed}", timeout=None)
 
     return cached(budget, "search", f"{search}_s{seed}", key, compute, fresh)
 

@@ -278,17 +278,18 @@ def open_source(config) -> DatasetInfo:
     """``info`` of ``config.dataset`` read with the source options a search or training config
     carries (``data_dir``, ``image_size``, ``test_fraction``, ``skip_bad_images``; see
     [`bnas_tf.sources.resolve`][bnas_tf.sources.resolve]); the built-in names ignore them."""
-    options = dict(
-        image_size=getattr(config, "image_size", None),
-        test_fraction=getattr(config, "test_fraction", sources.TEST_FRACTION),
-        skip_bad_images=getattr(config, "skip_bad_images", False),
-    )
-    if options["image_size"] is not None and config.dataset in BUILTIN_DATASETS:
+    if config.image_size is not None and config.dataset in BUILTIN_DATASETS:
         raise ValueError(
             f"--image_size resizes npz:, folder: and tfds: sources; {config.dataset} has its "
             "own size."
         )
-    sources.resolve(config.dataset, data_dir=config.data_dir, **options)
+    sources.resolve(
+        config.dataset,
+        data_dir=config.data_dir,
+        image_size=config.image_size,
+        test_fraction=config.test_fraction,
+        skip_bad_images=config.skip_bad_images,
+    )
     return info(config.dataset, data_dir=config.data_dir)
 
 

@@ -96,9 +96,9 @@ def _resize(images: np.ndarray, size: int | None) -> np.ndarray:
     return np.clip(np.rint(np.concatenate(chunks)), 0, 255).astype(np.uint8)
 
 
-def _statistics(images: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Per-channel mean and standard deviation (floored at 1e-3) of images scaled to [0, 1]."""
-    scaled = images.astype(np.float64) / 255.0
+def _statistics(scaled: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and standard deviation (floored at 1e-3) of NHWC images in [0, 1]."""
+    scaled = scaled.astype(np.float64)
     mean = tuple(float(m) for m in scaled.mean(axis=(0, 1, 2)))
     std = tuple(max(float(s), 1e-3) for s in scaled.std(axis=(0, 1, 2)))
     return mean, std
@@ -195,7 +195,7 @@ def from_arrays(
         num_classes = len(class_names)
     if len(np.unique(ys["y_train"])) < 2:
         raise ValueError("y_train holds a single class; a classifier needs at least two.")
-    mean, std = _statistics(xs["x_train"]) if stats is None else _checked_stats(stats, xs)
+    mean, std = _statistics(xs["x_train"] / 255.0) if stats is None else _checked_stats(stats, xs)
     data.register_arrays(
         data.DatasetInfo(
             name=name,
@@ -530,8 +530,8 @@ def load_tfds(
     data.register_tfds(meta, source)
     if stats is None:
         ds = data.load(meta.name, "train", limit=STATS_LIMIT, batch_size=1024)
-        scaled = np.concatenate([x.numpy() for x, _ in ds])  # normalised with mean 0, std 1
-        mean, std = _statistics(np.clip(scaled * 255.0, 0, 255))
+        scaled = np.concatenate([x.numpy() for x, _ in ds])  # x / 255: mean 0, std 1 so far
+        mean, std = _statistics(np.clip(scaled, 0.0, 1.0))
     else:
         mean, std = tuple(stats["mean"]), tuple(stats["std"])
     data.register_tfds(dataclasses.replace(meta, mean=mean, std=std), source)

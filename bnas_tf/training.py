@@ -461,8 +461,7 @@ def evaluate_trained(
     """Top-1 accuracy and loss of a trained run on ``split`` of its dataset (opened as the run
     read it: ``open_spec_dataset``)."""
     model, spec = load_trained(model_dir)
-    data_dir = data_dir if data_dir is not None else (spec.get("source") or {}).get("data_dir")
-    open_spec_dataset(spec, data_dir)
+    open_spec_dataset(spec, data_dir)  # a tfds: source keeps the run's data_dir
     ds = data_lib.load(
         spec["dataset"], split, data_dir=data_dir, batch_size=batch_size, limit=limit
     )
