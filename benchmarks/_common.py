@@ -348,9 +348,9 @@ SEARCHES: dict[str, tuple[str, dict]] = {
     "darts": ("darts", {}),
     "chen": (
         "darts",
-        dict(partial_channels=4, edge_normalization=True, operation_space_reduction=True),
+        dict(partial_channels=4, edge_normalization=True, method="reduction"),
     ),
-    "chen_no_sampling": ("darts", dict(operation_space_reduction=True)),
+    "chen_no_sampling": ("darts", dict(method="reduction")),
     "chen_no_reduction": ("darts", dict(partial_channels=4, edge_normalization=True)),
 }
 
@@ -431,29 +431,23 @@ def is_cached_search(budget: Budget, search: str) -> bool:
 def _search_child(config_json: str, out_dir: str) -> None:
     """Child process: one complete search; prints ``MARKER + json``."""
     import bnas_tf  # noqa: F401  (Keras 2 before TensorFlow)
-    from bnas_tf.search.driver import SearchConfig, run_search
-    from bnas_tf.search.reduction import ReductionConfig
-    from bnas_tf.search.reduction_search import run_reduction_search
+    from bnas_tf.search.driver import SearchConfig
+    from bnas_tf.search.methods import run_method
 
-    config = SearchConfig(**json.loads(config_json))
+    config = SearchConfig.from_flat(json.loads(config_json))
     rss_before = _status_gb("VmRSS")
     with Meter() as meter:
-        if config.operation_space_reduction:
-            reduction = ReductionConfig(
-                stage_epochs=config.stage_epochs,
-                samples_per_op=config.samples_per_op,
-                eval_batches=config.eval_batches,
-                temperature=config.reduction_temperature,
-            )
-            result = run_reduction_search(config, reduction, out_dir, log=lambda _: None)
-            extra = {
-                "stages": len(result.stages),
-                "epochs_run": sum(s["epochs"][1] - s["epochs"][0] for s in result.stages),
-                "stage_wall_s": [s["wall_time_s"] for s in result.stages],
-            }
-        else:
-            result = run_search(config, out_dir)
-            extra = {"epochs_run": len(result.history), "best_epoch": result.best_epoch}
+        result = run_method(config, out_dir, log=lambda _: None)
+    if config.method in ("reduction", "cp_nas"):
+        extra = {
+            "stages": len(result.stages),
+            "epochs_run": sum(s["epochs"][1] - s["epochs"][0] for s in result.stages),
+            "stage_wall_s": [s["wall_time_s"] for s in result.stages],
+        }
+    elif config.method == "bmes":
+        extra = {"epochs_run": config.bmes.supernet_epochs, "ops": result.ops}
+    else:
+        extra = {"epochs_run": len(result.history), "best_epoch": result.best_epoch}
     payload = {
         **meter.as_dict(),
         "peak_rss_gb": _status_gb("VmHWM"),
@@ -553,16 +547,10 @@ def profiled(model):
 
 
 def _full_precision():
-    """The searched network with its quantizers off: every ``QuantConv2D`` a float conv
-    (no kernel or input quantizer, no weight clipping)."""
-    from bnas_tf.quantizers import Binarization
+    """The searched network with its quantizers off (``bnas_tf.quantizers.FULL_PRECISION``)."""
+    from bnas_tf.quantizers import FULL_PRECISION
 
-    @dataclasses.dataclass(frozen=True)
-    class FullPrecision(Binarization):
-        def layer_kwargs(self) -> dict:
-            return {"kernel_quantizer": None, "input_quantizer": None}
-
-    return FullPrecision("full_precision", None, None, "quantizers off")
+    return FULL_PRECISION
 
 
 def zoo_spec(budget: Budget, module: str, model: str) -> dict:

@@ -187,7 +187,7 @@ SEARCHES = {
     "kim": ("kim", {}),
     "chen": (
         "darts",
-        dict(partial_channels=4, edge_normalization=True, operation_space_reduction=True),
+        dict(partial_channels=4, edge_normalization=True, method="reduction"),
     ),
     "darts": ("darts", {}),
     "kim_no_skip": ("kim", dict(inter_cell_skip=False)),

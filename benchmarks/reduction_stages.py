@@ -84,7 +84,12 @@ def stage_setup(metrics: dict, network: str = "search") -> tuple:
     import dataclasses
 
     config = SearchConfig(
-        **{k: v for k, v in metrics["config"].items() if k in SearchConfig.__dataclass_fields__}
+        **{
+            k: v
+            for k, v in metrics["config"].items()
+            if k in SearchConfig.__dataclass_fields__
+            and not isinstance(v, dict)  # the nested method configs keep their defaults
+        }
     )
     if network == "reference":
         net = timed_network(metrics, network)

@@ -348,7 +348,8 @@ def single_step_config(name: str, steps: int, quick: bool) -> dict:
         limit_malloc_arenas(spec["malloc_arenas"])  # before the first op starts the thread pools
     if not spec["meta_optimizer"]:
         tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
-    from bnas_tf.search.supernet import Supernet, default_optimizers
+    from bnas_tf.search.architect import Architect
+    from bnas_tf.search.supernet import Supernet, SupernetOptions, default_optimizers
 
     tf.keras.utils.set_random_seed(0)
     rss_after_import = _rss_gb()
@@ -359,14 +360,17 @@ def single_step_config(name: str, steps: int, quick: bool) -> dict:
         init_channels=net_spec["init_channels"],
         search_space=net_spec["search_space"],
         binarization=net_spec["binarization"],
-        entropy_lambda=net_spec["entropy_lambda"],
         partial_channels=spec["partial_channels"],
-        share_computation=spec["share_computation"],
-        dtype_policy=spec.get("dtype_policy", "float32"),
-        trace_forward_once=spec.get("trace_forward_once", True),
+        options=SupernetOptions(
+            share_computation=spec["share_computation"],
+            dtype_policy=spec.get("dtype_policy", "float32"),
+            trace_forward_once=spec.get("trace_forward_once", True),
+        ),
         seed=0,
     )
-    net.compile(**default_optimizers(1000))
+    net.compile(
+        **default_optimizers(1000), architect=Architect(entropy_lambda=net_spec["entropy_lambda"])
+    )
     h, w, c = net_spec["image"]
     net(tf.zeros((1, h, w, c)))
     net.build_optimizers()
@@ -450,7 +454,6 @@ def single_search(kind: str, epochs: int, limit: int | None = None) -> dict:
     from bnas_tf import ops as ops_lib
     from bnas_tf.search.cell import num_edges
     from bnas_tf.search.driver import SearchConfig, run_search
-    from bnas_tf.search.reduction import ReductionConfig
     from bnas_tf.search.reduction_search import run_reduction_search
 
     import tensorflow as tf  # noqa: F401
@@ -464,7 +467,9 @@ def single_search(kind: str, epochs: int, limit: int | None = None) -> dict:
         )
     start_ops = ops[: epochs + 1]
     full_space = len(start_ops) == len(ops)
-    config = SearchConfig(epochs=epochs, **search)
+    config = SearchConfig.from_flat(
+        {"epochs": epochs, **search, **({} if kind == "plain" else {"method": "reduction"})}
+    )
     out_dir = tempfile.mkdtemp(prefix=f"search_speed_{kind}_")
     t = time.perf_counter()
     c0 = time.process_time()
@@ -482,9 +487,7 @@ def single_search(kind: str, epochs: int, limit: int | None = None) -> dict:
             if full_space
             else {cell: [list(start_ops)] * num_edges() for cell in ("normal", "reduce")}
         )
-        result = run_reduction_search(
-            config, ReductionConfig(stage_epochs=1), out_dir, active_ops=active, log=lambda _: None
-        )
+        result = run_reduction_search(config, out_dir, active_ops=active, log=lambda _: None)
         inner = result.wall_time
         extra = {
             "stages": len(result.stages),

@@ -197,7 +197,6 @@ def main(argv=None) -> int:
 
     import bnas_tf  # noqa: F401  (before tensorflow)
     from bnas_tf.search.driver import SearchConfig, run_search
-    from bnas_tf.search.reduction import ReductionConfig
     from bnas_tf.search.reduction_search import run_reduction_search
 
     import tensorflow as tf
@@ -239,13 +238,19 @@ def main(argv=None) -> int:
     args.output.parent.mkdir(parents=True, exist_ok=True)  # the gdb dumps go there too
     sampler = _Sampler(args.interval, args.gdb_after, args.output.parent, in_batch)
     sampler.start()
-    config = SearchConfig(epochs=args.epochs, **_tiny_search(args.limit))
+    config = SearchConfig.from_flat(
+        {
+            "epochs": args.epochs,
+            **_tiny_search(args.limit),
+            **({} if args.kind == "plain" else {"method": "reduction"}),
+        }
+    )
     out = tempfile.mkdtemp(prefix=f"stall_profile_{args.kind}_")
     started = time.perf_counter()
     if args.kind == "plain":
         run_search(config, out)
     else:
-        run_reduction_search(config, ReductionConfig(stage_epochs=1), out, log=lambda _: None)
+        run_reduction_search(config, out, log=lambda _: None)
     wall = time.perf_counter() - started
     sampler.stopped = True
     gc.callbacks.remove(on_gc)

@@ -49,6 +49,12 @@ __all__ = [
 #: The values of ``--strategy``.
 STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
 
+#: Help of the ``strategy`` setting of the search and training configs.
+STRATEGY_HELP = (
+    "tf.distribute strategy: default (one device), mirrored (all GPUs of this host), "
+    "multi_worker (several hosts; cluster from TF_CONFIG) or tpu. --batch_size is global."
+)
+
 
 def make_strategy(name: str) -> tf.distribute.Strategy:
     """The strategy called ``name`` (one of ``STRATEGIES``).

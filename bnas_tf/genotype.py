@@ -360,7 +360,7 @@ class Genotype:
         except FileNotFoundError:
             raise FileNotFoundError(2, "genotype file not found", target) from None
         try:
-            return cls.from_json(text)
+            return _from_json(text) if cls is Genotype else cls.from_json(text)
         except ValueError as e:
             raise ValueError(f"{target}: {e}") from e
 
@@ -578,8 +578,24 @@ PUBLISHED: dict[str, Genotype] = {
 """Published genotypes by name (see ``get``)."""
 
 
+def _from_json(text: str):
+    """A cell ``Genotype``, or a BMES ``GroupGenotype`` when the JSON says ``"kind": "bmes"``."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError:
+        data = None
+    if isinstance(data, dict) and data.get("kind") == "bmes":
+        from bnas_tf.mobilenet import GroupGenotype
+
+        return GroupGenotype.from_dict(data)
+    return Genotype.from_json(text)
+
+
 def get(name_or_path: str | os.PathLike[str] | Genotype) -> Genotype:
     """Resolve a published name, a ``.json`` file, a JSON string or a DARTS repr.
+
+    A ``.json`` file or JSON string of a BMES group genotype (``"kind": "bmes"``) gives a
+    [`GroupGenotype`][bnas_tf.mobilenet.GroupGenotype].
 
     Published names are matched case-insensitively (``-`` equals ``_``). A
     ``Genotype`` is returned unchanged.
@@ -602,7 +618,7 @@ def get(name_or_path: str | os.PathLike[str] | Genotype) -> Genotype:
     if key in PUBLISHED:
         return PUBLISHED[key]
     if text.startswith("{"):
-        return Genotype.from_json(text)
+        return _from_json(text)
     if "Genotype(" in text:
         return Genotype.from_darts_string(text)
     if text.lower().endswith(".json") or os.path.isfile(text):

@@ -230,10 +230,11 @@ class Subsample(tf.keras.layers.Layer):
 def _depthwise_quantizer(name):
     """The kernel quantizer ``name`` (a name or an instance), one scale per depthwise filter.
 
-    Quantizers without that option, such as PCNN's, keep one scale per layer.
+    Quantizers without that option, such as PCNN's, keep one scale per layer; ``None`` (full
+    precision) stays ``None``.
     """
     quantizer = lq.quantizers.get(name)
-    if "depthwise" in quantizer.get_config():
+    if quantizer is not None and "depthwise" in quantizer.get_config():
         quantizer = type(quantizer).from_config({**quantizer.get_config(), "depthwise": True})
     return quantizer
 

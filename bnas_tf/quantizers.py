@@ -49,6 +49,8 @@ __all__ = [
     "xnor_scaled_conv",
     "Binarization",
     "BINARIZATIONS",
+    "BINARIZATION_HELP",
+    "FULL_PRECISION",
     "get_binarization",
     "binarization_of",
     "quantizer_variables",
@@ -635,6 +637,27 @@ BINARIZATIONS: dict[str, Binarization] = {
         "pcnn", "pcnn", "ste_sign", "Gu et al., AAAI 2019; Chen et al., AAAI 2020"
     ),
 }
+
+
+#: Help of the binarization settings, shared by the search and training configs (their flags).
+BINARIZATION_HELP = {
+    "binarization": "sign_scale, xnor or pcnn.",
+    "xnor_activation_scale": "XNOR-Net's activation scaling map K on every binary convolution "
+    "(xnor only).",
+    "pcnn_lambda": "Weight lambda of PCNN's projection loss (pcnn only).",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class _FullPrecision(Binarization):
+    def layer_kwargs(self) -> dict:
+        return {"kernel_quantizer": None, "input_quantizer": None}
+
+
+FULL_PRECISION: Binarization = _FullPrecision("full_precision", None, None, "quantizers off")
+"""No binarization: every ``QuantConv2D`` a float convolution (no kernel or input quantizer, no
+weight clipping). The full-precision parent of CP-NAS and the full-precision twin of the
+benchmarks; not one of the ``BINARIZATIONS`` a user picks."""
 
 
 def get_binarization(

@@ -52,6 +52,7 @@ import numpy as np
 from absl import logging
 
 __all__ = [
+    "DATA_HELP",
     "IMAGE_SUFFIXES",
     "PREFIXES",
     "STATS_LIMIT",
@@ -67,6 +68,19 @@ __all__ = [
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 #: Share of each class held out as the test split of a folder without ``train/``/``test/``.
 TEST_FRACTION = 0.2
+
+#: Help of the data settings, shared by the search, training and tuning configs (their flags).
+DATA_HELP = {
+    "dataset": "fashion_mnist, mnist, cifar10, cifar100, imagenet2012, or your images: "
+    "folder:PATH (one subfolder per class), npz:PATH (x_train, y_train, x_test, y_test) or "
+    "tfds:NAME (any TFDS image-classification dataset prepared in --data_dir).",
+    "data_dir": "IDX or TFDS data directory.",
+    "image_size": "Resize the images of a folder:, npz: or tfds: dataset to N x N.",
+    "test_fraction": "Share of each class held out as the test split of a folder: without "
+    "test/ (and of a tfds: dataset without a test or validation split).",
+    "skip_bad_images": "Skip and count the unreadable or non-image files of a folder: dataset "
+    "instead of refusing them.",
+}
 #: Training images a ``tfds:`` dataset's normalisation statistics are computed from (the first).
 STATS_LIMIT = 10_000
 #: The ``--dataset`` prefixes of the sources read here.

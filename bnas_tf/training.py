@@ -24,6 +24,7 @@ from __future__ import annotations
 from bnas_tf import data as data_lib
 from bnas_tf import distribute, faults, sources
 from bnas_tf import genotype as genotype_lib
+from bnas_tf.mobilenet import GroupGenotype, build_group_network, is_group_genotype
 from bnas_tf.network import (
     build_network,
     check_dataset_size,
@@ -239,7 +240,12 @@ def build_from_spec(spec: dict, **overrides) -> tf.keras.Model:
 
     A spec without ``stride2_grid`` was written before bnas-tf 0.2 and is rebuilt on the
     ``legacy`` grid it was trained with ([`bnas_tf.ops.STRIDE2_GRIDS`][bnas_tf.ops.STRIDE2_GRIDS]).
+    A spec whose genotype is a BMES group genotype builds the binary MobileNet of
+    [`bnas_tf.mobilenet`][bnas_tf.mobilenet] (``layers``, ``init_channels``, ``stem`` and the
+    cell network's options do not apply to it: the genotype fixes the backbone).
     """
+    if is_group_genotype(spec["genotype"]):
+        return _build_group_network(spec, **overrides)
     kwargs = {
         "layers": spec["layers"],
         "init_channels": spec["init_channels"],
@@ -252,6 +258,21 @@ def build_from_spec(spec: dict, **overrides) -> tf.keras.Model:
     }
     kwargs.update(overrides)
     return build_network(genotype_lib.Genotype.from_dict(spec["genotype"]), **kwargs)
+
+
+_CELL_ONLY = ("auxiliary", "drop_path_rate", "layers", "init_channels", "stem", "inter_cell_skip")
+
+
+def _build_group_network(spec: dict, **overrides) -> tf.keras.Model:
+    if overrides.get("auxiliary"):
+        raise ValueError("--auxiliary_weight: a BMES group network has no auxiliary head.")
+    kwargs = {
+        "num_classes": spec["num_classes"],
+        "input_shape": tuple(spec["input_shape"]),
+        "binarization": binarization_of(spec),
+    }
+    kwargs.update({k: v for k, v in overrides.items() if k not in (*_CELL_ONLY, "stride2_grid")})
+    return build_group_network(GroupGenotype.from_dict(spec["genotype"]), **kwargs)
 
 
 class _DropPathSchedule(tf.keras.callbacks.Callback):
@@ -409,10 +430,17 @@ def training_examples(config: TrainConfig) -> int:
     return n
 
 
-def resolve_genotype(config: TrainConfig) -> genotype_lib.Genotype:
+def resolve_genotype(config: TrainConfig) -> genotype_lib.Genotype | GroupGenotype:
     """The genotype of ``config.genotype``; with ``config.search_space`` set, it must come
     from that space (its ``search_space`` field and every op). Raises ``ValueError``."""
     genotype = genotype_lib.get(config.genotype)
+    if isinstance(genotype, GroupGenotype):
+        if config.search_space not in (None, genotype.search_space):
+            raise ValueError(
+                f"--genotype {config.genotype} is a BMES group genotype, but "
+                f"--search_space={config.search_space}."
+            )
+        return genotype
     space = config.search_space
     if space is not None:
         if genotype.search_space not in (None, space):

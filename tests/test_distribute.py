@@ -84,7 +84,7 @@ def _mirrored_job(data_dir: str, out: str) -> None:
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 
     from bnas_tf import distribute
-    from bnas_tf.search import Supernet, default_optimizers
+    from bnas_tf.search import Architect, Supernet, default_optimizers
     from bnas_tf.training import TrainConfig, train_network
 
     strategy = distribute.make_strategy("mirrored")
@@ -101,14 +101,13 @@ def _mirrored_job(data_dir: str, out: str) -> None:
     pairs = tf.data.Dataset.from_tensor_slices(((x[0], y[0]), (x[1], y[1]))).batch(8)
 
     def supernet():  # one reduction cell with one node: the step, cheap to trace
-        net = Supernet(
-            10, layers=1, init_channels=4, steps=1, multiplier=1, entropy_lambda=1.0, seed=0
-        )
+        net = Supernet(10, layers=1, init_channels=4, steps=1, multiplier=1, seed=0)
         # Plain SGD on alpha: its update is the gradient itself (Adam's would not show a wrong
         # loss scale, being invariant to it).
         net.compile(
             optimizer=default_optimizers(10)["optimizer"],
             arch_optimizer=tf.keras.optimizers.SGD(1.0),
+            architect=Architect(entropy_lambda=1.0),
         )
         net(tf.zeros((1, 8, 8, 1)))
         net.build_optimizers()

@@ -66,7 +66,7 @@ def test_reference_flagfiles_hold_the_published_settings():
     )
     config = common.config_from_flags(SearchConfig, chen)
     assert config.search_space == "bnas_darts" and config.partial_channels == 4
-    assert config.operation_space_reduction and not config.allow_none
+    assert config.method == "reduction" and not config.allow_none
     # XNOR-Net with its activation scaling; PC-DARTS' alpha warm-up (epoch 15 of 50).
     assert config.binarization == "xnor" and config.xnor_activation_scale
     assert config.arch_warmup_epochs == 15
@@ -95,4 +95,4 @@ def test_chen_flagfiles_cite_a_source_for_every_setting(name, warmup):
     config = common.config_from_flags(SearchConfig, flag_values)
     assert config.xnor_activation_scale and config.arch_warmup_epochs == warmup
     # the warm-up ends inside the search: alpha is trained in the later stages
-    assert warmup < 7 * config.stage_epochs
+    assert warmup < 7 * config.reduction.stage_epochs

@@ -12,9 +12,9 @@ bnas-search --flagfile=flags/demo_search.cfg --output_dir=runs/s
 
 from __future__ import annotations
 
+from bnas_tf import quantizers, settings, sources
 from bnas_tf.runs import prepare_output_dir
 
-import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
@@ -26,6 +26,7 @@ __all__ = [
     "define_run_flags",
     "start_run",
     "check_data",
+    "usage_error",
     "BINARIZATION_HELP",
     "DATA_HELP",
 ]
@@ -33,26 +34,10 @@ __all__ = [
 _NONE = "none"
 
 #: Help of the binarization flags, shared by ``bnas-search`` and ``bnas-train``.
-BINARIZATION_HELP = {
-    "binarization": "sign_scale, xnor or pcnn.",
-    "xnor_activation_scale": "XNOR-Net's activation scaling map K on every binary convolution "
-    "(xnor only).",
-    "pcnn_lambda": "Weight lambda of PCNN's projection loss (pcnn only).",
-}
-
+BINARIZATION_HELP = quantizers.BINARIZATION_HELP
 
 #: Help of the data flags, shared by ``bnas-search``, ``bnas-train`` and ``bnas-tune``.
-DATA_HELP = {
-    "dataset": "fashion_mnist, mnist, cifar10, cifar100, imagenet2012, or your images: "
-    "folder:PATH (one subfolder per class), npz:PATH (x_train, y_train, x_test, y_test) or "
-    "tfds:NAME (any TFDS image-classification dataset prepared in --data_dir).",
-    "data_dir": "IDX or TFDS data directory.",
-    "image_size": "Resize the images of a folder:, npz: or tfds: dataset to N x N.",
-    "test_fraction": "Share of each class held out as the test split of a folder: without "
-    "test/ (and of a tfds: dataset without a test or validation split).",
-    "skip_bad_images": "Skip and count the unreadable or non-image files of a folder: dataset "
-    "instead of refusing them.",
-}
+DATA_HELP = sources.DATA_HELP
 
 
 def _kind(annotation: str) -> tuple[str, bool]:
@@ -67,48 +52,74 @@ def _parse_optional(parser, value):
     return None if value is None or str(value).lower() in (_NONE, "") else parser(value)
 
 
-def define_config_flags(config_cls, help_texts: Mapping[str, str], flag_values=flags.FLAGS) -> None:
-    """One flag per field of ``config_cls``, defaulting to the field's default.
+def define_config_flags(
+    config_cls, help_texts: Mapping[str, str] | None = None, flag_values=flags.FLAGS
+) -> None:
+    """One flag per setting of ``config_cls`` (nested settings dataclasses flattened), defaulting
+    to the field's default, with the field's help text (``bnas_tf.settings``; else
+    ``help_texts[name]``).
 
     Optional fields accept ``none``; booleans accept ``--name`` / ``--noname``.
     """
-    for field in dataclasses.fields(config_cls):
+    seen: dict[str, tuple[str, ...]] = {}
+    for path, field in settings.flat_fields(config_cls):
+        name = settings.flag_name(field)
+        if name in seen:
+            raise ValueError(f"flag --{name} is declared twice: {seen[name]} and {path}.")
+        seen[name] = path
         base, optional = _kind(field.type)
         default = field.default
-        text = help_texts.get(field.name, field.name.replace("_", " "))
+        text = (
+            field.metadata.get("help") or (help_texts or {}).get(name) or settings.help_text(field)
+        )
         if base == "bool" and not optional:
-            flags.DEFINE_bool(field.name, default, text, flag_values=flag_values)
+            flags.DEFINE_bool(name, default, text, flag_values=flag_values)
         elif optional:
             flags.DEFINE_string(
-                field.name,
+                name,
                 _NONE if default is None else str(default),
                 f"{text} ('{_NONE}' for unset)",
                 flag_values=flag_values,
             )
         elif base == "int":
-            flags.DEFINE_integer(field.name, default, text, flag_values=flag_values)
+            flags.DEFINE_integer(name, default, text, flag_values=flag_values)
         elif base == "float":
-            flags.DEFINE_float(field.name, default, text, flag_values=flag_values)
+            flags.DEFINE_float(name, default, text, flag_values=flag_values)
         else:
-            flags.DEFINE_string(field.name, default, text, flag_values=flag_values)
+            flags.DEFINE_string(name, default, text, flag_values=flag_values)
 
 
 def config_from_flags(config_cls, flag_values=flags.FLAGS):
-    """Build ``config_cls`` from parsed flags (optional fields parsed from strings)."""
-    kwargs: dict[str, Any] = {}
-    for field in dataclasses.fields(config_cls):
+    """Build ``config_cls`` from parsed flags (optional fields parsed from strings; nested
+    settings through ``config_cls.from_flat`` where it has one)."""
+    values: dict[str, Any] = {}
+    for _, field in settings.flat_fields(config_cls):
+        name = settings.flag_name(field)
         base, optional = _kind(field.type)
-        value = flag_values[field.name].value
+        value = flag_values[name].value
         if optional:
             parser = {"int": int, "float": float, "bool": _parse_bool, "str": str}[base]
             try:
                 value = _parse_optional(parser, value)
             except ValueError:
                 raise app.UsageError(
-                    f"--{field.name}: cannot parse {value!r} as {base} or '{_NONE}'."
+                    f"--{name}: cannot parse {value!r} as {base} or '{_NONE}'."
                 ) from None
-        kwargs[field.name] = value
-    return config_cls(**kwargs)
+        values[name] = value
+    try:
+        if hasattr(config_cls, "from_flat"):
+            return config_cls.from_flat(values)
+        return config_cls(**values)
+    except settings.SettingError as error:
+        raise app.UsageError(error.as_flag()) from None
+
+
+def usage_error(error: Exception) -> app.UsageError:
+    """The ``UsageError`` a program shows for a bad setting: a library ``SettingError`` names
+    the field, the program adds the ``--`` of its flag."""
+    if isinstance(error, settings.SettingError):
+        return app.UsageError(error.as_flag())
+    return app.UsageError(str(error))
 
 
 def _parse_bool(value: str) -> bool:

@@ -21,10 +21,7 @@ from absl import app, flags
 
 __all__ = ["HELP", "start_run"]
 
-HELP = (
-    "tf.distribute strategy: default (one device), mirrored (all GPUs of this host), "
-    "multi_worker (several hosts; cluster from TF_CONFIG) or tpu. --batch_size is global."
-)
+HELP = distribute.STRATEGY_HELP
 
 
 def start_run(program: str, config, flag_values=flags.FLAGS):

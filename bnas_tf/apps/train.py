@@ -74,7 +74,7 @@ def main(argv) -> None:
         training_examples(config)  # also checks that the data are there and hold a batch
         common.check_data(config.dataset, config.data_dir)
     except (ValueError, FileNotFoundError) as error:
-        raise app.UsageError(str(error)) from None  # the message names the flag or file
+        raise common.usage_error(error) from None  # the message names the flag or file
     strategy, output_dir = strategy_lib.start_run("bnas-train", config)  # the strategy first
     with faults.reported_faults("bnas-train"):  # signals, NaN loss, full disk: message + exit code
         metrics = train_network(config, output_dir, resume=flags.FLAGS.resume, strategy=strategy)

@@ -95,13 +95,18 @@ def main(argv) -> None:
     try:
         config.validate()
         if config.mode != "random_arch":
+            if search.method != "darts":
+                raise ValueError(
+                    f"--search_flagfile: bnas-tune tunes --method=darts searches only (a trial's "
+                    f"score is the search's best val_accuracy), got --method={search.method}."
+                )
             search.validate()
             common.check_data(search.dataset, search.data_dir)
         if config.mode != "search":
             train.validate()
             common.check_data(train.dataset, train.data_dir)
     except (ValueError, FileNotFoundError) as error:
-        raise app.UsageError(str(error)) from None
+        raise common.usage_error(error) from None
     best = run_tuning(config, search, train, overwrite=flags.FLAGS.overwrite)
     if best is None:
         print(

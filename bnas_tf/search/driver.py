@@ -24,100 +24,225 @@ from __future__ import annotations
 from bnas_tf import data as data_lib
 from bnas_tf import distribute, faults
 from bnas_tf import genotype as genotype_lib
+from bnas_tf import ops as ops_lib
+from bnas_tf import settings as settings_lib
 from bnas_tf.genotype import Genotype
 from bnas_tf.network import check_dataset_size
 from bnas_tf.precision import check_dtype_policy
-from bnas_tf.quantizers import binarization_of
+from bnas_tf.quantizers import BINARIZATION_HELP, Binarization, binarization_of
 from bnas_tf.runs import write_json
-from bnas_tf.search.supernet import Supernet, default_optimizers
-from bnas_tf.sources import TEST_FRACTION
+from bnas_tf.search.architect import Architect
+from bnas_tf.search.bmes import BMESConfig
+from bnas_tf.search.child_parent import CPNASConfig
+from bnas_tf.search.reduction import ReductionConfig
+from bnas_tf.search.supernet import Supernet, SupernetOptions, default_optimizers
+from bnas_tf.settings import (
+    SettingError,
+    flag_name,
+    flat_fields,
+    in_range,
+    non_negative,
+    one_of,
+    optional,
+    positive,
+    same_as,
+    setting,
+    validate,
+)
+from bnas_tf.sources import DATA_HELP, TEST_FRACTION
 
 import dataclasses
 import inspect
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import tensorflow as tf
 
-__all__ = ["SearchConfig", "SearchResult", "build_supernet", "run_search", "LIBRARY_DEFAULTS"]
+__all__ = [
+    "SearchConfig",
+    "SearchResult",
+    "build_supernet",
+    "run_search",
+    "LIBRARY_DEFAULTS",
+    "METHOD_NAMES",
+]
+
+#: The search methods of ``--method`` ([`bnas_tf.search.methods`][bnas_tf.search.methods]).
+METHOD_NAMES = ("darts", "reduction", "cp_nas", "bmes")
 
 
 def _library_defaults() -> dict:
-    """The defaults of ``Supernet`` and ``default_optimizers``, by parameter name."""
+    """The defaults of ``Supernet``, ``SupernetOptions``, ``Architect`` and
+    ``default_optimizers``, by parameter name."""
     defaults = {}
     for fn in (Supernet.__init__, default_optimizers):
         for name, parameter in inspect.signature(fn).parameters.items():
             if parameter.default is not inspect.Parameter.empty:
                 defaults[name] = parameter.default
+    for cls in (SupernetOptions, Architect):
+        defaults.update({f.name: f.default for f in dataclasses.fields(cls)})
     return defaults
 
 
 LIBRARY_DEFAULTS = _library_defaults()
 """Where every search setting that the library also takes gets its default: the
-signatures of ``Supernet`` and ``default_optimizers``. ``SearchConfig``
-(hence ``bnas-search``'s flags) reads them from here, so the program and the Python API
-cannot drift apart."""
+signatures of ``Supernet`` and ``default_optimizers`` and the fields of ``SupernetOptions`` and
+``Architect``. ``SearchConfig`` (hence ``bnas-search``'s flags) reads them from there, so the
+program and the Python API cannot drift apart."""
 
 
-def _default(name: str):
-    return dataclasses.field(default=LIBRARY_DEFAULTS[name])
+def _default(name: str, help: str, **kwargs):  # noqa: A002
+    return setting(LIBRARY_DEFAULTS[name], help, **kwargs)
+
+
+def _data(default, name: str, **kwargs):
+    return setting(default, DATA_HELP[name], **kwargs)
+
+
+def _binarization(default, name: str, **kwargs):
+    return setting(default, BINARIZATION_HELP[name], **kwargs)
+
+
+def _search_space_check(value) -> str | None:
+    return one_of(ops_lib.SEARCH_SPACES)(value)
 
 
 @dataclasses.dataclass
 class SearchConfig:
-    """Everything a search depends on. Defaults: Kim et al.'s search on CIFAR-10 sizes
-    (gistvision/bnas; DARTS optimizers), Fashion-MNIST data. The settings that
-    ``Supernet`` and ``default_optimizers`` also take default to their
-    signatures' values (``LIBRARY_DEFAULTS``); ``seed`` is 0 here (a program run
-    is repeatable) and ``None`` in ``Supernet`` (unseeded, as Keras layers are).
+    """Everything a search depends on, each setting declared once with its default, help text and
+    check (``bnas_tf.settings``); ``bnas-search``'s flags are these fields, the nested method
+    configs (``reduction``, ``cp_nas``, ``bmes``) flattened.
 
-    ``val_batches``: batches of the alpha half evaluated in inference mode after
-    every epoch (``None``: the whole half, in a fixed order); the epoch kept by
-    ``genotype_selection="best"`` is the one with the best such ``val_accuracy``.
+    Defaults: Kim et al.'s search on CIFAR-10 sizes (gistvision/bnas; DARTS optimizers),
+    Fashion-MNIST data. The settings that ``Supernet``, ``SupernetOptions``, ``Architect`` and
+    ``default_optimizers`` also take are those classes' fields (``same_as``) or default to
+    their signatures' values (``LIBRARY_DEFAULTS``); ``seed`` is 0 here (a program run is
+    repeatable) and ``None`` in ``Supernet`` (unseeded, as Keras layers are).
     """
 
-    dataset: str = "fashion_mnist"
-    data_dir: str | None = None
-    image_size: int | None = None
-    test_fraction: float = TEST_FRACTION
-    skip_bad_images: bool = False
-    limit: int | None = None
-    train_portion: float = 0.5
-    batch_size: int = 64
-    epochs: int = 50
-    layers: int = _default("layers")
-    init_channels: int = _default("init_channels")
-    search_space: str = _default("search_space")
-    binarization: str = _default("binarization")
-    xnor_activation_scale: bool = False
-    pcnn_lambda: float = 1e-4
-    partial_channels: int = _default("partial_channels")
-    dtype_policy: str = _default("dtype_policy")
-    edge_normalization: bool | None = _default("edge_normalization")
-    inter_cell_skip: bool = _default("inter_cell_skip")
-    allow_none: bool = _default("allow_none")
-    entropy_lambda: float = _default("entropy_lambda")
-    entropy_tau: float = _default("entropy_tau")
-    learning_rate: float = _default("learning_rate")
-    learning_rate_min: float = _default("learning_rate_min")
-    momentum: float = _default("momentum")
-    weight_decay: float = _default("weight_decay")
-    grad_clip: float = _default("grad_clip")
-    arch_learning_rate: float = _default("arch_learning_rate")
-    arch_weight_decay: float = _default("arch_weight_decay")
-    arch_warmup_epochs: int = _default("arch_warmup_epochs")
-    unrolled: bool = _default("unrolled")
-    operation_space_reduction: bool = False
-    stage_epochs: int = 1
-    samples_per_op: int = 2
-    eval_batches: int = 2
-    reduction_temperature: float = 1.0
-    genotype_selection: str = "best"
-    val_batches: int | None = None
-    seed: int = 0
-    verbose: int = 2
-    strategy: str = "default"
+    method: str = setting(
+        "darts",
+        "Search method: darts (Kim et al. / plain DARTS, first or second order), reduction "
+        "(Chen et al.'s operation space reduction), cp_nas (Zhuo et al.'s child-parent search) "
+        "or bmes (Phan et al.'s evolution over a binary MobileNet's group counts).",
+        check=one_of(METHOD_NAMES),
+    )
+    dataset: str = _data("fashion_mnist", "dataset")
+    data_dir: str | None = _data(None, "data_dir")
+    image_size: int | None = _data(None, "image_size")
+    test_fraction: float = _data(TEST_FRACTION, "test_fraction")
+    skip_bad_images: bool = _data(False, "skip_bad_images")
+    limit: int | None = setting(
+        None, "Use only the first N training examples (tiny runs).", check=optional(positive)
+    )
+    train_portion: float = setting(
+        0.5,
+        "Share of the training split that trains the weights; the rest trains alpha.",
+        check=in_range(0.0, 1.0, low_open=True, high_open=True),
+    )
+    batch_size: int = setting(64, "Batch size of each half.", check=positive)
+    epochs: int = setting(50, "Search epochs (darts).", check=positive)
+    layers: int = _default("layers", "Cells of the supernet.", check=positive)
+    init_channels: int = _default("init_channels", "Channels of the first cells.", check=positive)
+    search_space: str = _default(
+        "search_space",
+        "bnas_kim (Kim et al.) or bnas_darts (Chen et al.).",
+        check=_search_space_check,
+    )
+    binarization: str = _binarization(LIBRARY_DEFAULTS["binarization"], "binarization")
+    xnor_activation_scale: bool = _binarization(False, "xnor_activation_scale")
+    pcnn_lambda: float = _binarization(1e-4, "pcnn_lambda")
+    partial_channels: int = _default(
+        "partial_channels", "K of channel sampling (PC-DARTS); 1 = all channels.", check=positive
+    )
+    dtype_policy: str = same_as(SupernetOptions, "dtype_policy")
+    edge_normalization: bool | None = _default(
+        "edge_normalization", "Learn edge-normalization weights beta (default: on when K > 1)."
+    )
+    inter_cell_skip: bool = _default(
+        "inter_cell_skip", "Kim et al.'s skip connections between cells."
+    )
+    allow_none: bool = _default(
+        "allow_none", "Let Zeroise (none) win in the derived genotype (Kim: yes, DARTS: no)."
+    )
+    entropy_lambda: float = same_as(Architect, "entropy_lambda")
+    entropy_tau: float = same_as(Architect, "entropy_tau")
+    learning_rate: float = _default(
+        "learning_rate", "Initial weight learning rate (cosine schedule).", check=positive
+    )
+    learning_rate_min: float = _default(
+        "learning_rate_min", "Final weight learning rate.", check=non_negative
+    )
+    momentum: float = _default("momentum", "SGD momentum of the weights.", check=non_negative)
+    weight_decay: float = same_as(Architect, "weight_decay")
+    grad_clip: float | None = same_as(Architect, "grad_clip")
+    arch_learning_rate: float = _default(
+        "arch_learning_rate", "Adam learning rate of alpha.", check=positive
+    )
+    arch_weight_decay: float = same_as(Architect, "arch_weight_decay")
+    arch_warmup_epochs: int = same_as(Architect, "arch_warmup_epochs")
+    unrolled: bool = same_as(Architect, "unrolled")
+    reduction: ReductionConfig = setting(
+        help="Operation space reduction (method reduction, and cp_nas's stages).",
+        default_factory=ReductionConfig,
+    )
+    cp_nas: CPNASConfig = setting(
+        help="Child-parent search (method cp_nas).", default_factory=CPNASConfig
+    )
+    bmes: BMESConfig = setting(
+        help="Evolution over group counts (method bmes).", default_factory=BMESConfig
+    )
+    ops_budget: float | None = setting(
+        None,
+        "OPs budget (binary MACs / 64 + float MACs) of the searched network (bmes: candidates "
+        "above it are not evaluated and the fitness trades accuracy against OPs).",
+        check=optional(positive),
+    )
+    genotype_selection: str = setting(
+        "best",
+        "best (the epoch with the best val_accuracy: the alpha half evaluated in inference mode "
+        "at the epoch's end) or last.",
+        check=one_of(("best", "last")),
+    )
+    val_batches: int | None = setting(
+        None,
+        "Batches of the alpha half evaluated after each epoch (none: the whole half).",
+        check=optional(positive),
+    )
+    seed: int = setting(0, "Random seed; with it a CPU run is repeatable.")
+    verbose: int = setting(2, "Keras verbosity: 0 silent, 1 progress bar, 2 one line per epoch.")
+    strategy: str = setting(
+        "default",
+        distribute.STRATEGY_HELP,
+        check=one_of(distribute.STRATEGIES),
+    )
+
+    @classmethod
+    def from_flat(cls, values: Mapping[str, Any]) -> SearchConfig:
+        """A config from flag-named settings (``{"method": "reduction", "stage_epochs": 2}``):
+        the nested methods' settings go to their configs. Unknown names raise ``SettingError``."""
+        values = dict(values)
+        nested = {}
+        for path, field in flat_fields(cls):
+            name = flag_name(field)
+            if len(path) == 2 and name in values:
+                nested.setdefault(path[0], {})[path[1]] = values.pop(name)
+        top = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - top)
+        if unknown:
+            raise SettingError(unknown[0], "is not a search setting.")
+        for field in dataclasses.fields(cls):
+            if settings_lib.is_nested(field):
+                given = values.get(field.name, {})
+                if isinstance(given, Mapping):
+                    values[field.name] = field.default_factory(
+                        **{**given, **nested.get(field.name, {})}
+                    )
+                elif nested.get(field.name):
+                    values[field.name] = dataclasses.replace(given, **nested[field.name])
+        return cls(**values)
 
     def split_args(self) -> dict:
         """The keyword arguments of [`search_splits`][bnas_tf.data.search_splits] and
@@ -130,54 +255,35 @@ class SearchConfig:
             limit=self.limit,
         )
 
+    def architect(self) -> Architect:
+        """The update rule these settings give."""
+        return Architect(**{f.name: getattr(self, f.name) for f in dataclasses.fields(Architect)})
+
+    def supernet_options(self) -> SupernetOptions:
+        return SupernetOptions(dtype_policy=self.dtype_policy)
+
     def validate(self) -> SearchConfig:
-        """Raise ``ValueError`` naming the first bad setting."""
-        positive = {
-            "batch_size": self.batch_size,
-            "epochs": self.epochs,
-            "layers": self.layers,
-            "init_channels": self.init_channels,
-            "partial_channels": self.partial_channels,
-            "learning_rate": self.learning_rate,
-            "arch_learning_rate": self.arch_learning_rate,
-            "entropy_tau": self.entropy_tau,
-        }
-        for name, value in positive.items():
-            if value is None or value <= 0:
-                raise ValueError(f"--{name} must be positive, got {value}.")
+        """Raise ``SettingError`` (a ``ValueError``) naming the first bad setting."""
+        validate(self)
         if self.init_channels % self.partial_channels:
-            raise ValueError(
-                f"--partial_channels K={self.partial_channels} must divide "
-                f"--init_channels={self.init_channels}."
+            raise SettingError(
+                "partial_channels",
+                f"K={self.partial_channels} must divide init_channels={self.init_channels}.",
             )
-        if not 0 <= self.learning_rate_min <= self.learning_rate:
-            raise ValueError(
-                f"--learning_rate_min must be in [0, learning_rate], got {self.learning_rate_min}."
+        if not self.learning_rate_min <= self.learning_rate:
+            raise SettingError(
+                "learning_rate_min",
+                f"must be in [0, learning_rate], got {self.learning_rate_min}.",
             )
         check_dtype_policy(self.dtype_policy, "--dtype_policy")
-        if self.val_batches is not None and self.val_batches < 1:
-            raise ValueError(
-                f"--val_batches must be positive or none (the whole half), got {self.val_batches}."
+        if self.strategy != "default" and (self.unrolled or self.method != "darts"):
+            raise SettingError(
+                "strategy",
+                f"{self.strategy!r} runs --method=darts first order only: --unrolled and the "
+                "staged and evolutionary methods run on one device.",
             )
-        if self.genotype_selection not in ("best", "last"):
-            raise ValueError(
-                f"--genotype_selection must be 'best' or 'last', got {self.genotype_selection!r}."
-            )
-        for name in ("stage_epochs", "samples_per_op", "eval_batches", "reduction_temperature"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"--{name} must be positive, got {getattr(self, name)}.")
-        if self.arch_warmup_epochs < 0:
-            raise ValueError(f"--arch_warmup_epochs must be >= 0, got {self.arch_warmup_epochs}.")
-        if self.strategy not in distribute.STRATEGIES:
-            raise ValueError(
-                f"--strategy must be one of {', '.join(distribute.STRATEGIES)}, got "
-                f"{self.strategy!r}."
-            )
-        if self.strategy != "default" and (self.unrolled or self.operation_space_reduction):
-            raise ValueError(
-                "--unrolled and --operation_space_reduction run on one device: use "
-                "--strategy=default."
-            )
+        if self.ops_budget is not None and self.method != "bmes":
+            raise SettingError("ops_budget", "applies to --method=bmes only (for now).")
         binarization_of(self)
         shape = data_lib.open_source(self).input_shape
         check_dataset_size(self.dataset, shape, "cifar", "the supernet")
@@ -200,41 +306,48 @@ def build_supernet(
     *,
     active_ops: Mapping[str, Sequence[Sequence[str]]] | None = None,
     strategy: tf.distribute.Strategy | None = None,
+    architect: Architect | None = None,
+    binarization: Binarization | None = None,
 ) -> Supernet:
     """A compiled, built supernet with its optimizers' slots created.
 
     ``total_steps`` is the length of the weights' cosine learning-rate schedule;
     ``active_ops`` restricts the ops of each edge (operation space reduction). Under a
     ``strategy`` it is made in its scope, with batch statistics over the global batch.
+    ``architect`` and ``binarization`` replace the config's (CP-NAS: the child's update rule,
+    the full-precision parent).
     """
     strategy = strategy or tf.distribute.get_strategy()
     with strategy.scope():
-        net = _make_supernet(config, num_classes, input_shape, total_steps, active_ops)
+        net = _make_supernet(
+            config,
+            num_classes,
+            input_shape,
+            total_steps,
+            active_ops,
+            architect or config.architect(),
+            binarization or binarization_of(config),
+        )
     if not distribute.is_default(strategy):
         distribute.synchronize_batch_norm(net)
     return net
 
 
-def _make_supernet(config, num_classes, input_shape, total_steps, active_ops) -> Supernet:
+def _make_supernet(
+    config, num_classes, input_shape, total_steps, active_ops, architect, binarization
+) -> Supernet:
     net = Supernet(
         num_classes,
         layers=config.layers,
         init_channels=config.init_channels,
         search_space=config.search_space,
-        binarization=binarization_of(config),
+        binarization=binarization,
         partial_channels=config.partial_channels,
-        dtype_policy=config.dtype_policy,
         edge_normalization=config.edge_normalization,
         inter_cell_skip=config.inter_cell_skip,
         allow_none=config.allow_none,
-        entropy_lambda=config.entropy_lambda,
-        entropy_tau=config.entropy_tau,
-        weight_decay=config.weight_decay,
-        arch_weight_decay=config.arch_weight_decay,
-        grad_clip=config.grad_clip,
-        arch_warmup_epochs=config.arch_warmup_epochs,
-        unrolled=config.unrolled,
         active_ops=active_ops,
+        options=config.supernet_options(),
         seed=config.seed,
     )
     net.compile(
@@ -244,7 +357,8 @@ def _make_supernet(config, num_classes, input_shape, total_steps, active_ops) ->
             learning_rate_min=config.learning_rate_min,
             momentum=config.momentum,
             arch_learning_rate=config.arch_learning_rate,
-        )
+        ),
+        architect=architect,
     )
     net(tf.zeros((1, *input_shape)))
     net.build_optimizers()

@@ -121,7 +121,8 @@ class MixedOp(tf.keras.layers.Layer):
             self.input_bn = tf.keras.layers.BatchNormalization(
                 center=False, scale=False, name="input_bn"
             )
-            self.input_quantizer = lq.quantizers.get(binarization.input_quantizer)
+            # full precision (CP-NAS's parent): the shared input is the normalized one
+            self.input_quantizer = lq.quantizers.get(binarization.input_quantizer) or tf.identity
 
         def build(op, width, name):
             shared = self.shared_binary_input and op in ops_lib.BINARY_CONV_OPS

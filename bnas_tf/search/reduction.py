@@ -95,6 +95,7 @@ from bnas_tf import ops as ops_lib
 from bnas_tf.genotype import Genotype
 from bnas_tf.search.cell import edge_inputs, num_edges
 from bnas_tf.search.supernet import CELL_TYPES, Supernet
+from bnas_tf.settings import one_of, positive, setting, validate
 
 import dataclasses
 import weakref
@@ -114,44 +115,50 @@ __all__ = [
 _BLOCKED = -1e9  # logit of the active ops not sampled: softmax gives them exactly 0
 
 
+def _positive_int(value) -> str | None:
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= 1:
+        return None
+    return f"must be a positive integer, got {value!r}."
+
+
 @dataclasses.dataclass
 class ReductionConfig:
-    """Settings of the operation space reduction (see the module docstring).
+    """Settings of the operation space reduction (see the module docstring); its flags keep
+    these names (``--reduction_temperature`` for ``temperature``)."""
 
-    Attributes:
-        stage_epochs: training epochs of the supernet in each stage.
-        samples_per_op: ``T``, rounds of sampling; each round uses every op of
-            ``O_smaller`` at least once on every edge.
-        eval_batches: batches of the architecture half each sample is evaluated on.
-        temperature: of ``softmax(mean_accuracy / temperature)``; 1 is the paper's
-            plain softmax.
-        bn_mode: ``batch`` (BN batch statistics while evaluating a sample) or
-            ``moving`` (the supernet's moving statistics).
-        smaller_rounding: ``floor`` or ``ceil`` of ``n / 2`` for the size of
-            ``O_smaller`` (at least 1).
-    """
-
-    stage_epochs: int = 1
-    samples_per_op: int = 2
-    eval_batches: int = 2
-    temperature: float = 1.0
-    bn_mode: str = "batch"
-    smaller_rounding: str = "floor"
+    stage_epochs: int = setting(
+        1, "Supernet training epochs per reduction stage.", check=_positive_int
+    )
+    samples_per_op: int = setting(
+        2,
+        "T: rounds of architecture sampling per stage; each round uses every op of O_smaller "
+        "(cp_nas: of the edge) at least once on every edge.",
+        check=_positive_int,
+    )
+    eval_batches: int = setting(
+        2, "Held-out batches on which each sampled architecture is evaluated.", check=_positive_int
+    )
+    temperature: float = setting(
+        1.0,
+        "Temperature of the softmax over the sampled ops' mean accuracies (1: the paper's plain "
+        "softmax).",
+        check=positive,
+        flag="reduction_temperature",
+    )
+    bn_mode: str = setting(
+        "batch",
+        "Batch norm while evaluating a sample: batch (batch statistics) or moving (the "
+        "supernet's moving statistics).",
+        check=one_of(("batch", "moving")),
+    )
+    smaller_rounding: str = setting(
+        "floor",
+        "floor or ceil of n / 2 for the size of O_smaller (at least 1).",
+        check=one_of(("floor", "ceil")),
+    )
 
     def validate(self) -> ReductionConfig:
-        for name in ("stage_epochs", "samples_per_op", "eval_batches"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"--{name} must be a positive integer, got {value!r}.")
-        if not self.temperature > 0:
-            raise ValueError(f"temperature must be positive, got {self.temperature!r}.")
-        if self.bn_mode not in ("batch", "moving"):
-            raise ValueError(f"bn_mode must be 'batch' or 'moving', got {self.bn_mode!r}.")
-        if self.smaller_rounding not in ("floor", "ceil"):
-            raise ValueError(
-                f"smaller_rounding must be 'floor' or 'ceil', got {self.smaller_rounding!r}."
-            )
-        return self
+        return validate(self)
 
 
 def _steps_for(edges: int) -> int:

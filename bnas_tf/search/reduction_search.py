@@ -6,17 +6,22 @@ one op per edge; the next stage's smaller supernet inherits the weights
 ([`transfer_weights`][bnas_tf.search.transfer.transfer_weights]). The algorithm and the gaps in the
 paper this reading fills: [`bnas_tf.search.reduction`][bnas_tf.search.reduction].
 
+The same stages drive CP-NAS ([`bnas_tf.search.child_parent`][bnas_tf.search.child_parent]):
+with ``config.method == "cp_nas"`` each stage trains a binary child and a full-precision parent
+supernet on the same batches, and the samples are scored by both.
+
 Usage:
 
 ```python
 from bnas_tf.search.driver import SearchConfig
 from bnas_tf.search.reduction import ReductionConfig
 from bnas_tf.search.reduction_search import run_reduction_search
-config = SearchConfig(search_space="bnas_darts", partial_channels=4, entropy_lambda=0.0)
-result = run_reduction_search(config, ReductionConfig(stage_epochs=5), "runs/chen")
+config = SearchConfig(method="reduction", search_space="bnas_darts", partial_channels=4,
+                      entropy_lambda=0.0, reduction=ReductionConfig(stage_epochs=5))
+result = run_reduction_search(config, "runs/chen")
 ```
 
-Resuming: after each stage the trained supernet is written to
+Resuming: after each stage the trained supernet (and CP-NAS's parent) is written to
 ``checkpoints/stage-<k>`` and then the state (``OperationSpaceReduction.state_dict``,
 stage records) to ``reduction_state.json``; ``run_reduction_search(..., resume=True)``
 continues after the last saved stage and replays exactly the batches it lost.
@@ -29,10 +34,12 @@ from bnas_tf import faults
 from bnas_tf import genotype as genotype_lib
 from bnas_tf import ops as ops_lib
 from bnas_tf.genotype import Genotype
+from bnas_tf.quantizers import FULL_PRECISION
 from bnas_tf.runs import read_json, write_json
 from bnas_tf.search import driver as driver_lib
 from bnas_tf.search.cell import num_edges
-from bnas_tf.search.reduction import OperationSpaceReduction, ReductionConfig
+from bnas_tf.search.child_parent import ChildArchitect, ChildParentReduction
+from bnas_tf.search.reduction import OperationSpaceReduction
 from bnas_tf.search.supernet import CELL_TYPES, Supernet
 from bnas_tf.search.transfer import transfer_weights
 
@@ -63,13 +70,30 @@ def build_stage_supernet(
     input_shape,
     total_steps: int,
     active_ops: Mapping[str, Sequence[Sequence[str]]],
+    role: str = "model",
 ) -> Supernet:
     """A compiled, built supernet of ``config`` restricted to ``active_ops``.
 
-    ``total_steps``: length of the cosine learning-rate schedule.
+    ``total_steps``: length of the cosine learning-rate schedule. ``role``: ``model`` (the
+    reduction's supernet, or CP-NAS's binary child, which adds the kernel reconstruction loss) or
+    ``parent`` (CP-NAS's full-precision parent).
     """
+    architect = config.architect()
+    binarization = None
+    if config.method == "cp_nas" and role == "model":
+        architect = ChildArchitect(
+            **dataclasses.asdict(architect), recon_weight=config.cp_nas.recon_weight
+        )
+    elif role == "parent":
+        binarization = FULL_PRECISION
     return driver_lib.build_supernet(
-        config, num_classes, input_shape, total_steps, active_ops=active_ops
+        config,
+        num_classes,
+        input_shape,
+        total_steps,
+        active_ops=active_ops,
+        architect=architect,
+        binarization=binarization,
     )
 
 
@@ -89,16 +113,20 @@ def _jsonable_ops(o_smaller) -> dict:
     return {cell: [list(ops) for ops in o_smaller[cell]] for cell in CELL_TYPES}
 
 
+def _roles(config) -> tuple[str, ...]:
+    return ("model", "parent") if config.method == "cp_nas" else ("model",)
+
+
 def run_reduction_search(
     config: driver_lib.SearchConfig,
-    reduction: ReductionConfig | None = None,
     output_dir: str | Path = ".",
     *,
     active_ops: Mapping[str, Sequence[Sequence[str]]] | None = None,
     resume: bool = False,
     log: Callable[[str], Any] = print,
 ) -> ReductionResult:
-    """Search with operation space reduction; write genotype.json, genotype.png, metrics.json.
+    """Search with operation space reduction (``config.reduction``; CP-NAS when
+    ``config.method == "cp_nas"``); write genotype.json, genotype.png, metrics.json.
 
     Each stage: build the supernet of the current op space, inherit the previous
     stage's weights, train ``stage_epochs`` epochs, pick ``O_smaller``, sample and
@@ -109,23 +137,23 @@ def run_reduction_search(
     for ``n`` starting ops per edge. ``active_ops``: the starting op space.
     """
     config.validate()
-    reduction = (reduction or ReductionConfig()).validate()
+    reduction = config.reduction
+    roles = _roles(config)
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     tf.keras.utils.set_random_seed(config.seed)
     info = data_lib.info(config.dataset)
     sizes = data_lib.search_split_sizes(config.dataset, **config.split_args())
     op_names = ops_lib.search_space(config.search_space)
-    state = OperationSpaceReduction(
-        op_names,
-        num_edges(),
-        reduction,
-        seed=config.seed,
-        active_ops=active_ops,
-        search_space=config.search_space,
-    )
+    state_kwargs = dict(seed=config.seed, active_ops=active_ops, search_space=config.search_space)
+    if config.method == "cp_nas":
+        state = ChildParentReduction(
+            op_names, num_edges(), reduction, beta_p=config.cp_nas.beta_p, **state_kwargs
+        )
+    else:
+        state = OperationSpaceReduction(op_names, num_edges(), reduction, **state_kwargs)
     checkpoint_dir = output_dir / "checkpoints"
-    prev: Supernet | None = None
+    prev: dict[str, Supernet] | None = None
     stages: list[dict] = []
     if resume and (output_dir / STATE_FILE).exists():
         saved = read_json(output_dir / STATE_FILE)
@@ -133,10 +161,13 @@ def run_reduction_search(
         stages = list(saved["stages"])
         total_stages = int(saved["total_stages"])
         if saved.get("trained_ops") is not None:
-            prev = build_stage_supernet(
-                config, info.num_classes, info.input_shape, 1, saved["trained_ops"]
-            )
-            tf.train.Checkpoint(model=prev).read(
+            prev = {
+                role: build_stage_supernet(
+                    config, info.num_classes, info.input_shape, 1, saved["trained_ops"], role
+                )
+                for role in roles
+            }
+            tf.train.Checkpoint(**prev).read(
                 str(checkpoint_dir / f"stage-{state.stage}")
             ).assert_existing_objects_matched()
         log(f"Resuming the reduction search after stage {state.stage}.")
@@ -159,33 +190,54 @@ def run_reduction_search(
             stage_started = time.time()
             stage = state.stage
             before = state.active_ops
-            net = build_stage_supernet(
-                config, info.num_classes, info.input_shape, total_steps, before
+            nets = {
+                role: build_stage_supernet(
+                    config, info.num_classes, info.input_shape, total_steps, before, role
+                )
+                for role in roles
+            }
+            copied = (
+                sum(transfer_weights(prev[role], nets[role]) for role in roles)
+                if prev is not None
+                else 0
             )
-            copied = transfer_weights(prev, net) if prev is not None else 0
             first_epoch = stage * reduction.stage_epochs
-            net.optimizer.iterations.assign(first_epoch * steps)  # continue the schedule
-            pairs, guards = guard.epoch(
-                first_epoch, _epoch_pairs(config, first_epoch, reduction.stage_epochs, steps)
-            )
-            history = net.fit(
-                pairs,
-                steps_per_epoch=steps,
-                initial_epoch=first_epoch,
-                epochs=first_epoch + reduction.stage_epochs,
-                verbose=config.verbose,
-                callbacks=guards,
-            )
-            # NaN loss or signal: nothing saved
-            guard.check(first_epoch + reduction.stage_epochs - 1)
+            histories = {}
+            for role, member in nets.items():
+                member.optimizer.iterations.assign(first_epoch * steps)  # continue the schedule
+                pairs, guards = guard.epoch(
+                    first_epoch, _epoch_pairs(config, first_epoch, reduction.stage_epochs, steps)
+                )
+                histories[role] = member.fit(
+                    pairs,
+                    steps_per_epoch=steps,
+                    initial_epoch=first_epoch,
+                    epochs=first_epoch + reduction.stage_epochs,
+                    verbose=config.verbose,
+                    callbacks=guards,
+                )
+                # NaN loss or signal: nothing saved
+                guard.check(first_epoch + reduction.stage_epochs - 1)
+            net = nets["model"]
+            history = histories["model"]
             train_time = time.time() - stage_started
             smaller = state.o_smaller(net)
             samples: list[dict] = []
             accuracies: list[float] = []
+            parent_accuracies: list[float] = []
             if max(len(ops) for cell in CELL_TYPES for ops in smaller[cell]) > 1:
                 samples = state.sample_architectures(smaller)
                 accuracies = state.evaluate_samples(net, samples, eval_batches)
-            likelihoods = state.update_scores(smaller, samples, accuracies)
+                if "parent" in nets:
+                    parent_accuracies = state.evaluate_samples(
+                        nets["parent"], samples, eval_batches
+                    )
+            credits = (
+                [float(z) for z in state.indicator(accuracies, parent_accuracies)]
+                if "parent" in nets
+                else accuracies
+            )
+            likelihoods = state.update_scores(smaller, samples, credits)
             removed = state.remove_worst(net)
             for r in removed:
                 log(
@@ -199,6 +251,18 @@ def run_reduction_search(
                     "active_ops": before,
                     "weights_transferred": copied,
                     "train": {k: [float(x) for x in v] for k, v in history.history.items()},
+                    **(
+                        {
+                            "parent_train": {
+                                k: [float(x) for x in v]
+                                for k, v in histories["parent"].history.items()
+                            },
+                            "parent_accuracies": parent_accuracies,
+                            "indicators": credits,
+                        }
+                        if "parent" in nets
+                        else {}
+                    ),
                     "o_smaller": _jsonable_ops(smaller),
                     "samples": samples,
                     "accuracies": accuracies,
@@ -209,7 +273,7 @@ def run_reduction_search(
                 }
             )
             # Checkpoint first, then the state that points at it.
-            tf.train.Checkpoint(model=net).write(str(checkpoint_dir / f"stage-{state.stage}"))
+            tf.train.Checkpoint(**nets).write(str(checkpoint_dir / f"stage-{state.stage}"))
             write_json(
                 output_dir / STATE_FILE,
                 {
@@ -223,11 +287,11 @@ def run_reduction_search(
                 stale.unlink()  # only the last stage's supernet is needed to resume
             # a signal after fit stops here
             guard.committed(first_epoch + reduction.stage_epochs - 1)
-            prev = net
+            prev = nets
             log(f"stage {stage}: {len(removed)} ops removed in {stages[-1]['wall_time_s']:.1f} s")
     wall_time = time.time() - started
 
-    genotype = state.genotype(prev, allow_none=config.allow_none)
+    genotype = state.genotype(prev["model"] if prev else None, allow_none=config.allow_none)
     genotype.save(output_dir / "genotype.json")
     genotype_lib.plot(genotype, output_dir / "genotype.png")
     write_json(
@@ -235,6 +299,7 @@ def run_reduction_search(
         {
             "config": dataclasses.asdict(config),
             "reduction": dataclasses.asdict(reduction),
+            "method": config.method,
             "genotype": genotype.to_dict(),
             "removals": state.removals,
             "stages": stages,

@@ -1,14 +1,11 @@
 """The supernet: a subclassed Keras model whose ``train_step`` alternates alpha and weights.
 
-Each training step takes a pair of batches, one from each half of the training set,
-and does the first-order DARTS update used by both BNAS papers:
-
-```python
-alpha <- alpha - Adam(grad_alpha [L_val(w, alpha) - lambda H(alpha) e^{-t/tau}] + wd_a alpha)
-w     <- w     - SGD (grad_w     L_train(w, alpha) + wd w)
-```
-
-(``wd w`` leaves out the quantizers' own parameters, e.g. PCNN's binary level.)
+The supernet is the network of the search (DARTS' ``Network``): topology, architecture parameters
+``alpha_normal``/``alpha_reduce`` (and the edge normalization ``beta_*`` with channel sampling) and
+the genotype they give. How one training step updates them is the
+[`Architect`][bnas_tf.search.architect.Architect] it is compiled with (default: the first-order
+DARTS step with Kim et al.'s entropy term); how fast it computes is its
+[`SupernetOptions`][bnas_tf.search.supernet.SupernetOptions].
 
 Example (random data; ``bnas_tf.data.search_splits`` gives the two halves of a real
 training set in this ``((x_w, y_w), (x_a, y_a))`` form):
@@ -17,21 +14,15 @@ training set in this ``((x_w, y_w), (x_a, y_a))`` form):
     >>> labels = tf.range(8) % 2
     >>> halves = tf.data.Dataset.from_tensor_slices(((images, labels), (images, labels))).batch(4)
     >>> net = Supernet(2, layers=3, init_channels=4, seed=0)
-    >>> net.compile(**default_optimizers(total_steps=2))
+    >>> net.compile(**default_optimizers(total_steps=2), architect=Architect())
     >>> history = net.fit(halves, epochs=1, verbose=0)
     >>> sorted(history.history)
     ['accuracy', 'arch_accuracy', 'arch_loss', 'entropy', 'loss']
     >>> len(net.genotype().normal)
     8
 
-The architecture parameters ``alpha_normal``/``alpha_reduce`` (and the edge
-normalization ``beta_*`` with channel sampling) are kept out of the weight
-optimizer: only ``arch_optimizer`` updates them.
-
-Under a ``tf.distribute`` strategy (build and compile the supernet in its scope) each
-replica's losses are scaled by the global batch size and the gradients of both steps
-are summed across replicas before clipping and weight decay, so every replica applies
-the gradient of the whole global batch and holds the same alpha.
+The architecture parameters are kept out of the weight optimizer: only ``arch_optimizer`` updates
+them.
 """
 
 from __future__ import annotations
@@ -40,17 +31,19 @@ from bnas_tf import ops as ops_lib
 from bnas_tf.genotype import Genotype
 from bnas_tf.precision import DTYPE_POLICIES, check_dtype_policy, policy_scope
 from bnas_tf.quantizers import get_binarization, quantizer_variables
+from bnas_tf.search.architect import Architect
 from bnas_tf.search.cell import SearchCell, edge_inputs, num_edges
-from bnas_tf.search.regularizers import entropy_coefficient, masked_softmax, mean_edge_entropy
-from bnas_tf.search.unrolled import unrolled_arch_gradients
+from bnas_tf.search.regularizers import masked_softmax, mean_edge_entropy
+from bnas_tf.settings import one_of, setting, validate
 
+import dataclasses
 import inspect
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 import tensorflow as tf
 
-__all__ = ["Supernet", "default_optimizers", "CELL_TYPES", "DTYPE_POLICIES"]
+__all__ = ["Supernet", "SupernetOptions", "default_optimizers", "CELL_TYPES", "DTYPE_POLICIES"]
 
 CELL_TYPES = ("normal", "reduce")
 
@@ -82,6 +75,35 @@ def default_optimizers(
     }
 
 
+@dataclasses.dataclass
+class SupernetOptions:
+    """How the supernet computes: speed and precision, never what it computes (up to float
+    rounding)."""
+
+    share_computation: bool = setting(
+        True, "Compute what the edges leaving one node share only once (exact)."
+    )
+    trace_forward_once: bool = setting(
+        True,
+        "Inside the train step, run training-mode forward passes through one nested "
+        "tf.function, so that the alpha step's and the weight step's forward (and backward) are "
+        "traced once, not twice. The same computation, optimized by Grappler as a function, so "
+        "not bit for bit the float rounding of the unnested graph (measured: 0.89x the peak "
+        "memory, 1.07x the first step; benchmarks/results/search_speed.md). Off for PCNN (its "
+        "loss is added inside the forward) and under a tf.distribute strategy.",
+    )
+    dtype_policy: str = setting(
+        "float32",
+        "Keras dtype policy of the supernet's cells: float32, or mixed_bfloat16 (bfloat16 "
+        "activations and convolutions, float32 variables, alpha's softmax, the classifier and "
+        "the losses; fast on CPUs with AVX512-BF16).",
+        check=one_of(DTYPE_POLICIES),
+    )
+
+    def __post_init__(self):
+        validate(self)
+
+
 class Supernet(tf.keras.Model):
     """DARTS-style supernet over binarized operations.
 
@@ -95,29 +117,10 @@ class Supernet(tf.keras.Model):
         edge_normalization: learn ``beta`` (default: on when ``K > 1``, as PC-DARTS).
         inter_cell_skip: Kim et al.'s skip connection between cells.
         allow_none: let Zeroise win when deriving the genotype (Kim: yes; DARTS: no).
-        entropy_lambda: ``lambda`` of Kim et al.'s decaying entropy regularizer
-            ``-lambda * H * exp(-t / tau)`` (default 1.0, theirs; 0 disables it).
-        entropy_tau: its decay ``tau`` in epochs (default 7.7, theirs).
-        weight_decay: L2 added to the weight gradients.
-        arch_weight_decay: L2 added to the alpha gradients.
-        grad_clip: global-norm clip of the weight gradients.
-        arch_warmup_epochs: epochs with weight updates only.
-        unrolled: DARTS' second-order alpha gradient (see
-            [`bnas_tf.search.unrolled`][bnas_tf.search.unrolled]) instead of the first-order one.
         active_ops: ``{"normal": [[op, ...] x 14], "reduce": [...]}``, the ops still
             alive on each edge (operation space reduction); default: the whole space.
-        share_computation: compute what edges leaving one node share only once (exact).
-        dtype_policy: Keras dtype policy of the stem and cells (``DTYPE_POLICIES``);
-            ``mixed_bfloat16`` keeps every variable, alpha's softmax, the classifier
-            and the losses in float32 and casts the op weights to bfloat16 at use.
-        trace_forward_once: inside a ``tf.function`` (the train step), run training-mode
-            forward passes through one nested ``tf.function``, so that the alpha step's
-            and the weight step's forward (and backward) are traced once, not twice.
-            The same computation, but optimized by Grappler as a function, so not bit
-            for bit the float rounding of the unnested graph (measured: 0.89x the peak
-            memory, 1.07x the first step; see benchmarks/results/search_speed.md). Off
-            for PCNN (its loss is added inside the forward) and under a
-            ``tf.distribute`` strategy.
+        steps, multiplier, stem_multiplier: DARTS' cell (4 nodes, 4 concatenated, stem 3 C).
+        options: [`SupernetOptions`][bnas_tf.search.supernet.SupernetOptions].
         seed: seed of the alpha initialisation ``1e-3 * N(0, 1)``.
     """
 
@@ -133,28 +136,19 @@ class Supernet(tf.keras.Model):
         edge_normalization: bool | None = None,
         inter_cell_skip: bool = True,
         allow_none: bool = True,
-        entropy_lambda: float = 1.0,
-        entropy_tau: float = 7.7,
-        weight_decay: float = 3e-4,
-        arch_weight_decay: float = 1e-3,
-        grad_clip: float | None = 5.0,
-        arch_warmup_epochs: int = 0,
-        unrolled: bool = False,
         active_ops: Mapping[str, Sequence[Sequence[str]]] | None = None,
         steps: int = 4,
         multiplier: int = 4,
         stem_multiplier: int = 3,
-        share_computation: bool = True,
-        dtype_policy: str = "float32",
-        trace_forward_once: bool = True,
+        options: SupernetOptions | None = None,
         seed: int | None = None,
         name: str = "supernet",
         **kwargs,
     ):
         super().__init__(name=name, dtype="float32", **kwargs)
-        check_dtype_policy(dtype_policy)
-        self.cell_dtype_policy = dtype_policy  # (Layer.dtype_policy is the supernet's own: float32)
-        self.trace_forward_once = bool(trace_forward_once)
+        self.options = options = options or SupernetOptions()
+        check_dtype_policy(options.dtype_policy)
+        dtype_policy = options.dtype_policy
         self._training_forward = None
         if num_classes < 2:
             raise ValueError(f"num_classes must be at least 2, got {num_classes}.")
@@ -165,8 +159,6 @@ class Supernet(tf.keras.Model):
                 f"partial_channels K={partial_channels} must be >= 1 and divide "
                 f"init_channels={init_channels}."
             )
-        if entropy_tau <= 0:
-            raise ValueError(f"entropy_tau must be positive, got {entropy_tau}.")
         self.num_classes = num_classes
         self.search_space = search_space
         self.op_names = ops_lib.search_space(search_space)
@@ -176,13 +168,6 @@ class Supernet(tf.keras.Model):
             partial_channels > 1 if edge_normalization is None else edge_normalization
         )
         self.allow_none = allow_none
-        self.entropy_lambda = float(entropy_lambda)
-        self.entropy_tau = float(entropy_tau)
-        self.weight_decay = float(weight_decay)
-        self.arch_weight_decay = float(arch_weight_decay)
-        self.grad_clip = grad_clip
-        self.arch_warmup_epochs = int(arch_warmup_epochs)
-        self.unrolled = bool(unrolled)
         self.steps = steps
         self.multiplier = multiplier
         self.layers_count = layers
@@ -253,7 +238,7 @@ class Supernet(tf.keras.Model):
                         inter_cell_skip=inter_cell_skip and index > 0,
                         steps=steps,
                         multiplier=multiplier,
-                        share_computation=share_computation,
+                        share_computation=options.share_computation,
                         name=f"cell_{index}",
                     )
                 )
@@ -266,6 +251,7 @@ class Supernet(tf.keras.Model):
             from_logits=True, reduction=tf.keras.losses.Reduction.NONE
         )
         self.arch_optimizer = None
+        self.architect = Architect()
         self._trackers = {
             name: tf.keras.metrics.Mean(name=name) for name in ("loss", "arch_loss", "entropy")
         }
@@ -362,7 +348,7 @@ class Supernet(tf.keras.Model):
         # PCNN's projection loss (add_loss) would stay inside the nested graph; a
         # tf.distribute strategy's synchronized batch norm needs the replica context.
         return (
-            self.trace_forward_once
+            self.options.trace_forward_once
             and tf.inside_function()
             and not tf.distribute.has_strategy()
             and get_binarization(self.binarization).name != "pcnn"
@@ -385,25 +371,23 @@ class Supernet(tf.keras.Model):
         return self.classifier(self.global_pool(s1))
 
     # ------------------------------------------------------------------ training
-    def compile(self, optimizer=None, arch_optimizer=None, **kwargs):
-        """``optimizer`` updates the weights, ``arch_optimizer`` the architecture."""
+    def compile(self, optimizer=None, arch_optimizer=None, architect=None, **kwargs):
+        """``optimizer`` updates the weights, ``arch_optimizer`` the architecture, both as the
+        ``architect`` says (default: the one the supernet has, at first ``Architect()``: the
+        first-order step with the entropy term)."""
         if optimizer is None or arch_optimizer is None:
             raise ValueError("Supernet.compile needs both `optimizer` and `arch_optimizer`.")
         super().compile(optimizer=optimizer, **kwargs)
         self.arch_optimizer = arch_optimizer
+        if architect is not None:
+            self.architect = architect
+        self.train_function = None
 
     @property
     def metrics(self):
         return [*self._trackers.values(), self._accuracy, self._arch_accuracy]
 
-    def entropy_objective(self) -> tf.Tensor:
-        """``-lambda * exp(-t / tau) * H_bar``: the entropy term of the architecture loss."""
-        if not self.entropy_lambda:
-            return tf.constant(0.0)
-        coef = entropy_coefficient(self.entropy_lambda, self.entropy_tau, self.epoch)
-        return -coef * self.mean_entropy()
-
-    def _replica_loss(self, y, logits) -> tuple[tf.Tensor, tf.Tensor]:
+    def replica_loss(self, y, logits) -> tuple[tf.Tensor, tf.Tensor]:
         """``(loss to differentiate, mean loss of this replica's batch)``.
 
         The first is this replica's share of the global-batch mean (sum / global batch),
@@ -412,68 +396,17 @@ class Supernet(tf.keras.Model):
         per_example = self._per_example_loss(y, logits)
         return tf.nn.compute_average_loss(per_example), tf.reduce_mean(per_example)
 
-    def _arch_step(self, x, y, train_batch=None):
-        if self.unrolled:
-            if tf.distribute.has_strategy():
-                raise ValueError(
-                    "unrolled=True (second-order alpha gradient) runs on one device only; "
-                    "use the first-order step under a tf.distribute strategy."
-                )
-            grads, loss, logits = unrolled_arch_gradients(
-                self, train_batch, (x, y), self.entropy_objective
-            )
-        else:
-            with tf.GradientTape() as tape:
-                logits = self(x, training=True)
-                scaled, loss = self._replica_loss(y, logits)
-                # Identical on every replica: its share, so that the sum over replicas is one term.
-                objective = scaled + self.entropy_objective() / _num_replicas()
-            grads = _sum_over_replicas(tape.gradient(objective, self.arch_variables))
-        pairs = _with_gradients(grads, self.arch_variables)
-        self.arch_optimizer.apply_gradients(
-            [(g + self.arch_weight_decay * v, v) for g, v in pairs], skip_gradients_aggregation=True
+    def track(self, half: str, loss, y, logits) -> None:
+        """Update the metrics of one half of the step: ``weight`` (loss, accuracy) or ``arch``
+        (arch_loss, arch_accuracy)."""
+        prefix, accuracy = (
+            ("arch_", self._arch_accuracy) if half == "arch" else ("", self._accuracy)
         )
-        self._trackers["arch_loss"].update_state(loss)
-        self._arch_accuracy.update_state(y, logits)
-        return tf.constant(True)
-
-    def _weight_step(self, x, y):
-        variables = self.weight_variables
-        with tf.GradientTape() as tape:
-            logits = self(x, training=True)
-            objective, loss = self._replica_loss(y, logits)
-            if self.losses:
-                objective += tf.nn.scale_regularization_loss(tf.add_n(self.losses))
-        pairs = _with_gradients(_sum_over_replicas(tape.gradient(objective, variables)), variables)
-        grads = [g for g, _ in pairs]
-        if self.grad_clip:
-            grads, _ = tf.clip_by_global_norm(grads, self.grad_clip)
-        decayed = self.decayed_variables()
-        grads = [
-            g + self.weight_decay * v if v.ref() in decayed else g
-            for g, (_, v) in zip(grads, pairs)
-        ]
-        self.optimizer.apply_gradients(
-            zip(grads, [v for _, v in pairs]), skip_gradients_aggregation=True
-        )
-        self._trackers["loss"].update_state(loss)
-        self._accuracy.update_state(y, logits)
+        self._trackers[f"{prefix}loss"].update_state(loss)
+        accuracy.update_state(y, logits)
 
     def train_step(self, data):
-        (x_w, y_w), (x_a, y_a) = data
-        if self.arch_warmup_epochs > 0 and self._distribution_strategy is not None:
-            # A cross-replica sum may not sit inside tf.cond: fit() retraces at the switch.
-            if self._arch_active:
-                self._arch_step(x_a, y_a, (x_w, y_w))
-        elif self.arch_warmup_epochs > 0:
-            tf.cond(
-                self.epoch >= self.arch_warmup_epochs,
-                lambda: self._arch_step(x_a, y_a, (x_w, y_w)),
-                lambda: tf.constant(False),
-            )
-        else:
-            self._arch_step(x_a, y_a, (x_w, y_w))
-        self._weight_step(x_w, y_w)
+        self.architect.train_step(self, data)
         self._trackers["entropy"].update_state(self.mean_entropy())
         return {m.name: m.result() for m in self.metrics}
 
@@ -489,7 +422,7 @@ class Supernet(tf.keras.Model):
         if self.built:
             # Slots created up front: otherwise the train function is traced twice.
             self.build_optimizers()
-        if self.arch_warmup_epochs > 0 and self._distribution_strategy is not None:
+        if self.architect.arch_warmup_epochs > 0 and self._distribution_strategy is not None:
             self._set_arch_active(
                 inspect.signature(tf.keras.Model.fit).bind(self, *args, **kwargs).arguments
             )
@@ -499,12 +432,13 @@ class Supernet(tf.keras.Model):
     def _set_arch_active(self, fit_arguments: Mapping) -> None:
         """Under a strategy, whether this fit() call trains alpha is fixed when tracing."""
         first, end = fit_arguments.get("initial_epoch", 0), fit_arguments.get("epochs", 1)
-        active = first >= self.arch_warmup_epochs
-        if (end - 1 >= self.arch_warmup_epochs) != active:
+        warmup = self.architect.arch_warmup_epochs
+        active = first >= warmup
+        if (end - 1 >= warmup) != active:
             raise ValueError(
                 "Under a tf.distribute strategy the end of the alpha warm-up (epoch "
-                f"{self.arch_warmup_epochs}) must fall between two fit() calls; this one runs "
-                f"epochs {first}..{end - 1}. Fit up to epoch {self.arch_warmup_epochs} first "
+                f"{warmup}) must fall between two fit() calls; this one runs "
+                f"epochs {first}..{end - 1}. Fit up to epoch {warmup} first "
                 "(run_search fits one epoch at a time)."
             )
         if active != getattr(self, "_arch_active", None):
@@ -562,34 +496,6 @@ class Supernet(tf.keras.Model):
             reduce_concat=concat,
             search_space=self.search_space,
         )
-
-
-def _num_replicas() -> int:
-    context = tf.distribute.get_replica_context()
-    return 1 if context is None else context.num_replicas_in_sync
-
-
-def _sum_over_replicas(grads: list) -> list:
-    """Sum gradients over the replicas of the current strategy (identity on one replica).
-
-    Done here rather than in ``apply_gradients`` so that clipping and weight decay act on
-    the global-batch gradient, as on one device.
-    """
-    context = tf.distribute.get_replica_context()
-    if context is None or context.num_replicas_in_sync == 1:
-        return grads
-    present = [i for i, g in enumerate(grads) if g is not None]
-    summed = context.all_reduce(tf.distribute.ReduceOp.SUM, [grads[i] for i in present])
-    grads = list(grads)
-    for i, g in zip(present, summed):
-        grads[i] = g
-    return grads
-
-
-def _with_gradients(grads, variables) -> list[tuple[tf.Tensor, tf.Variable]]:
-    """Pairs of (gradient, variable), leaving out variables the loss does not reach
-    (e.g. the normal-cell alphas of a supernet made of reduction cells only)."""
-    return [(g, v) for g, v in zip(grads, variables) if g is not None]
 
 
 class _EpochCounter(tf.keras.callbacks.Callback):

@@ -51,6 +51,7 @@ def unrolled_arch_gradients(
     val_batch: tuple[tf.Tensor, tf.Tensor],
     extra_objective: Callable[[], tf.Tensor] | None = None,
     *,
+    weight_decay: float | None = None,
     r: float = 0.01,
 ) -> tuple[list[tf.Tensor | None], tf.Tensor, tf.Tensor]:
     """Second-order gradients of the validation loss w.r.t. ``net.arch_variables``.
@@ -61,6 +62,8 @@ def unrolled_arch_gradients(
         val_batch: ``(x, y)``, a batch of the alpha half.
         extra_objective: a term of the architecture objective that does not depend
             on the weights (Kim et al.'s entropy term); its gradient is added as is.
+        weight_decay: the L2 decay of the virtual weight step (default: that of the
+            supernet's [`Architect`][bnas_tf.search.architect.Architect]).
         r: the finite-difference step of the Hessian-vector product,
             ``eps = r / ||grad_w' L_val||`` (DARTS: 0.01). Measured on a 4-channel test
             supernet (tests/search/test_update_rule.py), 0.01 leaves the product 35 %
@@ -76,6 +79,8 @@ def unrolled_arch_gradients(
     saved_weights = [tf.identity(v) for v in weights]
     saved_stats = [tf.identity(v) for v in stats]
     xi = current_learning_rate(net.optimizer)
+    if weight_decay is None:
+        weight_decay = net.architect.weight_decay
 
     # Virtual step w' = w - xi * (grad L_train + wd * w).
     with tf.GradientTape() as tape:
@@ -84,7 +89,7 @@ def unrolled_arch_gradients(
     decayed = net.decayed_variables()
     for v, g in zip(weights, grads):
         if g is not None:
-            v.assign_sub(xi * (g + net.weight_decay * v if v.ref() in decayed else g))
+            v.assign_sub(xi * (g + weight_decay * v if v.ref() in decayed else g))
 
     # Gradients of L_val at w' w.r.t. alpha and w'.
     with tf.GradientTape() as tape:

@@ -9,7 +9,7 @@ stage. The full staged loop runs once on the tiny IDX files.
 import bnas_tf  # noqa: F401  (must come before tensorflow)
 from bnas_tf.genotype import Genotype
 from bnas_tf.ops import SEARCH_SPACES
-from bnas_tf.search import Supernet, default_optimizers
+from bnas_tf.search import Architect, Supernet, default_optimizers
 from bnas_tf.search.driver import SearchConfig
 from bnas_tf.search.reduction import (
     OperationSpaceReduction,
@@ -357,9 +357,10 @@ def test_reduction_search_ends_with_one_op_per_edge(tmp_path, tiny_idx_dir):
         entropy_lambda=0.0,
         search_space=SPACE,
         verbose=0,
-    )
-    reduction = ReductionConfig(
-        stage_epochs=1, samples_per_op=1, eval_batches=1, smaller_rounding="ceil"
+        method="reduction",
+        reduction=ReductionConfig(
+            stage_epochs=1, samples_per_op=1, eval_batches=1, smaller_rounding="ceil"
+        ),
     )
     start = _rotating(3, shift=1)
     lines = []
@@ -370,13 +371,11 @@ def test_reduction_search_ends_with_one_op_per_edge(tmp_path, tiny_idx_dir):
             raise _Interrupt
 
     with pytest.raises(_Interrupt):
-        run_reduction_search(config, reduction, tmp_path, active_ops=start, log=killing_log)
+        run_reduction_search(config, tmp_path, active_ops=start, log=killing_log)
     assert not (tmp_path / "genotype.json").exists()
     assert {p.name.split(".")[0] for p in (tmp_path / "checkpoints").iterdir()} == {"stage-1"}
     stage0 = json.loads((tmp_path / "reduction_state.json").read_text())["stages"]
-    result = run_reduction_search(
-        config, reduction, tmp_path, active_ops=start, resume=True, log=lines.append
-    )
+    result = run_reduction_search(config, tmp_path, active_ops=start, resume=True, log=lines.append)
     assert result.stages[0] == stage0[0]
     # 3 ops per edge: 2 stages, 2 removals per edge.
     assert [s["stage"] for s in result.stages] == [0, 1]
@@ -404,9 +403,7 @@ def test_reduction_search_ends_with_one_op_per_edge(tmp_path, tiny_idx_dir):
             edge = sum(2 + i for i in range(node)) + source
             assert final[cell][edge] == [op]
     # Resuming a finished search only rebuilds the last supernet and rewrites the same cell.
-    again = run_reduction_search(
-        config, reduction, tmp_path, active_ops=start, resume=True, log=lines.append
-    )
+    again = run_reduction_search(config, tmp_path, active_ops=start, resume=True, log=lines.append)
     assert again.genotype == result.genotype and again.removals == result.removals
     assert {p.name.split(".")[0] for p in (tmp_path / "checkpoints").iterdir()} == {"stage-2"}
     assert math.isfinite(result.wall_time)
@@ -421,18 +418,11 @@ def test_evaluate_architectures_ranks_the_trained_path_above_a_random_one():
     ops = ["bin_conv_3x3", "bin_conv_5x5"]
     active = {cell: [ops] * EDGES for cell in CELLS}
     # alpha never moves
-    net = Supernet(
-        2,
-        layers=3,
-        init_channels=8,
-        search_space=SPACE,
-        active_ops=active,
-        seed=0,
-        entropy_lambda=0.0,
-        weight_decay=0.0,
-        arch_warmup_epochs=1000,
+    net = Supernet(2, layers=3, init_channels=8, search_space=SPACE, active_ops=active, seed=0)
+    net.compile(
+        **default_optimizers(200, learning_rate=0.05),
+        architect=Architect(entropy_lambda=0.0, weight_decay=0.0, arch_warmup_epochs=1000),
     )
-    net.compile(**default_optimizers(200, learning_rate=0.05))
     net(tf.zeros((1, 8, 8, 1)))
     trained = {c: ["bin_conv_3x3"] * EDGES for c in CELLS}
     untrained = {c: ["bin_conv_5x5"] * EDGES for c in CELLS}

@@ -7,7 +7,7 @@ search is run once per configuration in the module-scoped ``searched`` fixture.
 import bnas_tf  # noqa: F401  (must come before tensorflow)
 from bnas_tf.genotype import Genotype
 from bnas_tf.ops import SEARCH_SPACES
-from bnas_tf.search import Supernet, default_optimizers, edge_inputs, entropy_coefficient
+from bnas_tf.search import default_optimizers, edge_inputs, entropy_coefficient
 from bnas_tf.search.regularizers import edge_entropy, masked_softmax
 
 import math
@@ -16,6 +16,7 @@ import types
 import numpy as np
 import pytest
 import tensorflow as tf
+from supernet_helpers import make_supernet
 
 SPACES = sorted(SEARCH_SPACES)
 EDGES = 14
@@ -25,7 +26,7 @@ SAMPLES, BATCH, EPOCHS = 8, 4, 2
 def _small_net(**kwargs):
     """A supernet that is never traced: only its alphas are used (one cell is enough)."""
     kwargs = {"layers": 1, "init_channels": 4, **kwargs}
-    return Supernet(10, **kwargs)
+    return make_supernet(10, **kwargs)
 
 
 def _data(seed=0):
@@ -87,7 +88,7 @@ def searched(request):
     """A supernet searched for 2 epochs of 2 steps, with arch_warmup_epochs=1."""
     config = CONFIGS[request.param]
     tf.keras.utils.set_random_seed(0)
-    net = Supernet(10, init_channels=4, arch_warmup_epochs=1, seed=0, **SMALL_CELL, **config)
+    net = make_supernet(10, init_channels=4, arch_warmup_epochs=1, seed=0, **SMALL_CELL, **config)
     net.compile(**default_optimizers(total_steps=SAMPLES // BATCH * EPOCHS))
     x, y = _data()
     net(x[0, :BATCH])  # build, so that the initial weights can be recorded
@@ -180,7 +181,7 @@ def test_weight_step_leaves_alpha_unchanged(searched):
     arch = _snapshot(net.arch_variables)
     weights = _snapshot(net.weight_variables)
     arch_iterations = int(net.arch_optimizer.iterations.numpy())
-    net._weight_step(*searched.batch)
+    net.architect.weight_step(net, *searched.batch)
     for before, v in zip(arch, net.arch_variables):
         np.testing.assert_array_equal(v.numpy(), before)
     _assert_trained(net, weights)
@@ -241,7 +242,7 @@ def test_entropy_term_pushes_alpha_towards_uniform(space):
         alpha.assign(rng.standard_normal(alpha.shape).astype(np.float32))
     entropy0 = float(net.mean_entropy())
     with tf.GradientTape() as tape:
-        objective = net.entropy_objective()  # -lambda exp(-t / tau) H_bar, t = 0
+        objective = net.architect.entropy_objective(net)  # -lambda exp(-t / tau) H_bar, t = 0
     grads = tape.gradient(objective, [net.alpha_normal, net.alpha_reduce])
     for alpha, grad in zip((net.alpha_normal, net.alpha_reduce), grads):
         a, g = alpha.numpy(), grad.numpy()
@@ -270,8 +271,10 @@ def test_entropy_coefficient_decays_with_epoch():
     entropy = float(net.mean_entropy())
     for t in (0, 4):
         net.epoch.assign(t)
-        assert float(net.entropy_objective()) == pytest.approx(-values[t] * entropy, rel=1e-5)
-    assert float(_small_net(entropy_lambda=0.0).entropy_objective()) == 0.0
+        objective = float(net.architect.entropy_objective(net))
+        assert objective == pytest.approx(-values[t] * entropy, rel=1e-5)
+    off = _small_net(entropy_lambda=0.0)
+    assert float(off.architect.entropy_objective(off)) == 0.0
 
 
 def test_edge_entropy_handles_zero_probabilities():
@@ -471,7 +474,7 @@ def test_active_ops_wrong_edge_count_or_empty_edge():
 
 def test_mixed_bfloat16_cells_float32_variables_and_logits():
     before = tf.keras.mixed_precision.global_policy().name
-    net = Supernet(10, layers=3, init_channels=4, dtype_policy="mixed_bfloat16", **SMALL_CELL)
+    net = make_supernet(10, layers=3, init_channels=4, dtype_policy="mixed_bfloat16", **SMALL_CELL)
     assert tf.keras.mixed_precision.global_policy().name == before  # restored after building
     logits = net(_data()[0][0, :BATCH], training=True)
     assert logits.dtype == tf.float32
@@ -489,7 +492,9 @@ def test_mixed_bfloat16_gradients_follow_float32():
     results = {}
     for policy in ("float32", "mixed_bfloat16"):
         tf.keras.utils.set_random_seed(0)
-        net = Supernet(10, layers=3, init_channels=8, dtype_policy=policy, seed=0, **SMALL_CELL)
+        net = make_supernet(
+            10, layers=3, init_channels=8, dtype_policy=policy, seed=0, **SMALL_CELL
+        )
         net(x[0], training=True)
         with tf.GradientTape() as tape:
             loss = net.loss_fn(y[0], net(x[0], training=True))
@@ -518,7 +523,7 @@ def test_mixed_bfloat16_gradients_follow_float32():
 def test_bad_arguments(kwargs, match):
     args = {"num_classes": 10, "layers": 2, "init_channels": 4, **kwargs}
     with pytest.raises(ValueError, match=match):
-        Supernet(args.pop("num_classes"), **args)
+        make_supernet(args.pop("num_classes"), **args)
 
 
 def test_compile_needs_both_optimizers():

@@ -5,7 +5,9 @@ and the library's defaults against the program's."""
 import bnas_tf  # noqa: F401  (must come before tensorflow)
 from bnas_tf.quantizers import get_binarization, quantizer_variables
 from bnas_tf.search import Supernet, default_optimizers
-from bnas_tf.search.driver import SearchConfig
+from bnas_tf.search.architect import Architect
+from bnas_tf.search.driver import LIBRARY_DEFAULTS, SearchConfig
+from bnas_tf.search.supernet import SupernetOptions
 from bnas_tf.search.unrolled import unrolled_arch_gradients
 
 import dataclasses
@@ -14,6 +16,7 @@ import inspect
 import numpy as np
 import pytest
 import tensorflow as tf
+from supernet_helpers import make_supernet
 
 BATCH = 4
 
@@ -27,7 +30,7 @@ def _halves(seed=0, size=8):
 
 def _net(arch_optimizer=None, optimizer=None, **kwargs):
     kwargs = {"layers": 2, "init_channels": 4, "steps": 2, "multiplier": 2, "seed": 0, **kwargs}
-    net = Supernet(10, **kwargs)
+    net = make_supernet(10, **kwargs)
     net.compile(
         optimizer=optimizer or tf.keras.optimizers.SGD(0.01),
         arch_optimizer=arch_optimizer or tf.keras.optimizers.SGD(1.0),
@@ -41,7 +44,7 @@ def _arch_grads(net, x, y, entropy=True):
     with tf.GradientTape() as tape:
         loss = net.loss_fn(y, net(x, training=True))
         if entropy:
-            loss += net.entropy_objective()
+            loss += net.architect.entropy_objective(net)
     return tape.gradient(loss, net.arch_variables)
 
 
@@ -206,7 +209,7 @@ def test_weight_decay_leaves_pcnn_binary_levels_alone():
         levels = {v.ref() for v in quantizer_variables(net)}
         assert levels and all("projection" in v.deref().name for v in levels)
         before = [v.numpy().copy() for v in net.weight_variables]
-        net._weight_step(*batch)
+        net.architect.weight_step(net, *batch)
         moves[decay] = [b - v.numpy() for b, v in zip(before, net.weight_variables)]
         level_at = [i for i, v in enumerate(net.weight_variables) if v.ref() in levels]
         kernel_at = [i for i, v in enumerate(net.weight_variables) if "kernel" in v.name]
@@ -303,7 +306,7 @@ def test_pcnn_projection_loss_enters_the_weight_objective():
             expected_proj += float(quantizer.projection_loss(layer.kernel))
     assert float(projection) == pytest.approx(expected_proj, rel=1e-5) and expected_proj > 0
     before = [v.numpy().copy() for v in variables]
-    net._weight_step(x, y)
+    net.architect.weight_step(net, x, y)
     moved = [b - v.numpy() for b, v in zip(before, variables)]
     with_term = [
         (gt if gt is not None else 0) + (gp if gp is not None else 0)
@@ -318,12 +321,16 @@ def test_pcnn_projection_loss_enters_the_weight_objective():
 
 # ----------------------------------------------------------------------------- defaults
 def test_search_config_defaults_are_the_library_defaults():
-    """Every setting SearchConfig shares with Supernet / default_optimizers has one default."""
+    """Every setting SearchConfig shares with Supernet / SupernetOptions / Architect /
+    default_optimizers has one default."""
     library = {}
     for fn in (Supernet.__init__, default_optimizers):
         for name, p in inspect.signature(fn).parameters.items():
             if p.default is not inspect.Parameter.empty:
                 library[name] = p.default
+    for cls in (SupernetOptions, Architect):
+        library.update({f.name: f.default for f in dataclasses.fields(cls)})
+    assert library == {k: v for k, v in LIBRARY_DEFAULTS.items()}
     shared = [f for f in dataclasses.fields(SearchConfig) if f.name in library and f.name != "seed"]
     assert len(shared) >= 18
     differ = {f.name: (f.default, library[f.name]) for f in shared if f.default != library[f.name]}
