@@ -4,10 +4,11 @@ Two phases over the space of [`bnas_tf.mobilenet`][bnas_tf.mobilenet] (one group
 
 1. **One-shot training** of a weight-sharing supernet
    ([`GroupSupernet`][bnas_tf.search.bmes.GroupSupernet]): each block holds one full 3x3
-   kernel; a choice of ``g`` groups multiplies the *binarized* kernel by the block-diagonal mask of ``g`` groups, which computes exactly a ``g``-group convolution
-   with the diagonal blocks of the shared kernel. Every training step draws a uniformly random
-   group count per block (single-path uniform sampling, Guo et al., SPOS, ECCV 2020), and trains
-   on the weight half of the search split.
+   kernel; a choice of ``g`` groups multiplies the *binarized* kernel by the block-diagonal
+   mask of ``g`` groups, which computes exactly a ``g``-group convolution with the diagonal
+   blocks of the shared kernel. Every training step draws a uniformly random group count per
+   block (single-path uniform sampling, Guo et al., SPOS, ECCV 2020), and trains on the weight
+   half of the search split.
 2. **Evolution**: a population of architectures, each scored on the held-out (architecture) half
    with the shared weights after *re-estimating batch-norm statistics* for it (one training-mode
    pass over ``calibration_batches`` batches of the weight half with momentum 0, as SPOS and
