@@ -492,11 +492,21 @@ def family_spec(budget: Budget, search: str, genotype: dict, **kwargs) -> dict:
 
 
 def build_model(spec: dict):
-    """The Keras model of a spec (``genotype_spec`` or ``zoo_spec``), emitting logits."""
+    """The Keras model of a spec (``genotype_spec``, a BMES group network or ``zoo_spec``),
+    emitting logits."""
     import bnas_tf  # noqa: F401
 
     import tensorflow as tf
 
+    if spec["kind"] == "bmes":
+        from bnas_tf.mobilenet import GroupGenotype, build_group_network
+
+        return build_group_network(
+            GroupGenotype.from_dict(spec["genotype"]),
+            num_classes=NUM_CLASSES,
+            input_shape=INPUT_SHAPE,
+            binarization=spec["binarization"],
+        )
     if spec["kind"] == "genotype":
         from bnas_tf import network
         from bnas_tf.genotype import Genotype

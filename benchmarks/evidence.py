@@ -190,6 +190,14 @@ SEARCHES = {
         dict(partial_channels=4, edge_normalization=True, method="reduction"),
     ),
     "darts": ("darts", {}),
+    # The survey chapter's methods (issue 25), one search seed each: CP-NAS in Chen et al.'s
+    # setting; BMES in its own space (a binary MobileNet), width 32 so that its OPs range
+    # (0.32-0.80 M at 28x28) holds the DARTS template's target, which is its --ops_budget.
+    "cp_nas": (
+        "darts",
+        dict(partial_channels=4, edge_normalization=True, method="cp_nas", cp_beta=2.0),
+    ),
+    "bmes": ("kim", dict(method="bmes", bmes_width=32)),
     "kim_no_skip": ("kim", dict(inter_cell_skip=False)),
     "kim_no_zeroise": ("kim", dict(allow_none=False)),
     "kim_no_diversity": ("kim", dict(entropy_lambda=0.0)),
@@ -254,7 +262,11 @@ def _template(family: str, **overrides) -> dict:
 
 
 def network_spec(budget: EvidenceBudget, genotype: dict, template: dict, channels=None) -> dict:
-    """``_common.genotype_spec`` in ``template``, at ``channels`` (default: the base width)."""
+    """``_common.genotype_spec`` in ``template``, at ``channels`` (default: the base width); a
+    BMES group genotype: its binary MobileNet at its searched width (its group counts need not
+    divide another)."""
+    if genotype.get("kind") == "bmes":
+        return {"kind": "bmes", "genotype": genotype, "binarization": template["binarization"]}
     spec = C.genotype_spec(
         budget,
         genotype,
@@ -512,6 +524,8 @@ def search_config(budget: EvidenceBudget, search: str, seed: int) -> dict:
 def run_search(budget: EvidenceBudget, search: str, seed: int, fresh: bool = False) -> dict:
     """One search in a child process (its own peak memory), cached."""
     config = search_config(budget, search, seed)
+    if config.get("method") == "bmes":  # the DARTS template's OPs target is its budget
+        config["ops_budget"] = ops_targets(budget)["darts"]
     key = {k: v for k, v in config.items() if k != "dataset"}
     key["data"] = f"fashion_mnist[:-{HELD_OUT}]"
 
@@ -529,6 +543,8 @@ def search_seeds(budget: EvidenceBudget) -> dict[str, int]:
         "chen": budget.chen_search_seeds,
         "darts": budget.darts_search_seeds,
         **{a: 1 for a in ABLATIONS},
+        "cp_nas": 1,
+        "bmes": 1,
     }
 
 
@@ -550,6 +566,14 @@ def size(budget: EvidenceBudget, unit: str, g: dict, t: dict, targets: dict) -> 
     """The unit's width and profile: matched to its family's OPs target, or the base width."""
     target = targets[t["family"]]
     spec = network_spec(budget, g, t)
+    if g.get("kind") == "bmes":  # searched under the OPs budget at its own width
+        p = profile(budget, f"{unit}_w{g['width']}", spec)
+        return {
+            "init_channels": g["width"],
+            "ops": p["ops"],
+            "ops_ratio": p["ops"] / target,
+            **p["profile"],
+        }
     if t["sizing"] == "matched":
         return matched_channels(budget, unit, spec, target)
     p = profile(budget, f"{unit}_c{budget.init_channels}", spec)
@@ -586,7 +610,10 @@ def arms(budget: EvidenceBudget, fresh: bool = False) -> dict[str, dict]:
         # at matched OPs it would be several times wider, the skips' float 1x1 convolutions
         # being most of the Kim template's OPs
         skip = {"inter_cell_skip": False, "sizing": "base"} if search == "kim_no_skip" else {}
-        template = _template(family, **skip)
+        if search == "bmes":  # its OPs target is the DARTS template's; binarization its own
+            template = _template("darts", binarization=C.FAMILIES[family]["binarization"])
+        else:
+            template = _template(family, **skip)
         seeds = (
             budget.searched_train_seeds
             if search in ("kim", "chen", "darts")
@@ -651,6 +678,12 @@ COMPARISONS = (
     ("kim", "random_kim", "Kim-searched minus random Kim-space cells"),
     ("chen", "random_darts", "Chen-searched minus random DARTS-space cells"),
     ("darts", "random_darts", "plain binary DARTS minus random DARTS-space cells"),
+    ("cp_nas", "random_darts", "CP-NAS-searched minus random DARTS-space cells"),
+    (
+        "bmes",
+        "random_darts",
+        "BMES (own space, under the DARTS OPs target) minus random DARTS cells",
+    ),
     ("kim", "fp_darts_v2", "Kim-searched minus binarized DARTS (V2)"),
     ("kim", "fp_pc_darts", "Kim-searched minus binarized PC-DARTS"),
     ("kim", "kim_no_skip", "Kim minus its no-inter-cell-skip ablation"),

@@ -443,3 +443,19 @@ def test_matched_channels_land_near_the_ops_target(tmp_path, monkeypatch):
     at_12 = E.profile(budget, "pc_darts_c12", {**darts, "init_channels": 12})["ops"]
     assert E.matched_channels(budget, "pc_darts", darts, at_12)["init_channels"] == 12
     assert abs(E.matched_channels(budget, "pc_darts", darts, target)["ops_ratio"] - 1) < 0.15
+
+
+def test_a_bmes_arm_is_profiled_at_its_searched_width(tmp_path, monkeypatch):
+    """A BMES group genotype keeps its searched width (its group counts divide it) and is
+    counted as larq counts the network it builds."""
+    from bnas_tf.mobilenet import GroupGenotype, group_network_ops
+
+    monkeypatch.setattr(C, "CACHE", tmp_path)
+    budget = E.BUDGETS["smoke"]
+    g = GroupGenotype((2, 4, 1, 8, 16, 2), width=16)
+    template = E._template("darts", binarization="sign_scale")
+    sized = E.size(budget, "bmes_s0", g.to_dict(), template, {"darts": 2e5, "kim": 1e6})
+    ops = group_network_ops(g, C.INPUT_SHAPE, C.NUM_CLASSES)["ops"]
+    assert sized["init_channels"] == 16 and sized["ops"] == ops
+    assert sized["ops_ratio"] == pytest.approx(ops / 2e5)
+    assert E.network_spec(budget, g.to_dict(), template, 32)["genotype"]["width"] == 16
