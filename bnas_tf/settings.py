@@ -22,6 +22,7 @@ Library errors name the field (``epochs``); the programs add the ``--`` of the f
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -47,15 +48,18 @@ class SettingError(ValueError):
     """A bad setting: ``field`` names it, ``problem`` says what is wrong.
 
     ``str(error)`` is ``"<field> <problem>"``; a program shows ``as_flag()``:
-    ``"--<field> <problem>"``.
+    ``"--<field> <problem>"``, with the other settings the problem ``mentions`` flagged too.
     """
 
-    def __init__(self, field: str, problem: str):
-        self.field, self.problem = field, problem
+    def __init__(self, field: str, problem: str, *, mentions: Iterable[str] = ()):
+        self.field, self.problem, self.mentions = field, problem, tuple(mentions)
         super().__init__(f"{field} {problem}")
 
     def as_flag(self) -> str:
-        return f"--{self.field} {self.problem}"
+        problem = self.problem
+        for name in self.mentions:
+            problem = re.sub(rf"(?<![\w-]){re.escape(name)}\b", f"--{name}", problem)
+        return f"--{self.field} {problem}"
 
 
 def setting(
@@ -156,7 +160,7 @@ def in_range(low: float, high: float, *, low_open: bool = False, high_open: bool
         if value is not None and above and below:
             return None
         return (
-            f"must be in {'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}, "
+            f"must be in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}, "
             f"got {value}."
         )
 

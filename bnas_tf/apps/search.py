@@ -20,6 +20,12 @@ def define_flags(flag_values=flags.FLAGS) -> None:
 
     common.define_config_flags(SearchConfig, flag_values=flag_values)
     common.define_run_flags(flag_values)
+    flags.DEFINE_bool(
+        "operation_space_reduction",
+        False,
+        "Deprecated: the same as --method=reduction (kept so that older flagfiles run).",
+        flag_values=flag_values,
+    )
     flags.DEFINE_integer(
         "malloc_arenas",
         2,
@@ -40,10 +46,20 @@ def main(argv) -> None:
     from bnas_tf.search.driver import SearchConfig
     from bnas_tf.search.methods import get_method
 
+    import dataclasses
+
     from absl import logging
 
     limit_malloc_arenas(flags.FLAGS.malloc_arenas)  # before the first TensorFlow op
     config = common.config_from_flags(SearchConfig)
+    if flags.FLAGS.operation_space_reduction:
+        if config.method not in ("darts", "reduction"):
+            raise app.UsageError(
+                f"--operation_space_reduction (deprecated: --method=reduction) contradicts "
+                f"--method={config.method}."
+            )
+        logging.warning("--operation_space_reduction is deprecated: use --method=reduction.")
+        config = dataclasses.replace(config, method="reduction")
     try:
         config.validate()
         common.check_data(config.dataset, config.data_dir)

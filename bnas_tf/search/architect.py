@@ -104,14 +104,21 @@ class Architect:
                     "step under a tf.distribute strategy.",
                 )
             grads, loss, logits = unrolled_arch_gradients(
-                net, train_batch, (x, y), lambda: self.entropy_objective(net), self.weight_decay
+                net,
+                train_batch,
+                (x, y),
+                lambda: self.entropy_objective(net) + self.extra_arch_loss(net),
+                weight_decay=self.weight_decay,
             )
         else:
             with tf.GradientTape() as tape:
                 logits = net(x, training=True)
                 scaled, loss = net.replica_loss(y, logits)
                 # Identical on every replica: its share, so that the sum over replicas is one term.
-                objective = scaled + self.entropy_objective(net) / _num_replicas()
+                objective = (
+                    scaled
+                    + (self.entropy_objective(net) + self.extra_arch_loss(net)) / _num_replicas()
+                )
             grads = _sum_over_replicas(tape.gradient(objective, net.arch_variables))
         pairs = _with_gradients(grads, net.arch_variables)
         net.arch_optimizer.apply_gradients(
@@ -142,6 +149,11 @@ class Architect:
             zip(grads, [v for _, v in pairs]), skip_gradients_aggregation=True
         )
         net.track("weight", loss, y, logits)
+
+    def extra_arch_loss(self, net: Supernet) -> tf.Tensor:
+        """A term added to the architecture's loss by a method's architect (none here; a budgeted
+        search adds its cost penalty)."""
+        return tf.constant(0.0)
 
     def extra_weight_loss(self, net: Supernet) -> tf.Tensor:
         """A term added to the weights' loss by a method's architect (none here; CP-NAS adds its

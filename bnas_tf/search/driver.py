@@ -33,7 +33,9 @@ from bnas_tf.quantizers import BINARIZATION_HELP, Binarization, binarization_of
 from bnas_tf.runs import write_json
 from bnas_tf.search.architect import Architect
 from bnas_tf.search.bmes import BMESConfig
+from bnas_tf.search.budget import Budget, BudgetedArchitect, check, describe
 from bnas_tf.search.child_parent import CPNASConfig
+from bnas_tf.search.cost import CostModel
 from bnas_tf.search.reduction import ReductionConfig
 from bnas_tf.search.supernet import Supernet, SupernetOptions, default_optimizers
 from bnas_tf.settings import (
@@ -59,6 +61,7 @@ from pathlib import Path
 from typing import Any
 
 import tensorflow as tf
+from absl import logging
 
 __all__ = [
     "SearchConfig",
@@ -196,15 +199,32 @@ class SearchConfig:
     )
     ops_budget: float | None = setting(
         None,
-        "OPs budget (binary MACs / 64 + float MACs) of the searched network (bmes: candidates "
-        "above it are not evaluated and the fitness trades accuracy against OPs).",
+        "OPs budget (binary MACs / 64 + float MACs) of the final network (darts: a penalty on "
+        "the expected cost in alpha's loss; bmes: candidates above it are not evaluated and the "
+        "fitness trades accuracy against OPs).",
+        check=optional(positive),
+    )
+    memory_budget: float | None = setting(
+        None,
+        "Memory budget in KiB (1-bit weights at 1 bit) of the final network (darts).",
+        check=optional(positive),
+    )
+    cost_weight: float = same_as(BudgetedArchitect, "cost_weight")
+    final_layers: int | None = setting(
+        None,
+        "Cells of the final network a budget is for (none: --layers).",
+        check=optional(positive),
+    )
+    final_init_channels: int | None = setting(
+        None,
+        "Channels of the final network a budget is for (none: --init_channels).",
         check=optional(positive),
     )
     genotype_selection: str = setting(
         "best",
         "best (the epoch with the best val_accuracy: the alpha half evaluated in inference mode "
         "at the epoch's end) or last.",
-        check=one_of(("best", "last")),
+        check=lambda v: None if v in ("best", "last") else f"must be 'best' or 'last', got {v!r}.",
     )
     val_batches: int | None = setting(
         None,
@@ -255,9 +275,34 @@ class SearchConfig:
             limit=self.limit,
         )
 
-    def architect(self) -> Architect:
-        """The update rule these settings give."""
-        return Architect(**{f.name: getattr(self, f.name) for f in dataclasses.fields(Architect)})
+    def architect(self, budget: Budget | None = None) -> Architect:
+        """The update rule these settings give (with ``budget``: its cost penalty added)."""
+        kwargs = {f.name: getattr(self, f.name) for f in dataclasses.fields(Architect)}
+        if budget is None:
+            return Architect(**kwargs)
+        return BudgetedArchitect(**kwargs, cost_weight=self.cost_weight, budget=budget)
+
+    def budget(self, num_classes: int, input_shape) -> Budget | None:
+        """The bounds on the final network's cost (``None`` without ``ops_budget`` and
+        ``memory_budget``), with the cost model of the final network (``final_layers`` x
+        ``final_init_channels`` in this search's template)."""
+        bounds = {
+            metric: value
+            for metric, value in (("ops", self.ops_budget), ("memory_kib", self.memory_budget))
+            if value is not None
+        }
+        if not bounds or self.method == "bmes":
+            return None
+        model = CostModel(
+            self.search_space,
+            layers=self.final_layers or self.layers,
+            init_channels=self.final_init_channels or self.init_channels,
+            input_shape=input_shape,
+            num_classes=num_classes,
+            inter_cell_skip=self.inter_cell_skip,
+            binarization=binarization_of(self),
+        )
+        return Budget(bounds, model)
 
     def supernet_options(self) -> SupernetOptions:
         return SupernetOptions(dtype_policy=self.dtype_policy)
@@ -269,6 +314,7 @@ class SearchConfig:
             raise SettingError(
                 "partial_channels",
                 f"K={self.partial_channels} must divide init_channels={self.init_channels}.",
+                mentions=("init_channels",),
             )
         if not self.learning_rate_min <= self.learning_rate:
             raise SettingError(
@@ -282,8 +328,14 @@ class SearchConfig:
                 f"{self.strategy!r} runs --method=darts first order only: --unrolled and the "
                 "staged and evolutionary methods run on one device.",
             )
-        if self.ops_budget is not None and self.method != "bmes":
-            raise SettingError("ops_budget", "applies to --method=bmes only (for now).")
+        if self.ops_budget is not None and self.method not in ("darts", "bmes"):
+            raise SettingError(
+                "ops_budget", f"applies to --method=darts and bmes, not {self.method} (for now)."
+            )
+        if self.memory_budget is not None and self.method != "darts":
+            raise SettingError(
+                "memory_budget", f"applies to --method=darts, not {self.method} (for now)."
+            )
         binarization_of(self)
         shape = data_lib.open_source(self).input_shape
         check_dataset_size(self.dataset, shape, "cifar", "the supernet")
@@ -296,6 +348,7 @@ class SearchResult:
     best_epoch: int
     history: list[dict]
     wall_time: float
+    budget: dict | None = None  #: the genotype's exact cost against each bound (``budget.check``)
 
 
 def build_supernet(
@@ -429,12 +482,14 @@ def run_search(
     tf.config.experimental.enable_op_determinism()
     info = data_lib.info(config.dataset)
     sizes = data_lib.search_split_sizes(config.dataset, **config.split_args())
+    budget = config.budget(info.num_classes, info.input_shape)
     net = build_supernet(
         config,
         info.num_classes,
         info.input_shape,
         sizes.steps_per_epoch * config.epochs,
         strategy=strategy,
+        architect=config.architect(budget),
     )
 
     history: list[dict] = []
@@ -499,6 +554,10 @@ def run_search(
     wall_time = time.time() - started
 
     best_epoch, genotype = _select(history, config.genotype_selection)
+    report = None
+    if budget is not None:
+        report = check(genotype, budget)
+        logging.info("The genotype at the final size: %s", describe(report))
     genotype.save(output_dir / "genotype.json")
     genotype_lib.plot(genotype, output_dir / "genotype.png")
     write_json(
@@ -513,9 +572,10 @@ def run_search(
             "alpha_normal": net.op_probabilities("normal").numpy(),
             "alpha_reduce": net.op_probabilities("reduce").numpy(),
             "op_names": list(net.op_names),
+            "budget": report,
         },
     )
-    return SearchResult(genotype, best_epoch, history, wall_time)
+    return SearchResult(genotype, best_epoch, history, wall_time, report)
 
 
 def _read_state(output_dir: Path) -> dict:

@@ -69,7 +69,10 @@ class Darts:
         return driver.run_search(config, output_dir, resume=resume, strategy=strategy)
 
     def summary(self, result) -> str:
-        return f"epoch {result.best_epoch}, {result.wall_time:.0f} s"
+        from bnas_tf.search.budget import describe
+
+        budget = f"; at the final size {describe(result.budget)}" if result.budget else ""
+        return f"epoch {result.best_epoch}, {result.wall_time:.0f} s{budget}"
 
 
 class Reduction:

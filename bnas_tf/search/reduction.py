@@ -24,8 +24,9 @@ Usage:
 from bnas_tf.search.driver import SearchConfig
 from bnas_tf.search.reduction import ReductionConfig
 from bnas_tf.search.reduction_search import run_reduction_search
-config = SearchConfig(search_space="bnas_darts", partial_channels=4, entropy_lambda=0.0)
-result = run_reduction_search(config, ReductionConfig(stage_epochs=5), "runs/chen")
+config = SearchConfig(method="reduction", search_space="bnas_darts", partial_channels=4,
+                      entropy_lambda=0.0, reduction=ReductionConfig(stage_epochs=5))
+result = run_reduction_search(config, "runs/chen")
 ```
 
 Where the paper leaves a gap

@@ -340,7 +340,7 @@ def _search_specs(root: Path, tiny_idx_dir_module: Path) -> list[dict]:
                 *TINY_SEARCH,
                 f"--data_dir={tiny_idx_dir_module}",
                 f"--output_dir={out}",
-                "--operation_space_reduction",
+                "--method=reduction",
                 "--learning_rate=1e38",
             ],
         }

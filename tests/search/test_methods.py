@@ -66,7 +66,7 @@ def test_from_flat_routes_nested_settings_and_refuses_unknown_ones():
         (dict(entropy_tau=0.0), "entropy_tau", "must be positive"),
         (dict(reduction=ReductionConfig(stage_epochs=0)), "stage_epochs", "positive integer"),
         (dict(ops_budget=1e5), "ops_budget", "applies to --method=bmes only"),
-        (dict(train_portion=1.0), "train_portion", "must be in (0.0, 1.0)"),
+        (dict(train_portion=1.0), "train_portion", "must be in (0, 1)"),
     ],
 )
 def test_library_errors_name_the_field_and_programs_add_the_dashes(changes, field, problem):

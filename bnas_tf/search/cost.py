@@ -1,0 +1,218 @@
+r"""What a searched network costs: per op, for the whole network, and in expectation over alpha.
+
+Costs are counted as [`larq.models.summary`][larq.models.summary] counts them: **OPs** = binary
+MACs / 64 + float MACs (the convention of Bi-Real Net, BATS and NAS-BNN) and **memory** in KiB
+with 1-bit weights at 1 bit. Every op of a cell is a separate set of layers of the final network
+([`bnas_tf.network.build_network`][bnas_tf.network.build_network]), so the network's cost is the
+sum of its edges' op costs and a fixed part (stem, each cell's preprocessing and inter-cell skip,
+classifier):
+
+$$
+\text{cost}(G) = F + \sum_{t \in \{normal, reduce\}} \sum_{(o, e) \in G_t} T_t[e, o],
+\qquad T_t[e, o] = \sum_{\text{cells } i \text{ of type } t} c(o, C_i, H_{i,e}, s_{i,e})
+$$
+
+with ``c`` the cost of op ``o`` at the channels, input size and stride it has at cell ``i``'s
+edge ``e`` (measured by building the op alone). The supernet's **expected cost** replaces the
+genotype's choices by the architecture's probabilities, differentiably:
+
+$$
+\mathbb{E}[\text{cost}] = F + \sum_t \sum_e q_e \sum_o p_{e,o}\, T_t[e, o],
+$$
+
+``p`` the ops' softmax on each edge (0 for ops the reduction removed) and ``q_e`` the edge's share
+of the two inputs each node keeps: ``2 softmax(beta)`` over the node's incoming edges with edge
+normalization, else ``2 / n`` for its ``n`` incoming edges (without betas, which edges a node
+keeps is not in the architecture parameters). With one-hot ``p`` and ``q`` it is the exact cost of
+the derived genotype.
+
+    >>> from bnas_tf.genotype import BNAS_A
+    >>> from bnas_tf.network import build_network
+    >>> model = CostModel("bnas_kim", layers=3, init_channels=8, input_shape=(28, 28, 1))
+    >>> net = build_network(BNAS_A, layers=3, init_channels=8, input_shape=(28, 28, 1))
+    >>> abs(model.exact(BNAS_A)["ops"] - network_cost(net)["ops"]) < 1e-6 * network_cost(net)["ops"]
+    True
+"""
+
+from __future__ import annotations
+
+from bnas_tf import ops as ops_lib
+from bnas_tf.genotype import Genotype
+from bnas_tf.quantizers import Binarization, get_binarization
+from bnas_tf.search.cell import edge_inputs, num_edges
+
+import functools
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import tensorflow as tf
+
+__all__ = ["METRICS", "op_cost", "network_cost", "CostModel"]
+
+#: The costs a budget may bound: ``ops`` (binary MACs / 64 + float MACs), ``memory_kib``.
+METRICS = ("ops", "memory_kib")
+CELL_TYPES = ("normal", "reduce")
+
+
+def _summary_cost(model: tf.keras.Model) -> dict[str, float]:
+    from bnas_tf.export import model_summary
+
+    summary = model_summary(model)
+    return {
+        "ops": summary["macs_1bit"] / 64 + summary["macs_32bit"],
+        "memory_kib": summary["memory_kib"],
+    }
+
+
+@functools.lru_cache(maxsize=4096)
+def _op_cost(op: str, channels: int, size: int, stride: int, binarization: Binarization):
+    if op == "none":
+        return {"ops": 0.0, "memory_kib": 0.0}
+    inputs = tf.keras.Input((size, size, channels))
+    outputs = ops_lib.apply_op(inputs, op, channels, stride, binarization=binarization)
+    return _summary_cost(tf.keras.Model(inputs, outputs))
+
+
+def op_cost(
+    op: str, channels: int, size: int, stride: int = 1, binarization="sign_scale"
+) -> dict[str, float]:
+    """``{"ops", "memory_kib"}`` of op ``op`` alone, ``channels -> channels`` on a ``size x size``
+    input with ``stride`` (as the final network builds it; cached)."""
+    return dict(_op_cost(op, int(channels), int(size), int(stride), get_binarization(binarization)))
+
+
+def network_cost(model: tf.keras.Model) -> dict[str, float]:
+    """``{"ops", "memory_kib"}`` of a whole model, as ``larq.models.summary`` counts them."""
+    return _summary_cost(model)
+
+
+class CostModel:
+    """The cost of every op at every edge of the final network, and the network's fixed part.
+
+    Args:
+        search_space: the ops' space (``bnas_tf.ops.SEARCH_SPACES``).
+        layers, init_channels, input_shape, stem, inter_cell_skip, binarization, num_classes:
+            the final network (``bnas_tf.network.build_network``'s arguments) the budget is for.
+        steps: intermediate nodes per cell.
+    """
+
+    def __init__(
+        self,
+        search_space: str,
+        *,
+        layers: int,
+        init_channels: int,
+        input_shape: Sequence[int],
+        num_classes: int = 10,
+        stem: str = "cifar",
+        inter_cell_skip: bool = True,
+        binarization: str | Binarization = "sign_scale",
+        steps: int = 4,
+    ):
+        self.search_space = search_space
+        self.op_names = ops_lib.search_space(search_space)
+        self.layers, self.init_channels = layers, init_channels
+        self.input_shape, self.num_classes = tuple(input_shape), num_classes
+        self.stem, self.inter_cell_skip = stem, inter_cell_skip
+        self.binarization = get_binarization(binarization)
+        self.steps, self.edges = steps, num_edges(steps)
+        self.tables = {
+            t: {m: np.zeros((self.edges, len(self.op_names))) for m in METRICS} for t in CELL_TYPES
+        }
+        size = self.input_shape[0] // (8 if stem == "imagenet" else 1)
+        channels = init_channels
+        for index in range(layers):
+            reduction = index in (layers // 3, 2 * layers // 3)
+            if reduction:
+                channels *= 2
+            cell = "reduce" if reduction else "normal"
+            out_size = -(-size // 2) if reduction else size
+            for e, (_, j) in enumerate(edge_inputs(steps)):
+                stride = 2 if reduction and j < 2 else 1
+                at = size if j < 2 else out_size
+                for k, op in enumerate(self.op_names):
+                    cost = op_cost(op, channels, at, stride, self.binarization)
+                    for m in METRICS:
+                        self.tables[cell][m][e, k] += cost[m]
+            size = out_size
+        self.fixed = self._fixed()
+
+    def _network(self, genotype: Genotype) -> tf.keras.Model:
+        from bnas_tf.network import build_network
+
+        return build_network(
+            genotype,
+            layers=self.layers,
+            init_channels=self.init_channels,
+            num_classes=self.num_classes,
+            input_shape=self.input_shape,
+            stem=self.stem,
+            binarization=self.binarization,
+            inter_cell_skip=self.inter_cell_skip,
+        )
+
+    def edge_cost(self, genotype: Genotype) -> dict[str, float]:
+        """The sum of the genotype's edges' op costs over the network."""
+        total = dict.fromkeys(METRICS, 0.0)
+        for cell in CELL_TYPES:
+            for position, (op, j) in enumerate(getattr(genotype, cell)):
+                e = edge_inputs(self.steps).index((position // 2, j))  # two edges per node
+                for m in METRICS:
+                    total[m] += self.tables[cell][m][e, self.op_names.index(op)]
+        return total
+
+    def _fixed(self) -> dict[str, float]:
+        op = next(o for o in self.op_names if o != "none")
+        cells = tuple((op, j) for node in range(self.steps) for j in (0, 1))
+        concat = tuple(range(2, 2 + self.steps))
+        genotype = Genotype(cells, concat, cells, concat, search_space=self.search_space)
+        whole = network_cost(self._network(genotype))
+        edges = self.edge_cost(genotype)
+        return {m: whole[m] - edges[m] for m in METRICS}
+
+    def exact(self, genotype: Genotype) -> dict[str, float]:
+        """``{"ops", "memory_kib"}`` of the final network of ``genotype`` (fixed part + edges)."""
+        edges = self.edge_cost(genotype)
+        return {m: self.fixed[m] + edges[m] for m in METRICS}
+
+    def edge_shares(self, betas: tf.Tensor | None) -> tf.Tensor:
+        """``q_e``: per edge, its expected share of the two inputs its node keeps."""
+        inputs = edge_inputs(self.steps)
+        if betas is None:
+            counts = [sum(1 for n, _ in inputs if n == node) for node, _ in inputs]
+            return tf.constant([2.0 / c for c in counts])
+        parts, start = [], 0
+        for node in range(self.steps):
+            parts.append(2.0 * tf.nn.softmax(betas[start : start + 2 + node]))
+            start += 2 + node
+        return tf.concat(parts, axis=0)
+
+    def expected(
+        self,
+        probabilities: Mapping[str, tf.Tensor],
+        betas: Mapping[str, tf.Tensor | None] | None = None,
+        metric: str = "ops",
+    ) -> tf.Tensor:
+        """``E[cost]`` (see the module docstring), differentiable in ``probabilities`` (per cell
+        type, ``[edges, ops]``) and ``betas`` (per cell type, ``[edges]`` raw edge parameters or
+        ``None``)."""
+        if metric not in METRICS:
+            raise ValueError(f"metric must be one of {', '.join(METRICS)}, got {metric!r}.")
+        total = tf.constant(self.fixed[metric], tf.float32)
+        for cell in CELL_TYPES:
+            table = tf.constant(self.tables[cell][metric], tf.float32)
+            q = self.edge_shares(None if betas is None else betas.get(cell))
+            per_edge = tf.reduce_sum(tf.cast(probabilities[cell], tf.float32) * table, axis=1)
+            total += tf.reduce_sum(q * per_edge)
+        return total
+
+    def supernet_expected(self, net, metric: str = "ops") -> tf.Tensor:
+        """``expected`` of a [`Supernet`][bnas_tf.search.supernet.Supernet]'s current alphas
+        (and betas)."""
+        if tuple(net.op_names) != tuple(self.op_names):
+            raise ValueError(
+                f"The supernet searches {net.search_space!r}, the cost model {self.search_space!r}."
+            )
+        probabilities = {cell: net.op_probabilities(cell) for cell in CELL_TYPES}
+        betas = {cell: net.beta(cell) for cell in CELL_TYPES}
+        return self.expected(probabilities, betas, metric)
