@@ -521,9 +521,19 @@ def search_config(budget: EvidenceBudget, search: str, seed: int) -> dict:
     return config
 
 
-def run_search(budget: EvidenceBudget, search: str, seed: int, fresh: bool = False) -> dict:
-    """One search in a child process (its own peak memory), cached."""
-    config = search_config(budget, search, seed)
+def run_search(
+    budget: EvidenceBudget,
+    search: str,
+    seed: int,
+    fresh: bool = False,
+    *,
+    extra: dict | None = None,
+    label: str | None = None,
+) -> dict:
+    """One search in a child process (its own peak memory), cached; ``extra`` settings on top of
+    the named search's (cached as ``label``)."""
+    config = {**search_config(budget, search, seed), **(extra or {})}
+    search = label or search
     if config.get("method") == "bmes":  # the DARTS template's OPs target is its budget
         config["ops_budget"] = ops_targets(budget)["darts"]
     key = {k: v for k, v in config.items() if k != "dataset"}
@@ -564,8 +574,16 @@ def ops_targets(budget: EvidenceBudget) -> dict[str, float]:
 
 def size(budget: EvidenceBudget, unit: str, g: dict, t: dict, targets: dict) -> dict:
     """The unit's width and profile: matched to its family's OPs target, or the base width."""
-    target = targets[t["family"]]
+    target = t.get("target") or targets[t["family"]]
     spec = network_spec(budget, g, t)
+    if t["sizing"] == "fixed":  # a budgeted search's network: the width it was searched for
+        p = profile(budget, f"{unit}_c{t['channels']}", {**spec, "init_channels": t["channels"]})
+        return {
+            "init_channels": t["channels"],
+            "ops": p["ops"],
+            "ops_ratio": p["ops"] / target,
+            **p["profile"],
+        }
     if g.get("kind") == "bmes":  # searched under the OPs budget at its own width
         p = profile(budget, f"{unit}_w{g['width']}", spec)
         return {
@@ -631,6 +649,53 @@ def arms(budget: EvidenceBudget, fresh: bool = False) -> dict[str, dict]:
     return result
 
 
+#: Issue 26: budgeted searches at these multiples of the DARTS template's OPs target.
+BUDGET_FACTORS = (0.5, 1.0, 2.0)
+
+
+def budget_widths(budget: EvidenceBudget, targets: dict) -> dict[float, int]:
+    """Per budget factor, the final width at which the median random DARTS-space cell costs
+    that budget (the budgeted search then chooses ops for a network of that width)."""
+    cells = [(n, g, t) for n, (g, t) in random_cells(budget).items() if t["family"] == "darts"]
+    ops = [profile(budget, f"base_{n}", network_spec(budget, g, t))["ops"] for n, g, t in cells]
+    name, g, t = cells[int(np.argsort(ops)[len(ops) // 2])]
+    spec = network_spec(budget, g, t)
+    return {
+        x: matched_channels(budget, name, spec, x * targets["darts"])["init_channels"]
+        for x in BUDGET_FACTORS
+    }
+
+
+def budget_arms(budget: EvidenceBudget, targets: dict, fresh: bool = False) -> dict[str, dict]:
+    """``budget_<x>``: plain binary DARTS with ``--ops_budget = x * target`` for a final network
+    of the width where the median random cell costs that much; ``random_darts_<x>``: the random
+    DARTS-space cells matched to the same OPs (x = 1: the ``random_darts`` arm itself)."""
+    result: dict[str, dict] = {}
+    for x, width in budget_widths(budget, targets).items():
+        target = x * targets["darts"]
+        search = f"budget_{x:g}x"
+        extra = {"ops_budget": target, "final_layers": budget.layers, "final_init_channels": width}
+        searched = _template("darts", sizing="fixed", channels=width, target=target)
+        result[search] = {
+            f"{search}_s{s}": (
+                run_search(budget, "darts", s, fresh, extra=extra, label=search)["genotype"],
+                searched,
+                budget.train_seeds,
+            )
+            for s in range(budget.darts_search_seeds)
+        }
+        if x != 1.0:
+            for name, (g, t) in random_cells(budget).items():
+                if t["family"] == "darts":
+                    unit = f"{name}_{x:g}x"
+                    result.setdefault(f"random_darts_{x:g}x", {})[unit] = (
+                        g,
+                        {**t, "target": target},
+                        1,
+                    )
+    return result
+
+
 def run_study(budget: EvidenceBudget, phase: str, fresh: bool = False) -> dict | None:
     dev_dataset(budget)
     if phase == "data":
@@ -642,7 +707,7 @@ def run_study(budget: EvidenceBudget, phase: str, fresh: bool = False) -> dict |
     calibration = calibrate(budget, targets, fresh)
     if phase == "calibrate":
         return None
-    study_arms = arms(budget, fresh)
+    study_arms = {**arms(budget, fresh), **budget_arms(budget, targets, fresh)}
     if phase == "search":
         return None
     epochs = calibration["epochs"]
@@ -689,6 +754,9 @@ COMPARISONS = (
     ("kim", "kim_no_skip", "Kim minus its no-inter-cell-skip ablation"),
     ("kim", "kim_no_zeroise", "Kim minus its no-Zeroise ablation"),
     ("kim", "kim_no_diversity", "Kim minus its no-diversity ablation"),
+    ("budget_0.5x", "random_darts_0.5x", "budgeted DARTS minus random DARTS cells at 0.5x OPs"),
+    ("budget_1x", "random_darts", "budgeted DARTS minus random DARTS cells at 1x OPs"),
+    ("budget_2x", "random_darts_2x", "budgeted DARTS minus random DARTS cells at 2x OPs"),
 )
 
 

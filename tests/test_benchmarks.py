@@ -459,3 +459,18 @@ def test_a_bmes_arm_is_profiled_at_its_searched_width(tmp_path, monkeypatch):
     assert sized["init_channels"] == 16 and sized["ops"] == ops
     assert sized["ops_ratio"] == pytest.approx(ops / 2e5)
     assert E.network_spec(budget, g.to_dict(), template, 32)["genotype"]["width"] == 16
+
+
+def test_a_budgeted_arm_keeps_its_searched_width_and_is_measured_against_its_budget(
+    tmp_path, monkeypatch
+):
+    monkeypatch.setattr(C, "CACHE", tmp_path)
+    budget = E.BUDGETS["smoke"]
+    g = E._genotype(E.FP_NAS_CELLS["pc_darts"], "bnas_darts")
+    fixed = E._template("darts", sizing="fixed", channels=6, target=1e5)
+    sized = E.size(budget, "budget_0.5x_s0", g, fixed, {"darts": 4e5, "kim": 1e6})
+    at_6 = E.profile(budget, "x", {**E.network_spec(budget, g, fixed), "init_channels": 6})
+    assert sized["init_channels"] == 6 and sized["ops_ratio"] == pytest.approx(at_6["ops"] / 1e5)
+    # a random cell at another budget is matched to that budget, not to its family's target
+    matched = E._template("darts", target=at_6["ops"])
+    assert E.size(budget, "r", g, matched, {"darts": 4e5, "kim": 1e6})["init_channels"] == 6

@@ -13,7 +13,10 @@ $$
 $$
 
 with ``c`` the cost of op ``o`` at the channels, input size and stride it has at cell ``i``'s
-edge ``e`` (measured by building the op alone). The supernet's **expected cost** replaces the
+edge ``e`` (measured by building the op alone). One exception to a constant ``F``: a cell input
+that no edge of the genotype reads (all its edges are Zeroise) is not computed, so its
+preprocessing convolution is not part of the network; ``exact`` leaves it out, the expectation
+counts it (an upper bound by that convolution). The supernet's **expected cost** replaces the
 genotype's choices by the architecture's probabilities, differentiably:
 
 $$
@@ -62,6 +65,17 @@ def _summary_cost(model: tf.keras.Model) -> dict[str, float]:
         "ops": summary["macs_1bit"] / 64 + summary["macs_32bit"],
         "memory_kib": summary["memory_kib"],
     }
+
+
+@functools.lru_cache(maxsize=1024)
+def _preprocess_cost(
+    in_channels: int, size: int, channels: int, kernel: int, stride: int, binarization
+) -> dict[str, float]:
+    from bnas_tf.network import _binary_conv
+
+    inputs = tf.keras.Input((size, size, in_channels))
+    outputs = _binary_conv(inputs, channels, kernel, stride, binarization, "pre")
+    return _summary_cost(tf.keras.Model(inputs, outputs))
 
 
 @functools.lru_cache(maxsize=4096)
@@ -119,13 +133,30 @@ class CostModel:
         self.tables = {
             t: {m: np.zeros((self.edges, len(self.op_names))) for m in METRICS} for t in CELL_TYPES
         }
-        size = self.input_shape[0] // (8 if stem == "imagenet" else 1)
-        channels = init_channels
+        # per cell type and input (0, 1): the preprocessing convolutions' summed cost
+        self.preprocess = {t: [dict.fromkeys(METRICS, 0.0) for _ in range(2)] for t in CELL_TYPES}
+        height = self.input_shape[0]
+        if stem == "imagenet":  # three stride-2 convolutions: s0 at 1/4, s1 at 1/8, C channels
+            s0 = (init_channels, -(-height // 4))
+            s1 = (init_channels, -(-height // 8))
+            reduction_prev = True
+        else:
+            s0 = s1 = (3 * init_channels, height)
+            reduction_prev = False
+        size, channels = s1[1], init_channels
         for index in range(layers):
             reduction = index in (layers // 3, 2 * layers // 3)
             if reduction:
                 channels *= 2
             cell = "reduce" if reduction else "normal"
+            kernel, stride0 = (3, 2) if reduction_prev else (1, 1)
+            pre = (
+                _preprocess_cost(s0[0], s0[1], channels, kernel, stride0, self.binarization),
+                _preprocess_cost(s1[0], s1[1], channels, 1, 1, self.binarization),
+            )
+            for j in range(2):
+                for m in METRICS:
+                    self.preprocess[cell][j][m] += pre[j][m]
             out_size = -(-size // 2) if reduction else size
             for e, (_, j) in enumerate(edge_inputs(steps)):
                 stride = 2 if reduction and j < 2 else 1
@@ -134,6 +165,7 @@ class CostModel:
                     cost = op_cost(op, channels, at, stride, self.binarization)
                     for m in METRICS:
                         self.tables[cell][m][e, k] += cost[m]
+            s0, s1, reduction_prev = s1, (4 * channels, out_size), reduction
             size = out_size
         self.fixed = self._fixed()
 
@@ -151,10 +183,25 @@ class CostModel:
             inter_cell_skip=self.inter_cell_skip,
         )
 
+    @staticmethod
+    def used_inputs(edges) -> set[int]:
+        """The cell inputs (0, 1) a cell's edges read: a non-Zeroise edge's input, or the input of
+        a node whose two edges are Zeroise (its zero is taken from the last one's input)."""
+        used = set()
+        for node in range(len(edges) // 2):
+            pair = edges[2 * node : 2 * node + 2]
+            terms = [j for op, j in pair if op != "none"]
+            used.update(terms or [pair[-1][1]])
+        return used & {0, 1}
+
     def edge_cost(self, genotype: Genotype) -> dict[str, float]:
-        """The sum of the genotype's edges' op costs over the network."""
+        """The genotype's edges' op costs over the network, with the preprocessing of the cell
+        inputs they read."""
         total = dict.fromkeys(METRICS, 0.0)
         for cell in CELL_TYPES:
+            for j in self.used_inputs(getattr(genotype, cell)):
+                for m in METRICS:
+                    total[m] += self.preprocess[cell][j][m]
             for position, (op, j) in enumerate(getattr(genotype, cell)):
                 e = edge_inputs(self.steps).index((position // 2, j))  # two edges per node
                 for m in METRICS:
@@ -198,7 +245,10 @@ class CostModel:
         ``None``)."""
         if metric not in METRICS:
             raise ValueError(f"metric must be one of {', '.join(METRICS)}, got {metric!r}.")
-        total = tf.constant(self.fixed[metric], tf.float32)
+        total = tf.constant(
+            self.fixed[metric] + sum(p[metric] for t in CELL_TYPES for p in self.preprocess[t]),
+            tf.float32,
+        )
         for cell in CELL_TYPES:
             table = tf.constant(self.tables[cell][metric], tf.float32)
             q = self.edge_shares(None if betas is None else betas.get(cell))

@@ -1,13 +1,15 @@
 """Search under a budget (issue 26): the cost model, the expected cost, the penalty."""
 
 import bnas_tf  # noqa: F401  (must come before tensorflow)
-from bnas_tf.genotype import Genotype
+from bnas_tf.genotype import BNAS_A, Genotype
 from bnas_tf.network import build_network
+from bnas_tf.ops import SEARCH_SPACES
 from bnas_tf.sampling import random_genotype
+from bnas_tf.search import Architect, Supernet
 from bnas_tf.search.budget import Budget, BudgetedArchitect, check, hinge
 from bnas_tf.search.cell import edge_inputs
 from bnas_tf.search.cost import CostModel, network_cost
-from bnas_tf.search.driver import SearchConfig, run_search
+from bnas_tf.search.driver import SearchConfig
 
 import numpy as np
 import pytest
@@ -27,9 +29,14 @@ def models():
 
 @pytest.mark.parametrize("space,skip", [("bnas_kim", True), ("bnas_darts", False)])
 def test_network_cost_is_the_fixed_part_plus_its_edges_op_costs(models, space, skip):
+    """Exact for random genotypes and for BNAS-A, whose reduction cell reads only input 0 (its
+    input 1's preprocessing is not in the network)."""
     model = models[(space, skip)]
-    for seed in range(2):
-        genotype = random_genotype(seed, space, allow_none=True)
+    genotypes = [random_genotype(seed, space, allow_none=True) for seed in range(2)]
+    if space == "bnas_kim":
+        genotypes.append(BNAS_A)
+        assert model.used_inputs(BNAS_A.reduce) == {0}
+    for genotype in genotypes:
         net = build_network(genotype, num_classes=10, inter_cell_skip=skip, **SIZE)
         exact, measured = model.exact(genotype), network_cost(net)
         for metric in ("ops", "memory_kib"):
@@ -54,10 +61,22 @@ def _one_hot(model: CostModel, genotype: Genotype):
     return probs, betas
 
 
+def _reading_both_inputs(space: str, seed: int) -> Genotype:
+    """A random genotype whose first node reads both cell inputs through convolutions."""
+    genotype = random_genotype(seed, space, allow_none=True)
+    conv = next(op for op in SEARCH_SPACES[space] if "conv" in op)
+    normal, reduce = (((conv, 0), (conv, 1), *getattr(genotype, c)[2:]) for c in CELLS)
+    concat = genotype.normal_concat
+    return Genotype(normal, concat, reduce, concat, search_space=space)
+
+
 @pytest.mark.parametrize("space,skip", [("bnas_kim", True), ("bnas_darts", False)])
 def test_expected_cost_with_one_hot_alpha_is_the_derived_networks_exact_cost(models, space, skip):
+    """Within the fixed part: the expectation counts both inputs' preprocessing, so the genotype
+    reads both."""
     model = models[(space, skip)]
-    genotype = random_genotype(3, space, allow_none=True)
+    genotype = _reading_both_inputs(space, 3)
+    assert all(model.used_inputs(getattr(genotype, c)) == {0, 1} for c in CELLS)
     probs, betas = _one_hot(model, genotype)
     for metric in ("ops", "memory_kib"):
         expected = float(model.expected(probs, betas, metric))
@@ -85,40 +104,69 @@ def test_hinge_is_zero_under_the_budget_and_the_relative_overshoot_over_it():
     assert float(hinge(tf.constant(125.0), 100.0)) == pytest.approx(0.25)
 
 
-def test_a_tight_budget_ends_with_a_cheaper_genotype_under_it(tmp_path, tiny_idx_dir):
-    """The same tiny search with and without --ops_budget: the budgeted one derives a cheaper
-    genotype, under the budget at the final size. The budget: the final network's fixed part
-    plus a third of what uniform alphas expect its edges to cost (so the penalty binds)."""
-    base = dict(
-        data_dir=str(tiny_idx_dir),
-        limit=64,
-        batch_size=8,
-        epochs=2,
-        layers=2,
+def _tiny_search(model: CostModel, budget: float | None, halves) -> Genotype:
+    """Three epochs of a one-cell supernet over three ops of the DARTS space."""
+    tf.keras.utils.set_random_seed(0)
+    active = {c: [["max_pool_3x3", "skip_connect", "bin_sep_conv_5x5"]] * 14 for c in CELLS}
+    net = Supernet(
+        10,
+        layers=1,
         init_channels=4,
         search_space="bnas_darts",
         binarization="xnor",
-        allow_none=False,
+        active_ops=active,
         inter_cell_skip=False,
-        entropy_lambda=0.0,
-        arch_learning_rate=0.1,
-        verbose=0,
-        final_layers=3,
-        final_init_channels=8,
+        allow_none=False,
+        seed=0,
     )
+    kwargs = dict(entropy_lambda=0.0, weight_decay=0.0)
+    architect = (
+        Architect(**kwargs)
+        if budget is None
+        else BudgetedArchitect(**kwargs, cost_weight=10.0, budget=Budget({"ops": budget}, model))
+    )
+    net.compile(
+        optimizer=tf.keras.optimizers.SGD(0.01),
+        arch_optimizer=tf.keras.optimizers.Adam(0.1),
+        architect=architect,
+    )
+    net.fit(halves, epochs=3, verbose=0)
+    return net.genotype()
+
+
+def test_a_tight_budget_ends_with_a_cheaper_genotype_under_it():
+    """The same tiny search with and without a budget on its final network (3 cells x 8
+    channels): the budgeted one derives a cheaper genotype, under the budget. The budget: the
+    cheapest network's cost plus a third of what uniform alphas add to it (so it binds)."""
     model = CostModel("bnas_darts", inter_cell_skip=False, binarization="xnor", **SIZE)
-    uniform = {
-        c: tf.fill((model.edges, len(model.op_names)), 1 / len(model.op_names)) for c in CELLS
-    }
-    fixed = model.fixed["ops"]
-    budget = fixed + (float(model.expected(uniform, None, "ops")) - fixed) / 3
-    free = run_search(SearchConfig(**base), tmp_path / "free")
-    tight = run_search(
-        SearchConfig(**base, ops_budget=budget, cost_weight=10.0), tmp_path / "tight"
+    active = [model.op_names.index(o) for o in ("max_pool_3x3", "skip_connect", "bin_sep_conv_5x5")]
+    uniform = np.zeros((model.edges, len(model.op_names)), np.float32)
+    uniform[:, active] = 1 / 3
+    full = float(model.expected({c: tf.constant(uniform) for c in CELLS}, None, "ops"))
+    # the cheapest network: pools and skips only, both inputs preprocessed
+    floor = model.fixed["ops"] + sum(p["ops"] for c in CELLS for p in model.preprocess[c])
+    budget = floor + (full - floor) / 3
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 16, 28, 28, 1)).astype(np.float32)
+    y = rng.integers(0, 10, (2, 16))
+    halves = tf.data.Dataset.from_tensor_slices(((x[0], y[0]), (x[1], y[1]))).batch(8)
+    free, tight = _tiny_search(model, None, halves), _tiny_search(model, budget, halves)
+    assert model.exact(tight)["ops"] < model.exact(free)["ops"]
+    assert check(tight, Budget({"ops": budget}, model))["ops"]["within"]
+
+
+def test_search_config_budget_is_for_the_final_network():
+    config = SearchConfig(
+        ops_budget=3e5, memory_budget=40.0, layers=2, init_channels=4, final_layers=3,
+        final_init_channels=8, search_space="bnas_darts", inter_cell_skip=False,
+    )  # fmt: skip
+    budget = config.budget(10, (28, 28, 1))
+    assert budget.bounds == {"ops": 3e5, "memory_kib": 40.0}
+    assert (budget.cost_model.layers, budget.cost_model.init_channels) == (3, 8)
+    assert isinstance(config.architect(budget), BudgetedArchitect)
+    assert (
+        config.architect(budget).budget is budget and SearchConfig().budget(10, (28, 28, 1)) is None
     )
-    assert tight.budget["ops"]["budget"] == budget and free.budget is None
-    assert tight.budget["ops"]["cost"] < model.exact(free.genotype)["ops"]
-    assert tight.budget["ops"]["within"], tight.budget
 
 
 def test_budgeted_architect_adds_the_penalty_to_the_architecture_loss(models):
