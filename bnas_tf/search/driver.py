@@ -200,13 +200,16 @@ class SearchConfig:
     ops_budget: float | None = setting(
         None,
         "OPs budget (binary MACs / 64 + float MACs) of the final network (darts: a penalty on "
-        "the expected cost in alpha's loss; bmes: candidates above it are not evaluated and the "
-        "fitness trades accuracy against OPs).",
+        "the expected cost in alpha's loss; reduction, cp_nas: no op is removed that the "
+        "cheapest cell within it needs, and the final cell trades score for cost until it "
+        "holds; bmes: candidates above it are not evaluated and the fitness trades accuracy "
+        "against OPs).",
         check=optional(positive),
     )
     memory_budget: float | None = setting(
         None,
-        "Memory budget in KiB (1-bit weights at 1 bit) of the final network (darts).",
+        "Memory budget in KiB (1-bit weights at 1 bit) of the final network (darts, reduction, "
+        "cp_nas).",
         check=optional(positive),
     )
     cost_weight: float = same_as(BudgetedArchitect, "cost_weight")
@@ -328,13 +331,9 @@ class SearchConfig:
                 f"{self.strategy!r} runs --method=darts first order only: --unrolled and the "
                 "staged and evolutionary methods run on one device.",
             )
-        if self.ops_budget is not None and self.method not in ("darts", "bmes"):
+        if self.memory_budget is not None and self.method == "bmes":
             raise SettingError(
-                "ops_budget", f"applies to --method=darts and bmes, not {self.method} (for now)."
-            )
-        if self.memory_budget is not None and self.method != "darts":
-            raise SettingError(
-                "memory_budget", f"applies to --method=darts, not {self.method} (for now)."
+                "memory_budget", "applies to the cell searches (darts, reduction, cp_nas)."
             )
         binarization_of(self)
         shape = data_lib.open_source(self).input_shape

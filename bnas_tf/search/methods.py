@@ -88,7 +88,10 @@ class Reduction:
         return run_reduction_search(config, output_dir, resume=resume, log=log)
 
     def summary(self, result) -> str:
-        return f"{len(result.stages)} stages, {result.wall_time:.0f} s"
+        from bnas_tf.search.budget import describe
+
+        budget = f"; at the final size {describe(result.budget)}" if result.budget else ""
+        return f"{len(result.stages)} stages, {result.wall_time:.0f} s{budget}"
 
 
 class ChildParent(Reduction):

@@ -221,6 +221,7 @@ class OperationSpaceReduction:
         self.scores = {
             cell: [{op: 0.0 for op in ops} for ops in self._active[cell]] for cell in CELL_TYPES
         }
+        self._bounds: list[tuple] = []
 
     # ------------------------------------------------------------------ structure
     def _checked_ops(self, active_ops) -> dict[str, list[list[str]]]:
@@ -436,7 +437,8 @@ class OperationSpaceReduction:
                     )
                     return (self.scores[cell][e][op], alpha, self.op_names.index(op))
 
-                worst = min(ops, key=key)
+                ranked = sorted(ops, key=key)
+                worst = next((op for op in ranked if self._affordable(cell, e, op)), ranked[0])
                 record = {
                     "stage": self.stage,
                     "cell": cell,
@@ -444,12 +446,100 @@ class OperationSpaceReduction:
                     "op": worst,
                     "score": float(self.scores[cell][e][worst]),
                 }
+                if worst != ranked[0]:
+                    record["kept_for_budget"] = ranked[: ranked.index(worst)]
                 ops.remove(worst)
                 del self.scores[cell][e][worst]
                 removed.append(record)
         self.removals.extend(removed)
         self.stage += 1
         return removed
+
+    # ------------------------------------------------------------------ budget
+    def constrain(
+        self,
+        tables: Mapping[str, np.ndarray],
+        floor: float,
+        bound: float,
+        *,
+        allow_none: bool = True,
+        metric: str = "ops",
+    ) -> None:
+        """Search under ``bound``: an op is only removed when the cheapest genotype the space
+        left can derive stays within it, and the final cell trades score for cost until it
+        does (issue 26's budget as a constraint on what the reduction keeps).
+
+        ``tables[cell]``: ``[edges, len(op_names)]``, each op's cost at each edge summed over the
+        network's cells of that type (``bnas_tf.search.cost.CostModel.tables``); ``floor``: the
+        rest of the network (with every cell input's preprocessing, an upper bound).
+        """
+        tables = {cell: np.asarray(tables[cell], dtype=np.float64) for cell in CELL_TYPES}
+        self._bounds.append((tables, float(floor), float(bound), bool(allow_none), metric))
+
+    def _edge_min(self, tables, cell: str, e: int, ops, allow_none: bool) -> float:
+        usable = [op for op in ops if allow_none or op != "none"] or list(ops)
+        return min(tables[cell][e, self.op_names.index(op)] for op in usable)
+
+    def min_cost(self, bound_index: int = 0, active=None) -> float:
+        """The cheapest genotype the active ops can still derive (per node its two cheapest
+        edges, each with its cheapest op), under constraint ``bound_index``."""
+        tables, floor, _, allow_none, _ = self._bounds[bound_index]
+        active = self._active if active is None else active
+        total = floor
+        inputs = edge_inputs(self.steps)
+        for cell in CELL_TYPES:
+            for node in range(self.steps):
+                rows = [e for e, (n, _) in enumerate(inputs) if n == node]
+                costs = sorted(
+                    self._edge_min(tables, cell, e, active[cell][e], allow_none) for e in rows
+                )
+                total += sum(costs[:2])
+        return total
+
+    def _affordable(self, cell: str, e: int, op: str) -> bool:
+        """Whether removing ``op`` from the edge keeps every budget reachable (always, for a
+        budget the space already cannot meet)."""
+        for index, (_, _, bound, _, _) in enumerate(self._bounds):
+            if self.min_cost(index) > bound:
+                continue
+            after = {c: [list(ops) for ops in self._active[c]] for c in CELL_TYPES}
+            after[cell][e].remove(op)
+            if self.min_cost(index, after) > bound:
+                return False
+        return True
+
+    def _cell_cost(self, bound_index: int, cells: Mapping[str, Sequence[int]]) -> float:
+        tables, floor, _, _, _ = self._bounds[bound_index]
+        return floor + sum(
+            tables[cell][e, self.op_names.index(self._active[cell][e][0])]
+            for cell in CELL_TYPES
+            for e in cells[cell]
+        )
+
+    def _fit_budget(self, chosen: dict[str, list[int]], rank) -> dict[str, list[int]]:
+        """Swap chosen edges for cheaper ones of the same node (the best-ranked first) until every
+        budget holds or no swap lowers the cost."""
+        inputs = edge_inputs(self.steps)
+        for index, (tables, _, bound, _, _) in enumerate(self._bounds):
+            while self._cell_cost(index, chosen) > bound:
+
+                def cost(cell, e, tables=tables):
+                    return tables[cell][e, self.op_names.index(self._active[cell][e][0])]
+
+                swaps = [
+                    (rank(cell, new), cost(cell, new) - cost(cell, old), cell, old, new)
+                    for cell in CELL_TYPES
+                    for old in chosen[cell]
+                    for new, (n, _) in enumerate(inputs)
+                    if n == inputs[old][0]
+                    and new not in chosen[cell]
+                    and cost(cell, new) < cost(cell, old)
+                ]
+                if not swaps:
+                    break
+                _, _, cell, old, new = min(swaps)
+                chosen[cell][chosen[cell].index(old)] = new
+        return chosen
 
     # ------------------------------------------------------------------ result
     def genotype(
@@ -459,34 +549,47 @@ class OperationSpaceReduction:
 
         Edges are ranked by the running score of their remaining op, then (with
         ``net``, the last trained supernet) by ``p(op) * beta``, then by edge
-        order. With ``allow_none=False`` edges left with ``none`` rank last.
+        order. With ``allow_none=False`` edges left with ``none`` rank last. Under a budget
+        (``constrain``), chosen edges are then swapped for cheaper ones of their node, the
+        best-ranked first, until it holds.
         """
         if not self.done:
             raise ValueError(f"Reduction not finished: {self.stages_left} stage(s) left.")
         multiplier = self.steps if multiplier is None else multiplier
         inputs = edge_inputs(self.steps)
-        cells = {}
-        for cell in CELL_TYPES:
-            strength = np.zeros(self.edges)
-            if net is not None:
+        strength = {cell: np.zeros(self.edges) for cell in CELL_TYPES}
+        if net is not None:
+            for cell in CELL_TYPES:
                 probs = net.op_probabilities(cell).numpy()
                 betas = net.edge_betas(cell)
                 betas = np.ones(self.edges) if betas is None else betas.numpy()
                 for e, ops in enumerate(self._active[cell]):
-                    strength[e] = probs[e, self.op_names.index(ops[0])] * betas[e]
-            chosen = []
-            for node in range(self.steps):
-                rows = [e for e, (n, _) in enumerate(inputs) if n == node]
+                    strength[cell][e] = probs[e, self.op_names.index(ops[0])] * betas[e]
 
-                def key(e, cell=cell, strength=strength):
-                    op = self._active[cell][e][0]
-                    allowed = allow_none or op != "none"
-                    return (not allowed, -self.scores[cell][e][op], -strength[e], e)
+        def rank(cell: str, e: int) -> tuple:  # smaller is better
+            op = self._active[cell][e][0]
+            allowed = allow_none or op != "none"
+            return (not allowed, -self.scores[cell][e][op], -strength[cell][e], e)
 
-                top = sorted(rows, key=key)[:2]
-                for e in sorted(top, key=lambda e: inputs[e][1]):
-                    chosen.append((self._active[cell][e][0], inputs[e][1]))
-            cells[cell] = tuple(chosen)
+        chosen = {
+            cell: [
+                e
+                for node in range(self.steps)
+                for e in sorted(
+                    (e for e, (n, _) in enumerate(inputs) if n == node),
+                    key=lambda e, cell=cell: rank(cell, e),
+                )[:2]
+            ]
+            for cell in CELL_TYPES
+        }
+        chosen = self._fit_budget(chosen, rank)
+        cells = {
+            cell: tuple(
+                (self._active[cell][e][0], inputs[e][1])
+                for e in sorted(chosen[cell], key=lambda e: (inputs[e][0], inputs[e][1]))
+            )
+            for cell in CELL_TYPES
+        }
         concat = tuple(range(2 + self.steps - multiplier, 2 + self.steps))
         return Genotype(
             normal=cells["normal"],

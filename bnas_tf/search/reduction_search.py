@@ -37,6 +37,7 @@ from bnas_tf.genotype import Genotype
 from bnas_tf.quantizers import FULL_PRECISION
 from bnas_tf.runs import read_json, write_json
 from bnas_tf.search import driver as driver_lib
+from bnas_tf.search.budget import check, describe
 from bnas_tf.search.cell import num_edges
 from bnas_tf.search.child_parent import ChildArchitect, ChildParentReduction
 from bnas_tf.search.reduction import OperationSpaceReduction
@@ -62,6 +63,7 @@ class ReductionResult:
     removals: list[dict]
     stages: list[dict]
     wall_time: float
+    budget: dict | None = None  #: the genotype's exact cost against each bound (``budget.check``)
 
 
 def build_stage_supernet(
@@ -152,6 +154,15 @@ def run_reduction_search(
         )
     else:
         state = OperationSpaceReduction(op_names, num_edges(), reduction, **state_kwargs)
+    budget = config.budget(info.num_classes, info.input_shape)
+    if budget is not None:
+        model = budget.cost_model
+        for metric, bound in budget.bounds.items():
+            floor = model.fixed[metric] + sum(
+                p[metric] for cell in CELL_TYPES for p in model.preprocess[cell]
+            )
+            tables = {cell: model.tables[cell][metric] for cell in CELL_TYPES}
+            state.constrain(tables, floor, bound, allow_none=config.allow_none, metric=metric)
     checkpoint_dir = output_dir / "checkpoints"
     prev: dict[str, Supernet] | None = None
     stages: list[dict] = []
@@ -292,6 +303,10 @@ def run_reduction_search(
     wall_time = time.time() - started
 
     genotype = state.genotype(prev["model"] if prev else None, allow_none=config.allow_none)
+    report = None
+    if budget is not None:
+        report = check(genotype, budget)
+        log(f"The genotype at the final size: {describe(report)}")
     genotype.save(output_dir / "genotype.json")
     genotype_lib.plot(genotype, output_dir / "genotype.png")
     write_json(
@@ -309,7 +324,8 @@ def run_reduction_search(
             "final_ops": state.active_ops,
             "scores": state.state_dict()["scores"],
             "op_names": list(op_names),
+            "budget": report,
         },
     )
     log(str(genotype))
-    return ReductionResult(genotype, state.removals, stages, wall_time)
+    return ReductionResult(genotype, state.removals, stages, wall_time, report)

@@ -456,3 +456,37 @@ def test_evaluate_architectures_ranks_the_trained_path_above_a_random_one():
     # the random 5x5 path still passes the trained stem's brightness on: 0.85 (oneDNN
     # kernels, AMD Zen 3) to below 0.8 (Eigen kernels); the trained path scores 1.0
     assert good > 0.8 and good > bad + 0.1, (good, bad)
+
+
+# ----------------------------------------------------------------------------- budget
+def test_a_budget_keeps_the_ops_the_cheapest_cell_needs_and_fits_the_final_cell():
+    """Scores favour bin_conv_5x5 everywhere, but it costs 10 per edge and the pools 0: a bound
+    of 10 above the floor allows one convolution in the whole genotype. The reduction must keep a
+    pool on enough edges, and the final cell swaps convolutions out until it fits; without the
+    bound the same scores give all-convolution cells."""
+    ops = ["max_pool_3x3", "avg_pool_3x3", "bin_conv_5x5"]
+    cost = np.zeros((EDGES, len(OPS)))
+    cost[:, OPS.index("bin_conv_5x5")] = 10.0
+    tables = {cell: cost for cell in CELLS}
+
+    def run(bound):
+        red = OperationSpaceReduction(
+            OPS, EDGES, ReductionConfig(), seed=0, active_ops=_uniform(ops)
+        )
+        if bound is not None:
+            red.constrain(tables, 100.0, bound)
+        while not red.done:
+            for cell in CELLS:
+                for e, active in enumerate(red.active_ops[cell]):
+                    for op in active:  # the convolution scores best, max_pool worst
+                        red.scores[cell][e][op] = {"bin_conv_5x5": 3, "avg_pool_3x3": 2}.get(op, 1)
+            removed = red.remove_worst()
+        return red, removed
+
+    free, _ = run(None)
+    assert all(op == "bin_conv_5x5" for cell in CELLS for op, _ in getattr(free.genotype(), cell))
+    red, _ = run(110.0)
+    genotype = red.genotype()
+    convs = sum(op == "bin_conv_5x5" for cell in CELLS for op, _ in getattr(genotype, cell))
+    assert convs <= 1 and red.min_cost() <= 110.0
+    assert any("kept_for_budget" in r for r in red.removals)
