@@ -701,9 +701,9 @@ def get_binarization(
 
 
 def binarization_of(config) -> Binarization:
-    """The ``Binarization`` of a search or training config (or a ``network.json``
-    spec dict): its ``binarization`` name, ``xnor_activation_scale`` and, for PCNN,
-    ``pcnn_lambda``."""
+    """The ``Binarization`` of a training config or a ``network.json`` spec dict: its
+    ``binarization`` name, ``xnor_activation_scale`` and, for PCNN, ``pcnn_lambda`` (the search
+    asks its own config: ``SearchConfig.binarization_method``)."""
     get = (
         config.get
         if isinstance(config, dict)

@@ -36,7 +36,7 @@ from __future__ import annotations
 from bnas_tf import data as data_lib
 from bnas_tf import faults, mobilenet
 from bnas_tf.mobilenet import GroupGenotype, block_channels, group_choices, group_network_ops
-from bnas_tf.quantizers import Binarization, binarization_of
+from bnas_tf.quantizers import Binarization
 from bnas_tf.runs import read_json, write_json
 from bnas_tf.settings import (
     SettingError,
@@ -486,7 +486,7 @@ def run_bmes_search(
         info.num_classes,
         width=bmes.width,
         group_set=bmes.groups(),
-        binarization=binarization_of(config),
+        binarization=config.binarization_method(),
     )
     schedule = tf.keras.optimizers.schedules.CosineDecay(
         bmes.learning_rate, max(1, steps * bmes.supernet_epochs)

@@ -29,7 +29,7 @@ from bnas_tf import settings as settings_lib
 from bnas_tf.genotype import Genotype
 from bnas_tf.network import check_dataset_size
 from bnas_tf.precision import check_dtype_policy
-from bnas_tf.quantizers import BINARIZATION_HELP, Binarization, binarization_of
+from bnas_tf.quantizers import BINARIZATION_HELP, Binarization, get_binarization
 from bnas_tf.runs import write_json
 from bnas_tf.search.architect import Architect
 from bnas_tf.search.bmes import BMESConfig
@@ -303,9 +303,18 @@ class SearchConfig:
             input_shape=input_shape,
             num_classes=num_classes,
             inter_cell_skip=self.inter_cell_skip,
-            binarization=binarization_of(self),
+            binarization=self.binarization_method(),
         )
         return Budget(bounds, model)
+
+    def binarization_method(self) -> Binarization:
+        """The ``Binarization`` of these settings (``binarization``, ``xnor_activation_scale``,
+        ``pcnn_lambda`` for PCNN); raises ``ValueError`` naming the flag that does not fit."""
+        return get_binarization(
+            self.binarization,
+            xnor_activation_scale=self.xnor_activation_scale,
+            pcnn_lambda=self.pcnn_lambda if self.binarization == "pcnn" else None,
+        )
 
     def supernet_options(self) -> SupernetOptions:
         return SupernetOptions(dtype_policy=self.dtype_policy)
@@ -335,7 +344,7 @@ class SearchConfig:
             raise SettingError(
                 "memory_budget", "applies to the cell searches (darts, reduction, cp_nas)."
             )
-        binarization_of(self)
+        self.binarization_method()
         shape = data_lib.open_source(self).input_shape
         check_dataset_size(self.dataset, shape, "cifar", "the supernet")
         return self
@@ -378,7 +387,7 @@ def build_supernet(
             total_steps,
             active_ops,
             architect or config.architect(),
-            binarization or binarization_of(config),
+            binarization or config.binarization_method(),
         )
     if not distribute.is_default(strategy):
         distribute.synchronize_batch_norm(net)
