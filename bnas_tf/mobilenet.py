@@ -32,6 +32,7 @@ so that [`larq.models.summary`][larq.models.summary] and the LCE converter see i
 from __future__ import annotations
 
 from bnas_tf.layers import binary_conv2d
+from bnas_tf.network import finish_model
 from bnas_tf.precision import check_dtype_policy, policy_scope
 from bnas_tf.quantizers import Binarization, get_binarization
 
@@ -247,11 +248,11 @@ def build_group_network(
             y = tf.keras.layers.BatchNormalization(name=f"block{i}_point_bn")(y)
             x = _shortcut(x, y, 1, f"block{i}_point")
         x = tf.keras.layers.ReLU(name="final_relu")(x)
-    source = tf.keras.utils.get_source_inputs(inputs) if input_tensor is not None else inputs
-    if not include_top:
-        if x.dtype != tf.float32:
-            x = tf.keras.layers.Activation("linear", dtype="float32", name="features_float32")(x)
-        return tf.keras.Model(source, x, name=name or "bmes_features")
-    x = zoo_utils.global_pool(x, name="global_pool")
-    logits = tf.keras.layers.Dense(num_classes, name="logits", dtype="float32")(x)
-    return tf.keras.Model(source, logits, name=name or "bmes_network")
+    return finish_model(
+        inputs,
+        x,
+        input_tensor=input_tensor,
+        include_top=include_top,
+        num_classes=num_classes,
+        name=name or ("bmes_network" if include_top else "bmes_features"),
+    )

@@ -36,6 +36,7 @@ from larq_zoo.core import utils as zoo_utils
 
 __all__ = [
     "build_network",
+    "finish_model",
     "DropPath",
     "set_drop_path_progress",
     "seed_drop_path",
@@ -322,12 +323,38 @@ def build_network(
                 aux_input = out
         x = tf.keras.layers.BatchNormalization(name="final_bn")(s1)
         x = tf.keras.layers.ReLU(name="final_relu")(x)
+    return finish_model(
+        inputs,
+        x,
+        input_tensor=input_tensor,
+        include_top=include_top,
+        num_classes=num_classes,
+        name=name or ("bnas_network" if include_top else "bnas_features"),
+        auxiliary=(lambda: _auxiliary_head(aux_input, num_classes)) if auxiliary else None,
+    )
+
+
+def finish_model(
+    inputs,
+    features: tf.Tensor,
+    *,
+    input_tensor: tf.Tensor | None,
+    include_top: bool,
+    num_classes: int,
+    name: str,
+    auxiliary=None,
+) -> tf.keras.Model:
+    """The model from ``inputs`` to ``features`` (float32) without the top, or to float32 logits
+    (global pool + dense) with it, and ``auxiliary()``'s logits as a second output when given:
+    the head every final network of the package shares."""
     source = tf.keras.utils.get_source_inputs(inputs) if input_tensor is not None else inputs
     if not include_top:
-        if x.dtype != tf.float32:
-            x = tf.keras.layers.Activation("linear", dtype="float32", name="features_float32")(x)
-        return tf.keras.Model(source, x, name=name or "bnas_features")
-    x = zoo_utils.global_pool(x, name="global_pool")
+        if features.dtype != tf.float32:
+            features = tf.keras.layers.Activation(
+                "linear", dtype="float32", name="features_float32"
+            )(features)
+        return tf.keras.Model(source, features, name=name)
+    x = zoo_utils.global_pool(features, name="global_pool")
     logits = tf.keras.layers.Dense(num_classes, name="logits", dtype="float32")(x)
-    outputs = [logits, _auxiliary_head(aux_input, num_classes)] if auxiliary else logits
-    return tf.keras.Model(source, outputs, name=name or "bnas_network")
+    outputs = [logits, auxiliary()] if auxiliary is not None else logits
+    return tf.keras.Model(source, outputs, name=name)

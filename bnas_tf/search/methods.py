@@ -58,6 +58,13 @@ class SearchMethod(Protocol):
         """One line for the program's output."""
 
 
+def _budget(result) -> str:
+    """``"; at the final size ops: ... (8.4 % under)"`` for a budgeted search, else ``""``."""
+    from bnas_tf.search.budget import describe
+
+    return f"; at the final size {describe(result.budget)}" if result.budget else ""
+
+
 class Darts:
     """DARTS over binarized ops: Kim et al.'s search (entropy term, Zeroise) or plain binary
     DARTS; first or second order ([`run_search`][bnas_tf.search.driver.run_search])."""
@@ -69,10 +76,7 @@ class Darts:
         return driver.run_search(config, output_dir, resume=resume, strategy=strategy)
 
     def summary(self, result) -> str:
-        from bnas_tf.search.budget import describe
-
-        budget = f"; at the final size {describe(result.budget)}" if result.budget else ""
-        return f"epoch {result.best_epoch}, {result.wall_time:.0f} s{budget}"
+        return f"epoch {result.best_epoch}, {result.wall_time:.0f} s{_budget(result)}"
 
 
 class Reduction:
@@ -88,10 +92,7 @@ class Reduction:
         return run_reduction_search(config, output_dir, resume=resume, log=log)
 
     def summary(self, result) -> str:
-        from bnas_tf.search.budget import describe
-
-        budget = f"; at the final size {describe(result.budget)}" if result.budget else ""
-        return f"{len(result.stages)} stages, {result.wall_time:.0f} s{budget}"
+        return f"{len(result.stages)} stages, {result.wall_time:.0f} s{_budget(result)}"
 
 
 class ChildParent(Reduction):
