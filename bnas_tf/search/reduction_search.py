@@ -144,6 +144,7 @@ def run_reduction_search(
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     tf.keras.utils.set_random_seed(config.seed)
+    tf.config.experimental.enable_op_determinism()  # as run_search: --seed repeats a CPU run
     info = data_lib.info(config.dataset)
     sizes = data_lib.search_split_sizes(config.dataset, **config.split_args())
     op_names = ops_lib.search_space(config.search_space)
