@@ -236,9 +236,7 @@ def test_masked_group_conv_computes_a_group_convolution(groups):
     np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize(
-    "groups", [(1, 1, 1, 1, 1, 1), (16, 16, 32, 32, 64, 64), (2, 4, 1, 8, 16, 2)]
-)
+@pytest.mark.parametrize("groups", [(1, 1, 1, 1, 1, 1), (16, 1, 1, 1, 1, 1), (2, 4, 1, 8, 16, 2)])
 def test_group_network_ops_count_what_larq_counts(groups):
     genotype = GroupGenotype(groups, width=16)
     model = build_group_network(genotype, num_classes=10, input_shape=(28, 28, 1))
