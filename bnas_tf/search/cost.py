@@ -222,6 +222,11 @@ class CostModel:
         edges = self.edge_cost(genotype)
         return {m: self.fixed[m] + edges[m] for m in METRICS}
 
+    def floor(self, metric: str = "ops") -> float:
+        """The network without its edges' ops: the fixed part and every cell input's
+        preprocessing (what a cell of free ops costs; an upper bound when an input goes unread)."""
+        return self.fixed[metric] + sum(p[metric] for t in CELL_TYPES for p in self.preprocess[t])
+
     def edge_shares(self, betas: tf.Tensor | None) -> tf.Tensor:
         """``q_e``: per edge, its expected share of the two inputs its node keeps."""
         inputs = edge_inputs(self.steps)
@@ -245,10 +250,7 @@ class CostModel:
         ``None``)."""
         if metric not in METRICS:
             raise ValueError(f"metric must be one of {', '.join(METRICS)}, got {metric!r}.")
-        total = tf.constant(
-            self.fixed[metric] + sum(p[metric] for t in CELL_TYPES for p in self.preprocess[t]),
-            tf.float32,
-        )
+        total = tf.constant(self.floor(metric), tf.float32)
         for cell in CELL_TYPES:
             table = tf.constant(self.tables[cell][metric], tf.float32)
             q = self.edge_shares(None if betas is None else betas.get(cell))

@@ -159,11 +159,10 @@ def run_reduction_search(
     if budget is not None:
         model = budget.cost_model
         for metric, bound in budget.bounds.items():
-            floor = model.fixed[metric] + sum(
-                p[metric] for cell in CELL_TYPES for p in model.preprocess[cell]
-            )
             tables = {cell: model.tables[cell][metric] for cell in CELL_TYPES}
-            state.constrain(tables, floor, bound, allow_none=config.allow_none, metric=metric)
+            state.constrain(
+                tables, model.floor(metric), bound, allow_none=config.allow_none, metric=metric
+            )
     checkpoint_dir = output_dir / "checkpoints"
     prev: dict[str, Supernet] | None = None
     stages: list[dict] = []

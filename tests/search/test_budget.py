@@ -144,7 +144,7 @@ def test_a_tight_budget_ends_with_a_cheaper_genotype_under_it():
     uniform[:, active] = 1 / 3
     full = float(model.expected({c: tf.constant(uniform) for c in CELLS}, None, "ops"))
     # the cheapest network: pools and skips only, both inputs preprocessed
-    floor = model.fixed["ops"] + sum(p["ops"] for c in CELLS for p in model.preprocess[c])
+    floor = model.floor("ops")
     budget = floor + (full - floor) / 3
     rng = np.random.default_rng(0)
     x = rng.standard_normal((2, 16, 28, 28, 1)).astype(np.float32)
