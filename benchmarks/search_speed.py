@@ -21,6 +21,9 @@ entropy_lambda=1.0)``, batch 64 of random 32x32x3 images, first-order alpha step
 * ``k1_arenas2``, ``k1_bf16_arenas2``: K=1 float32 / bfloat16 with glibc's malloc arenas
   capped at 2 ([`bnas_tf.memory.limit_malloc_arenas`][bnas_tf.memory.limit_malloc_arenas], what
   ``bnas-search`` does by default): the peak-memory lever of allocator fragmentation.
+* ``k1_recompute_arenas2`` (against ``k1_arenas2``): ``recompute_cells=True``, each cell's
+  activations recomputed in the backward pass: the peak-memory lever of recomputation and its
+  cost in time.
 
 Each configuration runs in its own subprocess (``--single CONFIG``), so that its
 peak resident memory (``VmHWM``) is its own. In the child, ``tf.function(net.train_step)``
@@ -161,6 +164,13 @@ CONFIGS = {
     ),
     "k1_arenas2": dict(
         partial_channels=1, share_computation=True, meta_optimizer=True, malloc_arenas=2
+    ),
+    "k1_recompute_arenas2": dict(
+        partial_channels=1,
+        share_computation=True,
+        meta_optimizer=True,
+        malloc_arenas=2,
+        recompute_cells=True,
     ),
 }
 DEFAULT_CONFIGS = ["k1", "k4", "k1_textbook", "k1_nometa", "k1_two_traces", "k1_bf16", "k4_bf16"]
@@ -365,6 +375,7 @@ def single_step_config(name: str, steps: int, quick: bool) -> dict:
             share_computation=spec["share_computation"],
             dtype_policy=spec.get("dtype_policy", "float32"),
             trace_forward_once=spec.get("trace_forward_once", True),
+            recompute_cells=spec.get("recompute_cells", False),
         ),
         seed=0,
     )

@@ -1,4 +1,5 @@
-"""Process memory settings for CPU runs: glibc's malloc arenas.
+"""Memory levers for CPU runs: glibc's malloc arenas, and activations recomputed in the
+backward pass.
 
 TensorFlow's CPU allocator is ``malloc``. glibc gives threads their own malloc arenas
 (up to ``8 x cores`` of them); a tensor freed by a thread returns to the arena it was
@@ -10,6 +11,11 @@ Capping the arenas (``mallopt(M_ARENA_MAX, n)``, the same as the environment var
 reference search step (8 cells x 16 channels, batch 64), peak RSS 3.72 -> 3.59 GB with
 ``mixed_bfloat16`` and 5.08 -> 4.96 GB in float32, at the same s/step, side by side in one
 run (``benchmarks/results/search_speed_arenas.md``).
+
+A network's training step keeps every activation its backward pass reads; wrapping a block
+in [`recompute_grad`][bnas_tf.memory.recompute_grad] keeps only the block's inputs and computes
+its activations again in the backward pass (Chen et al., "Training deep nets with sublinear
+memory cost", 2016): less memory, one more forward of the block per step.
 
 Example:
 
@@ -23,8 +29,10 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+from collections.abc import Callable
+from typing import Any
 
-__all__ = ["M_ARENA_MAX", "limit_malloc_arenas"]
+__all__ = ["M_ARENA_MAX", "limit_malloc_arenas", "recompute_grad"]
 
 M_ARENA_MAX = -8  # glibc <malloc.h>
 
@@ -50,3 +58,45 @@ def limit_malloc_arenas(arenas: int) -> bool:
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     mallopt.restype = ctypes.c_int
     return bool(mallopt(M_ARENA_MAX, arenas))
+
+
+def _batch_norms(module: Any) -> list:
+    return [m for m in module.submodules if hasattr(m, "moving_mean") and hasattr(m, "momentum")]
+
+
+def recompute_grad(fn: Callable, module: Any) -> Callable:
+    """``fn`` under ``tf.recompute_grad``, the batch normalization of ``module`` updating its
+    moving statistics once per step.
+
+    ``fn`` runs ``module`` (a Keras layer); the backward pass runs it a second time. That second
+    run must not move the statistics again: with momentum ``m``, two updates from the same batch
+    statistics ``x`` would give ``m^2 v + (1 - m^2) x`` instead of ``m v + (1 - m) x``. Every
+    call of ``fn`` after the first one of the returned function is a recomputation, so during it
+    each batch normalization layer of ``module`` has momentum 1 (``v <- 1 v + 0 x``) and the
+    update is a no-op. Make the function once per trace (in the ``call`` that uses it).
+
+    Example:
+        ```python
+        s1 = recompute_grad(lambda a, b: cell(a, b, training=True), cell)(s0, s1)
+        ```
+    """
+    import tensorflow as tf  # not at import: limit_malloc_arenas comes before TensorFlow
+
+    norms = _batch_norms(module)
+    calls = 0
+
+    def counted(*args):
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            return fn(*args)
+        momenta = [norm.momentum for norm in norms]
+        for norm in norms:
+            norm.momentum = 1.0
+        try:
+            return fn(*args)
+        finally:
+            for norm, momentum in zip(norms, momenta):
+                norm.momentum = momentum
+
+    return tf.recompute_grad(counted)

@@ -161,6 +161,7 @@ class SearchConfig:
         "partial_channels", "K of channel sampling (PC-DARTS); 1 = all channels.", check=positive
     )
     dtype_policy: str = same_as(SupernetOptions, "dtype_policy")
+    recompute_cells: bool = same_as(SupernetOptions, "recompute_cells")
     edge_normalization: bool | None = _default(
         "edge_normalization", "Learn edge-normalization weights beta (default: on when K > 1)."
     )
@@ -317,7 +318,7 @@ class SearchConfig:
         )
 
     def supernet_options(self) -> SupernetOptions:
-        return SupernetOptions(dtype_policy=self.dtype_policy)
+        return SupernetOptions(dtype_policy=self.dtype_policy, recompute_cells=self.recompute_cells)
 
     def validate(self) -> SearchConfig:
         """Raise ``SettingError`` (a ``ValueError``) naming the first bad setting."""
@@ -334,6 +335,19 @@ class SearchConfig:
                 f"must be in [0, learning_rate], got {self.learning_rate_min}.",
             )
         check_dtype_policy(self.dtype_policy, "--dtype_policy")
+        if self.recompute_cells and self.binarization == "pcnn":
+            raise SettingError(
+                "recompute_cells",
+                "cannot be used with PCNN binarization: its projection loss is added inside the "
+                "forward pass, which the backward pass would run again.",
+                mentions=("binarization",),
+            )
+        if self.recompute_cells and self.method == "bmes":
+            raise SettingError(
+                "recompute_cells",
+                "recomputes the cells of the DARTS-style supernet; method='bmes' has none.",
+                mentions=("method",),
+            )
         if self.strategy != "default" and (self.unrolled or self.method != "darts"):
             raise SettingError(
                 "strategy",

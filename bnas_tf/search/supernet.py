@@ -29,6 +29,7 @@ from __future__ import annotations
 
 from bnas_tf import ops as ops_lib
 from bnas_tf.genotype import Genotype
+from bnas_tf.memory import recompute_grad
 from bnas_tf.precision import DTYPE_POLICIES, check_dtype_policy, policy_scope
 from bnas_tf.quantizers import get_binarization, quantizer_variables
 from bnas_tf.search.architect import Architect
@@ -92,6 +93,13 @@ class SupernetOptions:
         "memory, 1.07x the first step; benchmarks/results/search_speed.md). Off for PCNN (its "
         "loss is added inside the forward) and under a tf.distribute strategy.",
     )
+    recompute_cells: bool = setting(
+        False,
+        "Keep only each cell's inputs for the backward pass and compute the cell's activations "
+        "again there (tf.recompute_grad; batch-norm statistics still move once per step): less "
+        "peak memory for one more forward of every cell per step. Not with PCNN (its loss is "
+        "added inside the forward).",
+    )
     dtype_policy: str = setting(
         "float32",
         "Keras dtype policy of the supernet's cells: float32, or mixed_bfloat16 (bfloat16 "
@@ -152,6 +160,11 @@ class Supernet(tf.keras.Model):
         self._training_forward = None
         if num_classes < 2:
             raise ValueError(f"num_classes must be at least 2, got {num_classes}.")
+        if options.recompute_cells and get_binarization(binarization).name == "pcnn":
+            raise ValueError(
+                "recompute_cells cannot be used with PCNN binarization: its projection loss is "
+                "added inside the forward pass, which the backward pass would run again."
+            )
         if layers < 1:
             raise ValueError(f"layers must be at least 1, got {layers}.")
         if partial_channels < 1 or init_channels % partial_channels:
@@ -367,8 +380,25 @@ class Supernet(tf.keras.Model):
         s0 = s1 = self.stem(inputs, training=training)
         for cell in self.cells:
             kind = "reduce" if cell.reduction else "normal"
-            s0, s1 = s1, cell(s0, s1, weights[kind], betas[kind], training=training)
+            if training is True and self.options.recompute_cells:
+                out = self._recomputed(cell, weights[kind], betas[kind])(s0, s1)
+            else:
+                out = cell(s0, s1, weights[kind], betas[kind], training=training)
+            s0, s1 = s1, out
         return self.classifier(self.global_pool(s1))
+
+    @staticmethod
+    def _recomputed(cell: SearchCell, weights: list, betas):
+        """``cell``'s training call with its activations recomputed in the backward pass; the
+        op weights and betas go in as arguments, so that alpha and beta get their gradients."""
+        count = len(weights)
+
+        def run(s0, s1, *arch):
+            beta = arch[count] if len(arch) > count else None
+            return cell(s0, s1, list(arch[:count]), beta, training=True)
+
+        arch = [*weights] + ([] if betas is None else [betas])
+        return lambda s0, s1: recompute_grad(run, cell)(s0, s1, *arch)
 
     # ------------------------------------------------------------------ training
     def compile(self, optimizer=None, arch_optimizer=None, architect=None, **kwargs):
