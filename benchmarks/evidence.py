@@ -47,6 +47,7 @@ import json
 import math
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import _common as C
@@ -130,7 +131,10 @@ BUDGETS = {
         layers=4,
         init_channels=12,
         batch_size=128,
-        candidate_epochs=(1, 2, 3),
+        # One epoch is the only candidate the 12 CPU-hours allow: an epoch of a network here
+        # is ~490 CPU-s, and issue 23's arms alone are 68 trainings (~9.3 CPU-hours per epoch
+        # of each) and 10 searches. The calibration still measures whether it passes.
+        candidate_epochs=(1,),
         calibration_cells=8,
         search_images=10_000,
         search_batch=64,
@@ -619,34 +623,45 @@ def calibrate(budget: EvidenceBudget, targets: dict, fresh: bool = False) -> dic
     return {"candidates": steps, "epochs": steps[-1]["epochs"], "passed": steps[-1]["passes"]}
 
 
-def arms(budget: EvidenceBudget, fresh: bool = False) -> dict[str, dict]:
-    """``arm -> {unit -> (genotype, template, training seeds)}`` (runs the searches)."""
-    result: dict[str, dict] = {}
-    for search, count in search_seeds(budget).items():
-        family, overrides = SEARCHES[search]
-        # the no-skip ablation keeps the base width (Kim et al.'s ablations change one thing):
-        # at matched OPs it would be several times wider, the skips' float 1x1 convolutions
-        # being most of the Kim template's OPs
-        skip = {"inter_cell_skip": False, "sizing": "base"} if search == "kim_no_skip" else {}
-        if search == "bmes":  # its OPs target is the DARTS template's; binarization its own
-            template = _template("darts", binarization=C.FAMILIES[family]["binarization"])
-        else:
-            template = _template(family, **skip)
-        seeds = (
-            budget.searched_train_seeds
-            if search in ("kim", "chen", "darts")
-            else budget.train_seeds
-        )
-        result[search] = {
-            f"{search}_s{s}": (run_search(budget, search, s, fresh)["genotype"], template, seeds)
-            for s in range(count)
-        }
+def searched(budget: EvidenceBudget, search: str, fresh: bool = False) -> dict[str, tuple]:
+    """``unit -> (genotype, template, training seeds)`` of one searched arm (runs its searches)."""
+    family, _ = SEARCHES[search]
+    # the no-skip ablation keeps the base width (Kim et al.'s ablations change one thing):
+    # at matched OPs it would be several times wider, the skips' float 1x1 convolutions
+    # being most of the Kim template's OPs
+    skip = {"inter_cell_skip": False, "sizing": "base"} if search == "kim_no_skip" else {}
+    if search == "bmes":  # its OPs target is the DARTS template's; binarization its own
+        template = _template("darts", binarization=C.FAMILIES[family]["binarization"])
+    else:
+        template = _template(family, **skip)
+    seeds = (
+        budget.searched_train_seeds if search in ("kim", "chen", "darts") else budget.train_seeds
+    )
+    return {
+        f"{search}_s{s}": (run_search(budget, search, s, fresh)["genotype"], template, seeds)
+        for s in range(search_seeds(budget)[search])
+    }
+
+
+def arms(budget: EvidenceBudget, targets: dict, fresh: bool = False) -> Iterator[tuple[str, dict]]:
+    """``(arm, {unit -> (genotype, template, training seeds)})`` in the order the study trains
+    them, each arm's searches run when it comes up, so that a study stopped by its budget has the
+    main comparison first: Kim-searched against random Kim-space cells (the random cells need no
+    search; the calibration trained most of them), the random DARTS-space cells, the published
+    and binarized full-precision-NAS cells, Chen et al.'s and plain binary DARTS, the ablations,
+    then CP-NAS, BMES and the budgeted searches (issues 25, 26)."""
+    randoms: dict[str, dict] = {}
     for name, (g, t) in random_cells(budget).items():
         arm = "random_kim" if name.startswith("random_kim") else "random_darts"
-        result.setdefault(arm, {})[name] = (g, t, budget.train_seeds)
+        randoms.setdefault(arm, {})[name] = (g, t, budget.train_seeds)
+    yield "random_kim", randoms["random_kim"]
+    yield "kim", searched(budget, "kim", fresh)
+    yield "random_darts", randoms["random_darts"]
     for name, (g, t) in published_cells().items():
-        result[name] = {name: (g, t, budget.train_seeds)}
-    return result
+        yield name, {name: (g, t, budget.train_seeds)}
+    for search in ("chen", "darts", *ABLATIONS, "cp_nas", "bmes"):
+        yield search, searched(budget, search, fresh)
+    yield from budget_arms(budget, targets, fresh)
 
 
 #: Issue 26: budgeted searches at these multiples of the DARTS template's OPs target.
@@ -666,34 +681,37 @@ def budget_widths(budget: EvidenceBudget, targets: dict) -> dict[float, int]:
     }
 
 
-def budget_arms(budget: EvidenceBudget, targets: dict, fresh: bool = False) -> dict[str, dict]:
+def budget_arms(
+    budget: EvidenceBudget, targets: dict, fresh: bool = False
+) -> Iterator[tuple[str, dict]]:
     """``budget_<x>``: plain binary DARTS with ``--ops_budget = x * target`` for a final network
     of the width where the median random cell costs that much; ``random_darts_<x>``: the random
     DARTS-space cells matched to the same OPs (x = 1: the ``random_darts`` arm itself)."""
-    result: dict[str, dict] = {}
     for x, width in budget_widths(budget, targets).items():
         target = x * targets["darts"]
         search = f"budget_{x:g}x"
         extra = {"ops_budget": target, "final_layers": budget.layers, "final_init_channels": width}
-        searched = _template("darts", sizing="fixed", channels=width, target=target)
-        result[search] = {
-            f"{search}_s{s}": (
-                run_search(budget, "darts", s, fresh, extra=extra, label=search)["genotype"],
-                searched,
-                budget.train_seeds,
-            )
-            for s in range(budget.darts_search_seeds)
-        }
+        template = _template("darts", sizing="fixed", channels=width, target=target)
+        yield (
+            search,
+            {
+                f"{search}_s{s}": (
+                    run_search(budget, "darts", s, fresh, extra=extra, label=search)["genotype"],
+                    template,
+                    budget.train_seeds,
+                )
+                for s in range(budget.darts_search_seeds)
+            },
+        )
         if x != 1.0:
-            for name, (g, t) in random_cells(budget).items():
-                if t["family"] == "darts":
-                    unit = f"{name}_{x:g}x"
-                    result.setdefault(f"random_darts_{x:g}x", {})[unit] = (
-                        g,
-                        {**t, "target": target},
-                        1,
-                    )
-    return result
+            yield (
+                f"random_darts_{x:g}x",
+                {
+                    f"{name}_{x:g}x": (g, {**t, "target": target}, 1)
+                    for name, (g, t) in random_cells(budget).items()
+                    if t["family"] == "darts"
+                },
+            )
 
 
 def run_study(budget: EvidenceBudget, phase: str, fresh: bool = False) -> dict | None:
@@ -707,17 +725,18 @@ def run_study(budget: EvidenceBudget, phase: str, fresh: bool = False) -> dict |
     calibration = calibrate(budget, targets, fresh)
     if phase == "calibrate":
         return None
-    study_arms = {**arms(budget, fresh), **budget_arms(budget, targets, fresh)}
-    if phase == "search":
-        return None
     epochs = calibration["epochs"]
     trained: dict[str, dict] = {}
-    for arm, units in study_arms.items():
+    for arm, units in arms(budget, targets, fresh):
+        if phase == "search":
+            continue
         for unit, (g, t, seeds) in units.items():
             sized = size(budget, unit, g, t, targets)
             spec = network_spec(budget, g, t, sized["init_channels"])
             runs = train(budget, unit, spec, epochs, range(seeds), fresh)
             trained.setdefault(arm, {})[unit] = {"size": sized, "genotype": g, "runs": runs}
+    if phase == "search":
+        return None
     searches = {
         f"{s}_s{i}": run_search(budget, s, i)
         for s, n in search_seeds(budget).items()
@@ -865,7 +884,10 @@ def markdown(payload: dict, image: str) -> str:
         + (
             f"Chosen: {cal['epochs']} epoch(s)."
             if cal["passed"]
-            else f"No candidate passed; the last ({cal['epochs']} epochs) is used."
+            else f"No candidate passed; the last ({cal['epochs']} epoch(s)) is used: longer "
+            "recipes do not fit the study's 12 CPU-hours (an epoch of every arm's trainings "
+            "costs about 9 CPU-hours at this size), so the intervals below carry the seed noise "
+            "measured here."
         ),
         "",
         "## Verdict",
