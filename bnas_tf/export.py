@@ -334,6 +334,17 @@ def export_model(
     return path
 
 
+def _nested_macs(model: tf.keras.Model) -> dict[int, int]:
+    """``{bits: MACs}`` of the composite layers whose convolutions larq's profile does not see
+    (it counts top-level layers only): those with a ``mac_count()``, e.g. DARTS'
+    [`FactorizedReduce`][bnas_tf.ops.FactorizedReduce]."""
+    macs: dict[int, int] = {}
+    for layer in _layers(model):
+        for bits, count in getattr(layer, "mac_count", dict)().items():
+            macs[bits] = macs.get(bits, 0) + int(count)
+    return macs
+
+
 def model_summary(model: tf.keras.Model) -> dict:
     """Parameter counts, memory and MACs of ``model`` by precision (larq's ``ModelProfile``).
 
@@ -344,7 +355,8 @@ def model_summary(model: tf.keras.Model) -> dict:
     ``macs_1bit``, ``macs_32bit``, ``macs_total``, ``binarized_mac_ratio`` and
     ``binary_conv_layers`` / ``binary_depthwise_layers`` (layer counts).
     Memory follows larq: batch-norm ``beta``/``gamma`` paired with moving statistics
-    are counted once (they fold into the statistics at inference).
+    are counted once (they fold into the statistics at inference). MACs add those of composite
+    layers larq does not look into (``mac_count()``: DARTS' factorized reduce).
     """
     profile = lq.models.ModelProfile(model)
     params_1bit = profile.weight_count(1)
@@ -352,9 +364,10 @@ def model_summary(model: tf.keras.Model) -> dict:
     params_total = profile.weight_count()
     memory_bits = profile.memory
     fp32_bits = profile.fp_equivalent_memory
-    macs_1bit = profile.op_count("mac", 1)
-    macs_32bit = profile.op_count("mac", 32)
-    macs_total = profile.op_count("mac")
+    nested = _nested_macs(model)
+    macs_1bit = profile.op_count("mac", 1) + nested.get(1, 0)
+    macs_32bit = profile.op_count("mac", 32) + nested.get(32, 0)
+    macs_total = profile.op_count("mac") + sum(nested.values())
     return {
         "params_1bit": int(params_1bit),
         "params_32bit": int(params_32bit),

@@ -164,6 +164,26 @@ class FactorizedReduce(tf.keras.layers.Layer):
         self.conv_even = tf.keras.layers.Conv2D(channels // 2, 1, strides=2, use_bias=False)
         self.conv_odd = tf.keras.layers.Conv2D(channels // 2, 1, strides=2, use_bias=False)
         self.bn = tf.keras.layers.BatchNormalization(center=affine, scale=affine)
+        self._float_macs = 0
+
+    def build(self, input_shape):
+        height, width, in_channels = input_shape[1:]
+        # two 1x1 stride-2 convolutions of C/2 outputs each, on ceil(H/2) x ceil(W/2) pixels
+        if height is not None and width is not None:
+            self._float_macs = -(-height // 2) * -(-width // 2) * self.channels * in_channels
+        super().build(input_shape)
+
+    def mac_count(self) -> dict[int, int]:
+        """``{bits: MACs}`` per image: larq's profile counts the MACs of top-level layers
+        only, so [`model_summary`][bnas_tf.export.model_summary] adds these (full precision).
+        0 until the layer is built on a known spatial size.
+
+            >>> layer = FactorizedReduce(8)
+            >>> _ = layer(tf.zeros((1, 6, 6, 4)))
+            >>> layer.mac_count()  # 3 x 3 pixels x 8 outputs x 4 inputs
+            {32: 288}
+        """
+        return {32: self._float_macs}
 
     def call(self, inputs, training=None):
         x = tf.nn.relu(inputs)

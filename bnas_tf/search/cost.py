@@ -50,7 +50,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import tensorflow as tf
 
-__all__ = ["METRICS", "op_cost", "network_cost", "CostModel"]
+__all__ = ["METRICS", "op_cost", "op_model", "network_cost", "CostModel"]
 
 #: The costs a budget may bound: ``ops`` (binary MACs / 64 + float MACs), ``memory_kib``.
 METRICS = ("ops", "memory_kib")
@@ -78,13 +78,24 @@ def _preprocess_cost(
     return _summary_cost(tf.keras.Model(inputs, outputs))
 
 
+def op_model(
+    op: str, channels: int, size: int, stride: int = 1, binarization="sign_scale"
+) -> tf.keras.Model:
+    """Op ``op`` alone as a model, ``channels -> channels`` on a ``size x size`` input with
+    ``stride``, built as the final network builds it (what the cost tables count and
+    ``benchmarks/op_latency.py`` times)."""
+    inputs = tf.keras.Input((size, size, channels))
+    outputs = ops_lib.apply_op(
+        inputs, op, channels, stride, binarization=get_binarization(binarization)
+    )
+    return tf.keras.Model(inputs, outputs, name=f"{op}_c{channels}_s{size}_stride{stride}")
+
+
 @functools.lru_cache(maxsize=4096)
 def _op_cost(op: str, channels: int, size: int, stride: int, binarization: Binarization):
     if op == "none":
         return {"ops": 0.0, "memory_kib": 0.0}
-    inputs = tf.keras.Input((size, size, channels))
-    outputs = ops_lib.apply_op(inputs, op, channels, stride, binarization=binarization)
-    return _summary_cost(tf.keras.Model(inputs, outputs))
+    return _summary_cost(op_model(op, channels, size, stride, binarization))
 
 
 def op_cost(

@@ -8,7 +8,7 @@ from bnas_tf.sampling import random_genotype
 from bnas_tf.search import Architect, Supernet
 from bnas_tf.search.budget import Budget, BudgetedArchitect, check, hinge
 from bnas_tf.search.cell import edge_inputs
-from bnas_tf.search.cost import CostModel, network_cost
+from bnas_tf.search.cost import CostModel, network_cost, op_cost
 from bnas_tf.search.driver import SearchConfig
 
 import numpy as np
@@ -97,6 +97,35 @@ def test_expected_cost_gradient_points_toward_cheaper_ops(models):
             order = np.argsort(costs[e])
             assert g.numpy()[e, order[-1]] > 0 > g.numpy()[e, order[0]]
             assert np.corrcoef(g.numpy()[e], costs[e])[0, 1] > 0.99
+
+
+def test_the_stride2_skip_counts_its_float_1x1_convolutions():
+    """DARTS' factorized reduce (the stride-2 ``skip_connect``) is two float 1x1 convolutions of
+    C/2 outputs on the halved grid; larq's profile does not look inside the layer, the cost
+    tables must: 14 x 14 pixels x 32 outputs x 32 inputs float MACs."""
+    assert op_cost("skip_connect", 32, 28, 2, "xnor")["ops"] == 14 * 14 * 32 * 32
+    assert op_cost("skip_connect", 32, 28, 1, "xnor")["ops"] == 0.0  # the identity
+
+    def network(reduce_op):
+        genotype = Genotype.from_dict(
+            {"normal": [["max_pool_3x3", 0], ["max_pool_3x3", 1]] * 4,
+             "reduce": [[reduce_op, 0], ["max_pool_3x3", 1]] * 4,
+             "normal_concat": [2, 3, 4, 5], "reduce_concat": [2, 3, 4, 5]}
+        )  # fmt: skip
+        return build_network(
+            genotype, layers=3, init_channels=8, input_shape=(28, 28, 1),
+            inter_cell_skip=False, binarization="xnor",
+        )  # fmt: skip
+
+    # four stride-2 skips in each reduction cell: 28x28 x 16 channels, then 14x14 x 32
+    skips = 4 * (
+        op_cost("skip_connect", 16, 28, 2, "xnor")["ops"]
+        + op_cost("skip_connect", 32, 14, 2, "xnor")["ops"]
+    )
+    difference = (
+        network_cost(network("skip_connect"))["ops"] - network_cost(network("max_pool_3x3"))["ops"]
+    )
+    assert skips > 0 and difference == pytest.approx(skips)
 
 
 def test_hinge_is_zero_under_the_budget_and_the_relative_overshoot_over_it():
