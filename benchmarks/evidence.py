@@ -213,8 +213,21 @@ def _root(budget: EvidenceBudget) -> Path:
     return C.CACHE if budget.name.endswith("smoke") else UNITS
 
 
+class Missing(LookupError):
+    """A unit the study has not computed yet: ``--phase=progress`` leaves out what needs it."""
+
+
+#: ``--phase=progress``: read the cached units, compute none.
+_CACHED_ONLY = False
+
+
 def cached(budget: EvidenceBudget, kind: str, name: str, spec: dict, compute, fresh=False):
-    """``_common.cached`` under the study's unit folder."""
+    """``_common.cached`` under the study's unit folder (``Missing`` when only reading)."""
+    if _CACHED_ONLY:
+
+        def compute():
+            raise Missing(f"{kind} {name}")
+
     return C.cached(budget, kind, name, spec, compute, fresh, root=_root(budget))
 
 
@@ -618,9 +631,13 @@ def calibrate(budget: EvidenceBudget, targets: dict, fresh: bool = False) -> dic
     for epochs in budget.candidate_epochs:
         runs = {}
         for name, (g, t) in cells:
-            spec = network_spec(budget, g, t, size(budget, name, g, t, targets)["init_channels"])
-            runs[name] = train(budget, name, spec, epochs, (0, 1), fresh)
-        stats = calibration_stats(runs)
+            try:
+                channels = size(budget, name, g, t, targets)["init_channels"]
+                spec = network_spec(budget, g, t, channels)
+                runs[name] = train(budget, name, spec, epochs, (0, 1), fresh)
+            except Missing:
+                continue
+        stats = {**calibration_stats(runs), "cells": len(runs)}
         C.log(f"calibration E={epochs}: {stats}")
         steps.append({"epochs": epochs, **stats})
         if stats["passes"]:
@@ -642,10 +659,14 @@ def searched(budget: EvidenceBudget, search: str, fresh: bool = False) -> dict[s
     seeds = (
         budget.searched_train_seeds if search in ("kim", "chen", "darts") else budget.train_seeds
     )
-    return {
-        f"{search}_s{s}": (run_search(budget, search, s, fresh)["genotype"], template, seeds)
-        for s in range(search_seeds(budget)[search])
-    }
+    units = {}
+    for s in range(search_seeds(budget)[search]):
+        try:
+            genotype = run_search(budget, search, s, fresh)["genotype"]
+        except Missing:
+            continue
+        units[f"{search}_s{s}"] = (genotype, template, seeds)
+    return units
 
 
 def arms(budget: EvidenceBudget, targets: dict, fresh: bool = False) -> Iterator[tuple[str, dict]]:
@@ -697,17 +718,14 @@ def budget_arms(
         search = f"budget_{x:g}x"
         extra = {"ops_budget": target, "final_layers": budget.layers, "final_init_channels": width}
         template = _template("darts", sizing="fixed", channels=width, target=target)
-        yield (
-            search,
-            {
-                f"{search}_s{s}": (
-                    run_search(budget, "darts", s, fresh, extra=extra, label=search)["genotype"],
-                    template,
-                    budget.train_seeds,
-                )
-                for s in range(budget.darts_search_seeds)
-            },
-        )
+        units = {}
+        for s in range(budget.darts_search_seeds):
+            try:
+                genotype = run_search(budget, "darts", s, fresh, extra=extra, label=search)
+            except Missing:
+                continue
+            units[f"{search}_s{s}"] = (genotype["genotype"], template, budget.train_seeds)
+        yield search, units
         if x != 1.0:
             yield (
                 f"random_darts_{x:g}x",
@@ -719,7 +737,27 @@ def budget_arms(
             )
 
 
+def planned(budget: EvidenceBudget) -> dict[str, int]:
+    """Trainings and searches of the whole study (issue 23's arms, then issues 25 and 26's)."""
+    seeds = search_seeds(budget)
+    searched_runs = sum(
+        n * (budget.searched_train_seeds if s in ("kim", "chen", "darts") else budget.train_seeds)
+        for s, n in seeds.items()
+    )
+    budgets = len(BUDGET_FACTORS)
+    return {
+        "trainings": (budget.random_kim + budget.random_darts + len(published_cells()))
+        * budget.train_seeds
+        + searched_runs
+        + budgets * budget.darts_search_seeds * budget.train_seeds
+        + (budgets - 1) * budget.random_darts,
+        "searches": sum(seeds.values()) + budgets * budget.darts_search_seeds,
+    }
+
+
 def run_study(budget: EvidenceBudget, phase: str, fresh: bool = False) -> dict | None:
+    global _CACHED_ONLY
+    _CACHED_ONLY = phase == "progress"
     dev_dataset(budget)
     if phase == "data":
         return None
@@ -736,18 +774,30 @@ def run_study(budget: EvidenceBudget, phase: str, fresh: bool = False) -> dict |
         if phase == "search":
             continue
         for unit, (g, t, seeds) in units.items():
-            sized = size(budget, unit, g, t, targets)
-            spec = network_spec(budget, g, t, sized["init_channels"])
-            runs = train(budget, unit, spec, epochs, range(seeds), fresh)
+            try:
+                sized = size(budget, unit, g, t, targets)
+                spec = network_spec(budget, g, t, sized["init_channels"])
+                runs = train(budget, unit, spec, epochs, range(seeds), fresh)
+            except Missing:
+                continue
             trained.setdefault(arm, {})[unit] = {"size": sized, "genotype": g, "runs": runs}
     if phase == "search":
         return None
-    searches = {
-        f"{s}_s{i}": run_search(budget, s, i)
-        for s, n in search_seeds(budget).items()
-        for i in range(n)
-    }
+    searches = {}
+    for s, n in search_seeds(budget).items():
+        for i in range(n):
+            try:
+                searches[f"{s}_s{i}"] = run_search(budget, s, i)
+            except Missing:
+                continue
+    done = sum(len(u["runs"]) for units in trained.values() for u in units.values())
     return {
+        "progress": {
+            "complete": phase != "progress",
+            "trainings": done,
+            "searches": len(searches),
+            "planned": planned(budget),
+        },
         "budget": dataclasses.asdict(budget),
         "machine": C.machine_info(),
         "ops_targets": targets,
@@ -848,6 +898,22 @@ def plot(payload: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def _progress_lines(payload: dict) -> list[str]:
+    progress = payload.get("progress", {"complete": True})
+    if progress["complete"]:
+        return []
+    plan = progress["planned"]
+    return [
+        '!!! warning "Study in progress"',
+        f"    {progress['trainings']} of {plan['trainings']} trainings and "
+        f"{progress['searches']} of {plan['searches']} searches are done "
+        "(`benchmarks/evidence.py --phase=progress` wrote this page from the units cached so "
+        "far; the study resumes where it stopped). Arms without a finished unit are missing "
+        "below, and the verdict covers the arms done.",
+        "",
+    ]
+
+
 def markdown(payload: dict, image: str) -> str:
     b, m, cal = payload["budget"], payload["machine"], payload["calibration"]
     lines = [
@@ -871,17 +937,19 @@ def markdown(payload: dict, image: str) -> str:
         "wider: the skips' float 1x1 convolutions are most of the Kim template's OPs. The "
         f"no-skip ablation keeps {b['init_channels']} channels.",
         "",
+        *_progress_lines(payload),
         "## Recipe length (calibration)",
         "",
         f"{b['calibration_cells']} random Kim cells, 2 training seeds each, validation top-1:",
         "",
-        "| epochs | Kendall tau (seed 0 vs 1) | seed std | spread of cells | passes |",
-        "|---|---|---|---|---|",
+        "| epochs | cells | Kendall tau (seed 0 vs 1) | seed std | spread of cells | passes |",
+        "|---|---|---|---|---|---|",
     ]
     for c in cal["candidates"]:
         lines.append(
-            f"| {c['epochs']} | {c['kendall_tau']:.2f} | {_pct(c['seed_std'])} | "
-            f"{_pct(c['cell_spread'])} | {'yes' if c['passes'] else 'no'} |"
+            f"| {c['epochs']} | {c.get('cells', b['calibration_cells'])} | "
+            f"{c['kendall_tau']:.2f} | {_pct(c['seed_std'])} | {_pct(c['cell_spread'])} | "
+            f"{'yes' if c['passes'] else 'no'} |"
         )
     lines += [
         "",
@@ -965,7 +1033,11 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--budget", choices=sorted(BUDGETS), default="evidence")
     parser.add_argument(
-        "--phase", choices=("data", "ops", "calibrate", "search", "all", "report"), default="all"
+        "--phase",
+        choices=("data", "ops", "calibrate", "search", "all", "progress", "report"),
+        default="all",
+        help="progress: the page from the units cached so far (computes none), while the "
+        "study runs elsewhere",
     )
     parser.add_argument("--fresh", action="store_true", help="ignore cached units")
     parser.add_argument("--output", default=None)

@@ -474,3 +474,28 @@ def test_a_budgeted_arm_keeps_its_searched_width_and_is_measured_against_its_bud
     # a random cell at another budget is matched to that budget, not to its family's target
     matched = E._template("darts", target=at_6["ops"])
     assert E.size(budget, "r", g, matched, {"darts": 4e5, "kim": 1e6})["init_channels"] == 6
+
+
+def test_progress_reads_the_cached_units_and_computes_none(tmp_path, monkeypatch):
+    """``--phase=progress``: a cached search is read, a missing one is left out (``Missing``),
+    and nothing is computed."""
+    import dataclasses
+
+    from bnas_tf.sampling import random_genotype
+
+    monkeypatch.setattr(C, "CACHE", tmp_path)
+    monkeypatch.setattr(E, "dev_dataset", lambda budget: "npz:/not-read")
+    budget = dataclasses.replace(E.BUDGETS["smoke"], kim_search_seeds=2)
+    found = random_genotype(0, "bnas_kim").to_dict()
+    monkeypatch.setattr(C, "search_in_child", lambda *args, **kwargs: {"genotype": found})
+    E.run_search(budget, "kim", 1)  # seed 1 is cached, seed 0 is not
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("the progress phase computed a unit")
+
+    monkeypatch.setattr(C, "search_in_child", must_not_run)
+    monkeypatch.setattr(E, "_CACHED_ONLY", True)
+    units = E.searched(budget, "kim")
+    assert list(units) == ["kim_s1"] and units["kim_s1"][0] == found
+    with pytest.raises(E.Missing, match="search kim_s0"):
+        E.run_search(budget, "kim", 0)
