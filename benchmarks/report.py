@@ -502,7 +502,8 @@ PREAMBLE = """# Results: searched binary networks, larq-zoo binaries, random cel
     its differences are below what it can resolve (the full-precision twin scores below its
     binary version). The evidence study (`benchmarks/evidence.py`, `make bench
     BUDGET=evidence`: held-out validation, a calibrated recipe, seeds, matched OPs and
-    bootstrap intervals) replaces it; its page is written when the study completes.
+    bootstrap intervals) replaces it: [its page](evidence.md), written from the units done so far
+    while the study runs.
 
 Does the search find binary networks that beat hand-designed binary networks and random
 cells at equal training cost? This page answers with measurements on this project's
