@@ -27,14 +27,11 @@ from bnas_tf.ops import SEARCH_SPACES
 from bnas_tf.search.cost import op_cost, op_model
 
 import argparse
-import datetime
 import json
-import platform
-import subprocess
-import sys
 import time
 from pathlib import Path
 
+import _common as C
 import larq_compute_engine as lce
 import numpy as np
 import tensorflow as tf
@@ -54,16 +51,6 @@ def parse_args(argv=None):
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
     return parser.parse_args(argv)
-
-
-def _cpu() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        return next(
-            line.split(":", 1)[1].strip() for line in out.splitlines() if "Model name" in line
-        )
-    except (OSError, subprocess.CalledProcessError, StopIteration):
-        return platform.processor() or "unknown"
 
 
 def runner(flatbuffer: bytes, shape: tuple[int, ...]):
@@ -103,9 +90,10 @@ def markdown(payload: dict) -> str:
     lines = [
         "# Op latency as single-layer LCE flatbuffers",
         "",
-        f"`benchmarks/op_latency.py`, {m['cpu']}, {m['date']}, git {m['git']}; "
-        f"LCE {m['lce']}, 1 thread, median of {payload['calls']} calls per op. Interpreter "
-        f"overhead (empty model): {payload['overhead_us']:.1f} us, subtracted in *net*. "
+        f"`benchmarks/op_latency.py`, {m['cpu']}, {m['date']}, "
+        f"git {str(m['git_commit'])[:10]}; LCE {m['versions']['larq-compute-engine']}, 1 thread, "
+        f"median of {payload['calls']} calls per op. Interpreter overhead (empty model): "
+        f"{payload['overhead_us']:.1f} us, subtracted in *net*. "
         "LCE's fast binary kernels are for 64-bit ARM; x86-64 runs its portable ones.",
         "",
         "| space | op | input | stride | OPs (k) | memory KiB | us | net us | net ns per OP |",
@@ -158,15 +146,7 @@ def main(argv=None) -> dict:
             [r["ops"] for r in at], [r["net_us"] for r in at]
         )
     payload = {
-        "machine": {
-            "cpu": _cpu(),
-            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "git": subprocess.run(
-                ["git", "rev-parse", "--short=10", "HEAD"], capture_output=True, text=True, cwd=ROOT
-            ).stdout.strip(),
-            "lce": lce.__version__,
-            "python": sys.version.split()[0],
-        },
+        "machine": C.machine_info(),
         "calls": args.rounds * args.runs_per_round,
         "overhead_us": overhead,
         "rows": rows,
