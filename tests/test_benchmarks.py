@@ -479,9 +479,9 @@ def test_a_budgeted_arm_keeps_its_searched_width_and_is_measured_against_its_bud
 def test_progress_reads_the_cached_units_and_computes_none(tmp_path, monkeypatch):
     """``--phase=progress``: a cached search is read, a missing one is left out (``Missing``),
     and nothing is computed."""
-    import dataclasses
-
     from bnas_tf.sampling import random_genotype
+
+    import dataclasses
 
     monkeypatch.setattr(C, "CACHE", tmp_path)
     monkeypatch.setattr(E, "dev_dataset", lambda budget: "npz:/not-read")
