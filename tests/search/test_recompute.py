@@ -43,12 +43,13 @@ def _moving_statistics(net):
 
 
 def _agree(a, b) -> None:
-    """Gradients equal up to float rounding. Not element for element: the recomputed forward
-    may round differently (another oneDNN kernel order), which can flip the sign of a
-    pre-activation near 0 and with it a few gradient elements."""
+    """Equal up to float rounding. Not element for element: the recomputed forward may round
+    differently (another oneDNN kernel order), which can flip the sign of a pre-activation near
+    0 and move the gradients upstream of it a little. A statistic moved twice differs in
+    almost every element (measured: 28 % agree)."""
     a = np.concatenate([np.ravel(g) for g in a])
     b = np.concatenate([np.ravel(g) for g in b])
-    assert np.isclose(a, b, rtol=1e-4, atol=1e-6).mean() > 0.98
+    assert np.isclose(a, b, rtol=1e-3, atol=1e-5).mean() > 0.9
     assert a @ b / np.linalg.norm(a) / np.linalg.norm(b) > 0.98
 
 
