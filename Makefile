@@ -61,13 +61,14 @@ test: $(VENV)/.installed data lint docs
 # Evidence studies (docs/results.md). BUDGET=smoke|cpu-small|full (benchmarks/_common.py);
 # search_cost first: the other studies reuse its searches (cache in runs/bench/).
 # BUDGET=evidence runs the evidence study instead (benchmarks/evidence.py -> docs/evidence.md;
-# resumable, its units in benchmarks/results/evidence_units/).
+# resumable, its units in benchmarks/results/evidence_units/; PHASE=progress writes the page from
+# the units done so far while the study runs elsewhere).
 BUDGET ?= cpu-small
 BENCH_STUDIES = search_cost accuracy_vs_memory ablations inference_vs_baselines
 
 bench: $(VENV)/.installed data
 	@set -e; if [ "$(BUDGET)" = evidence ]; then \
-		$(PY) benchmarks/evidence.py --budget=evidence; exit 0; \
+		$(PY) benchmarks/evidence.py --budget=evidence $(if $(PHASE),--phase=$(PHASE)); exit 0; \
 	fi; \
 	for study in $(BENCH_STUDIES); do \
 		echo "== benchmarks/$$study.py --budget=$(BUDGET)"; \
