@@ -646,6 +646,11 @@ def calibrate(budget: EvidenceBudget, targets: dict, fresh: bool = False) -> dic
     return {"candidates": steps, "epochs": steps[-1]["epochs"], "passed": steps[-1]["passes"]}
 
 
+def train_seeds(budget: EvidenceBudget, search: str) -> int:
+    """Training seeds of each network a search found: more for the three headline searches."""
+    return budget.searched_train_seeds if search in ("kim", "chen", "darts") else budget.train_seeds
+
+
 def searched(budget: EvidenceBudget, search: str, fresh: bool = False) -> dict[str, tuple]:
     """``unit -> (genotype, template, training seeds)`` of one searched arm (runs its searches)."""
     family, _ = SEARCHES[search]
@@ -657,9 +662,7 @@ def searched(budget: EvidenceBudget, search: str, fresh: bool = False) -> dict[s
         template = _template("darts", binarization=C.FAMILIES[family]["binarization"])
     else:
         template = _template(family, **skip)
-    seeds = (
-        budget.searched_train_seeds if search in ("kim", "chen", "darts") else budget.train_seeds
-    )
+    seeds = train_seeds(budget, search)
     units = {}
     for s in range(search_seeds(budget)[search]):
         try:
@@ -744,10 +747,7 @@ def budget_arms(
 def planned(budget: EvidenceBudget) -> dict[str, int]:
     """Trainings and searches of the whole study (issue 23's arms, then issues 25 and 26's)."""
     seeds = search_seeds(budget)
-    searched_runs = sum(
-        n * (budget.searched_train_seeds if s in ("kim", "chen", "darts") else budget.train_seeds)
-        for s, n in seeds.items()
-    )
+    searched_runs = sum(n * train_seeds(budget, s) for s, n in seeds.items())
     budgets = len(BUDGET_FACTORS)
     return {
         "trainings": (budget.random_kim + budget.random_darts + len(published_cells()))

@@ -28,14 +28,13 @@ from bnas_tf.search.cost import op_cost, op_model
 
 import argparse
 import json
-import time
 from pathlib import Path
 
 import _common as C
-import larq_compute_engine as lce
 import numpy as np
 import tensorflow as tf
 from evidence import kendall_tau
+from inference_latency import lce_runner, time_variants
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUTPUT = ROOT / "benchmarks" / "results" / "op_latency.json"
@@ -54,9 +53,11 @@ def parse_args(argv=None):
 
 
 def runner(flatbuffer: bytes, shape: tuple[int, ...]):
-    interpreter = lce.testing.Interpreter(flatbuffer, num_threads=1).interpreter
+    """``inference_latency.lce_runner`` (one thread) on a fixed random input of ``shape``; it
+    ignores the image ``time_variants`` hands every runner (the ops' inputs differ in shape)."""
+    run = lce_runner(flatbuffer, 1)
     image = np.random.default_rng(0).standard_normal((1, *shape)).astype(np.float32)
-    return lambda: interpreter.predict([image])
+    return lambda _image: run(image)
 
 
 def units() -> list[dict]:
@@ -69,20 +70,6 @@ def units() -> list[dict]:
             for size, channels, stride in POSITIONS:
                 rows.append(dict(space=space, op=op, size=size, channels=channels, stride=stride))
     return rows
-
-
-def time_all(runners: dict, args) -> dict[str, np.ndarray]:
-    for run in runners.values():
-        for _ in range(args.warmup):
-            run()
-    samples = {name: [] for name in runners}
-    for _ in range(args.rounds):
-        for name, run in runners.items():
-            for _ in range(args.runs_per_round):
-                start = time.perf_counter()
-                run()
-                samples[name].append(time.perf_counter() - start)
-    return {name: np.asarray(values) * 1e6 for name, values in samples.items()}
 
 
 def markdown(payload: dict) -> str:
@@ -131,11 +118,11 @@ def main(argv=None) -> dict:
         key = f"{r['space']}/{r['op']}/{r['size']}/{r['channels']}/{r['stride']}"
         runners[key] = runner(flatbuffer, (r["size"], r["size"], r["channels"]))
         print(f"converted {key}", flush=True)
-    samples = time_all(runners, args)
-    overhead = float(np.median(samples.pop("empty")))
-    for r, us in zip(rows, samples.values()):
-        r["median_us"] = float(np.median(us))
-        r["p90_us"] = float(np.percentile(us, 90))
+    stats = time_variants(runners, args, None)  # interleaved rounds, medians over all calls
+    overhead = 1e3 * stats.pop("empty")["median_ms"]
+    for r, timing in zip(rows, stats.values()):
+        r["median_us"] = 1e3 * timing["median_ms"]
+        r["p90_us"] = 1e3 * timing["p90_ms"]
         r["net_us"] = max(r["median_us"] - overhead, 0.0)
     tau = {}
     for size, channels, stride in POSITIONS:

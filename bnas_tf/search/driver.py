@@ -37,7 +37,12 @@ from bnas_tf.search.budget import Budget, BudgetedArchitect, check, describe
 from bnas_tf.search.child_parent import CPNASConfig
 from bnas_tf.search.cost import CostModel
 from bnas_tf.search.reduction import ReductionConfig
-from bnas_tf.search.supernet import Supernet, SupernetOptions, default_optimizers
+from bnas_tf.search.supernet import (
+    RECOMPUTE_PCNN,
+    Supernet,
+    SupernetOptions,
+    default_optimizers,
+)
 from bnas_tf.settings import (
     SettingError,
     flag_name,
@@ -336,12 +341,7 @@ class SearchConfig:
             )
         check_dtype_policy(self.dtype_policy, "--dtype_policy")
         if self.recompute_cells and self.binarization == "pcnn":
-            raise SettingError(
-                "recompute_cells",
-                "cannot be used with PCNN binarization: its projection loss is added inside the "
-                "forward pass, which the backward pass would run again.",
-                mentions=("binarization",),
-            )
+            raise SettingError("recompute_cells", RECOMPUTE_PCNN, mentions=("binarization",))
         if self.recompute_cells and self.method == "bmes":
             raise SettingError(
                 "recompute_cells",

@@ -35,7 +35,7 @@ from bnas_tf.quantizers import get_binarization, quantizer_variables
 from bnas_tf.search.architect import Architect
 from bnas_tf.search.cell import SearchCell, edge_inputs, num_edges
 from bnas_tf.search.regularizers import masked_softmax, mean_edge_entropy
-from bnas_tf.settings import one_of, setting, validate
+from bnas_tf.settings import SettingError, one_of, setting, validate
 
 import dataclasses
 import inspect
@@ -74,6 +74,13 @@ def default_optimizers(
             arch_learning_rate, beta_1=arch_beta_1, beta_2=arch_beta_2
         ),
     }
+
+
+#: Why ``recompute_cells`` refuses PCNN (``Supernet`` and ``SearchConfig.validate`` say it).
+RECOMPUTE_PCNN = (
+    "cannot be used with PCNN binarization: its projection loss is added inside the forward "
+    "pass, which the backward pass would run again."
+)
 
 
 @dataclasses.dataclass
@@ -161,10 +168,7 @@ class Supernet(tf.keras.Model):
         if num_classes < 2:
             raise ValueError(f"num_classes must be at least 2, got {num_classes}.")
         if options.recompute_cells and get_binarization(binarization).name == "pcnn":
-            raise ValueError(
-                "recompute_cells cannot be used with PCNN binarization: its projection loss is "
-                "added inside the forward pass, which the backward pass would run again."
-            )
+            raise SettingError("recompute_cells", RECOMPUTE_PCNN)
         if layers < 1:
             raise ValueError(f"layers must be at least 1, got {layers}.")
         if partial_channels < 1 or init_channels % partial_channels:
