@@ -63,6 +63,7 @@ __all__ = [
     "LATEST_CELL",
     "PUBLISHED",
     "STEPS",
+    "from_dict",
     "get",
     "plot",
     "plot_to_array",
@@ -578,6 +579,23 @@ PUBLISHED: dict[str, Genotype] = {
 """Published genotypes by name (see ``get``)."""
 
 
+def from_dict(d: dict):
+    """A cell ``Genotype``, or a BMES ``GroupGenotype`` when the dict says ``"kind": "bmes"``
+    (what a ``network.json`` holds under ``"genotype"`` for either kind of search).
+
+    Example:
+        >>> from_dict(BNAS_A.to_dict()) == BNAS_A
+        True
+        >>> from_dict({"kind": "bmes", "groups": [1, 2, 2, 4, 4, 8], "width": 8}).groups
+        (1, 2, 2, 4, 4, 8)
+    """
+    if isinstance(d, dict) and d.get("kind") == "bmes":
+        from bnas_tf.mobilenet import GroupGenotype
+
+        return GroupGenotype.from_dict(d)
+    return Genotype.from_dict(d)
+
+
 def _from_json(text: str):
     """A cell ``Genotype``, or a BMES ``GroupGenotype`` when the JSON says ``"kind": "bmes"``."""
     try:
@@ -585,9 +603,7 @@ def _from_json(text: str):
     except json.JSONDecodeError:
         data = None
     if isinstance(data, dict) and data.get("kind") == "bmes":
-        from bnas_tf.mobilenet import GroupGenotype
-
-        return GroupGenotype.from_dict(data)
+        return from_dict(data)
     return Genotype.from_json(text)
 
 

@@ -46,14 +46,18 @@ def metrics_table(rows: list[tuple[str, dict]]) -> str:
 def instance_card(model: str, weights: str, entry: dict, *, summary: str, flags: str) -> str:
     """The card section of one trained instance (written by ``bnas-publish``)."""
     net = entry["network"]
-    genotype = genotype_lib.Genotype.from_dict(net["genotype"])
+    genotype = genotype_lib.from_dict(net["genotype"])
+    skips = (
+        f", inter-cell skips {'on' if net.get('inter_cell_skip', True) else 'off'}"
+        if isinstance(genotype, genotype_lib.Genotype)
+        else ""
+    )
     config = entry.get("config", {})
     return "\n".join(
         [
             f'## `{model}(weights="{weights}")`',
             "",
-            f"Architecture: {registry_lib.describe(entry)}, inter-cell skips "
-            f"{'on' if net.get('inter_cell_skip', True) else 'off'}; trained on {net['dataset']} "
+            f"Architecture: {registry_lib.describe(entry)}{skips}; trained on {net['dataset']} "
             f"by `bnas-train` for {entry['metrics']['epochs']} epochs "
             f"({entry['metrics']['train_time_s'] / 60:.1f} min wall; published on "
             f"{entry.get('machine', 'an unrecorded machine')}).",

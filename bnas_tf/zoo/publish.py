@@ -7,7 +7,7 @@ For run ``RUN`` published as model ``NAME`` with weights name ``W``, into zoo di
 ZOO/weights/NAME-W-<sha8>.h5        full weights (model.save_weights, HDF5)
 ZOO/weights/NAME-W-notop-<sha8>.h5  the same without global pooling + classifier
 ZOO/flags/NAME-W.cfg                the training flags (a usable --flagfile)
-ZOO/genotypes/NAME-W.json           the cell
+ZOO/genotypes/NAME-W.json           the cell (or a BMES run's group genotype)
 ZOO/cards/NAME-W.md                 metrics table, flags, genotype, larq summary
 ZOO/cards/NAME.md                   the whole model card (all instances)
 ZOO/registry.json                   + models[NAME].weights[W] (written last, atomically)
@@ -15,7 +15,8 @@ ZOO/registry.json                   + models[NAME].weights[W] (written last, ato
 
 An existing entry is refused unless ``overwrite=True``. ``NAME`` is a built-in model
 (``BNASB``, case-insensitive; the run must have its cell and stem) or a new name, which
-becomes a model of its own: ``bnas_tf.zoo.get(NAME)`` returns its function.
+becomes a model of its own: ``bnas_tf.zoo.get(NAME)`` returns its function. A BMES run (a
+group genotype) can only be published under a new name.
 
 Example (an outline, not run: it needs a run's objects):
 
@@ -83,9 +84,14 @@ def _check_builtin(name: str, spec: dict) -> list[str]:
     """Refuse a run that is not ``name``'s architecture family; return notes for the card."""
     info = specs.MODELS[name]
     notes = []
+    run = genotype_lib.from_dict(spec["genotype"])
+    if not isinstance(run, genotype_lib.Genotype):
+        raise ValueError(
+            f"The run is a BMES group network ({run}), not {name}'s cell network. Publish it "
+            "under a new --name instead."
+        )
     if info.genotype is not None:
         published = genotype_lib.get(info.genotype)
-        run = genotype_lib.Genotype.from_dict(spec["genotype"])
         same = (run.normal, run.normal_concat, run.reduce, run.reduce_concat) == (
             published.normal,
             published.normal_concat,
@@ -292,7 +298,7 @@ def publish(
     )
     for relative, text in (
         (entry["flagfile"], flags),
-        (entry["genotype_file"], genotype_lib.Genotype.from_dict(spec["genotype"]).to_json()),
+        (entry["genotype_file"], genotype_lib.from_dict(spec["genotype"]).to_json()),
         (
             entry["card"],
             cards.instance_card(

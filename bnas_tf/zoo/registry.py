@@ -298,7 +298,16 @@ def _remove_cached(fname: str, cache_dir: str | None) -> None:
 def describe(entry: dict[str, Any]) -> str:
     """One line: architecture of a weights entry (for error messages)."""
     net = entry["network"]
+    if net.get("genotype", {}).get("kind") == "bmes":  # the genotype fixes the backbone
+        architecture = (
+            f"binary MobileNet of {len(net['genotype']['groups'])} blocks x width "
+            f"{net['genotype']['width']}, groups {net['genotype']['groups']}"
+        )
+    else:
+        architecture = (
+            f"{net['layers']} cells x {net['init_channels']} channels, {net['stem']} stem"
+        )
     return (
-        f"{net['layers']} cells x {net['init_channels']} channels, {net['stem']} stem, "
+        f"{architecture}, "
         f"{net['binarization']}, input {tuple(net['input_shape'])}, {net['num_classes']} classes"
     )

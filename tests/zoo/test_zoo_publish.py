@@ -1,6 +1,7 @@
 """bnas-publish: a finished bnas-train run becomes a loadable zoo entry."""
 
 import bnas_tf  # noqa: F401  (Keras 2 before TensorFlow)
+from bnas_tf import genotype as genotype_lib
 from bnas_tf import zoo
 from bnas_tf.genotype import Genotype
 from bnas_tf.training import load_trained
@@ -122,3 +123,36 @@ def test_publish_program_creates_a_new_model(tiny_run, tmp_path, monkeypatch, ca
     assert "Derived from BNASA" in zoo.model_card("TinyNet")
     with pytest.raises(ValueError, match="available: 'fm_tiny'"):
         fn(weights="fashion_mnist")
+
+
+def test_a_bmes_group_network_publishes_as_a_new_model(tmp_path, monkeypatch):
+    """The network.json of a BMES run (a group genotype) is published, carded and rebuilt by the
+    zoo like a cell network's; a built-in (cell) model name refuses it."""
+    from bnas_tf.mobilenet import GroupGenotype
+    from bnas_tf.training import TrainConfig, train_network
+
+    from conftest import TINY_RUN, _write_idx_files
+
+    genotype = GroupGenotype(groups=(1, 2, 2, 4, 4, 8), width=8)
+    (tmp_path / "groups.json").write_text(genotype.to_json())
+    run = tmp_path / "train"
+    run.mkdir()
+    config = {**TINY_RUN, "genotype": str(tmp_path / "groups.json"), "limit": 16}
+    train_network(TrainConfig(data_dir=str(_write_idx_files(tmp_path / "idx")), **config), run)
+    with pytest.raises(ValueError, match="is a BMES group network .* not BNASA's cell network"):
+        publish(run, "BNASA", zoo_dir=tmp_path / "zoo")
+    entry = publish(run, "TinyGroups", zoo_dir=tmp_path / "zoo")
+
+    directory = tmp_path / "zoo"
+    assert genotype_lib.get(str(directory / entry["genotype_file"])) == genotype
+    card = (directory / entry["card"]).read_text()
+    assert "binary MobileNet of 6 blocks x width 8, groups [1, 2, 2, 4, 4, 8]" in card
+    assert "inter-cell skips" not in card
+    monkeypatch.setenv(registry.ZOO_DIR_ENV, str(directory))
+    monkeypatch.setenv(registry.CACHE_DIR_ENV, str(tmp_path / "cache"))
+    trained, _ = load_trained(run)
+    x = np.random.default_rng(4).normal(size=(2, 28, 28, 1)).astype("float32")
+    np.testing.assert_allclose(
+        zoo.get("TinyGroups")().predict(x, verbose=0), trained.predict(x, verbose=0), atol=1e-6
+    )
+    assert zoo.get("TinyGroups")(include_top=False).output_shape == (None, 7, 7, 32)
