@@ -682,9 +682,10 @@ def arms(budget: EvidenceBudget, targets: dict, fresh: bool = False) -> Iterator
     """``(arm, {unit -> (genotype, template, training seeds)})`` in the order the study trains
     them, each arm's searches run when it comes up, so that a study stopped by its budget has the
     main comparison first: Kim-searched against random Kim-space cells (the random cells need no
-    search; the calibration trained most of them), the random DARTS-space cells, the published
+    search; the calibration trained most of them), the random DARTS-space cells, CP-NAS and
+    BMES (issue 25: one search each, compared with the random DARTS-space cells), the published
     and binarized full-precision-NAS cells, Chen et al.'s and plain binary DARTS, the ablations,
-    then CP-NAS, BMES and the budgeted searches (issues 25, 26)."""
+    then the budgeted searches (issue 26)."""
     randoms: dict[str, dict] = {}
     for name, (g, t) in random_cells(budget).items():
         arm = "random_kim" if name.startswith("random_kim") else "random_darts"
@@ -692,9 +693,11 @@ def arms(budget: EvidenceBudget, targets: dict, fresh: bool = False) -> Iterator
     yield "random_kim", randoms["random_kim"]
     yield "kim", searched(budget, "kim", fresh)
     yield "random_darts", randoms["random_darts"]
+    for search in ("cp_nas", "bmes"):  # issue 25's rows: one search each, the cheapest to end
+        yield search, searched(budget, search, fresh)
     for name, (g, t) in published_cells().items():
         yield name, {name: (g, t, budget.train_seeds)}
-    for search in ("chen", "darts", *ABLATIONS, "cp_nas", "bmes"):
+    for search in ("chen", "darts", *ABLATIONS):
         yield search, searched(budget, search, fresh)
     try:
         yield from budget_arms(budget, targets, fresh)
