@@ -46,6 +46,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -1018,20 +1019,45 @@ def markdown(payload: dict, image: str) -> str:
     lines += [
         "",
         f"Study cost: {payload['cost']['wall_h']:.1f} h wall, {payload['cost']['cpu_h']:.1f} "
-        "CPU-hours (every unit's own time, summed).",
+        "CPU-hours (every unit's own time, summed; the calibration's included)"
+        + "".join(
+            f"; issue {k}'s arms {v['cpu_h']:.1f} CPU-h"
+            for k, v in payload["cost"].get("issues", {}).items()
+        )
+        + ". The study's cap, 12 CPU-hours, is issue 23's; issues 25 and 26 add their rows.",
         "",
     ]
     return "\n".join(lines)
 
 
+def cost_issue(unit: str) -> str:
+    """Which issue's arms a unit (file stem) belongs to: 25 (CP-NAS, BMES), 26 (the budgeted
+    searches and the random cells at their budgets) or 23 (the rest, calibration included).
+
+    Example:
+        >>> [cost_issue(u) for u in ("kim_s0", "bmes_s0_e1_s1", "random_darts_2_0.5x_e1_s0")]
+        ['23', '25', '26']
+    """
+    if unit.startswith(("cp_nas", "bmes")):
+        return "25"
+    if unit.startswith("budget_") or re.search(r"_[0-9.]+x(_|$)", unit):
+        return "26"
+    return "23"
+
+
 def study_cost(budget: EvidenceBudget) -> dict:
-    """Wall and CPU time of every cached unit of the study, summed."""
+    """Wall and CPU time of every cached unit of the study, summed, and per issue."""
     wall = cpu = 0.0
+    issues: dict[str, dict[str, float]] = {}
     for path in (_root(budget) / budget.name).glob("*/*.json"):
         unit = json.loads(path.read_text())
-        wall += unit.get("train_wall_s") or unit.get("process_wall_s") or 0.0
-        cpu += unit.get("train_cpu_s") or unit.get("cpu_s") or 0.0
-    return {"wall_h": wall / 3600, "cpu_h": cpu / 3600}
+        w = unit.get("train_wall_s") or unit.get("process_wall_s") or 0.0
+        c = unit.get("train_cpu_s") or unit.get("cpu_s") or 0.0
+        wall, cpu = wall + w, cpu + c
+        part = issues.setdefault(cost_issue(path.stem.rsplit("-", 1)[0]), {"wall_h": 0, "cpu_h": 0})
+        part["wall_h"] += w / 3600
+        part["cpu_h"] += c / 3600
+    return {"wall_h": wall / 3600, "cpu_h": cpu / 3600, "issues": dict(sorted(issues.items()))}
 
 
 def write_page(payload: dict, budget_key: str) -> None:

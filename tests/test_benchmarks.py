@@ -6,6 +6,7 @@ import bnas_tf  # noqa: F401  (Keras 2 before TensorFlow)
 from bnas_tf import genotype
 from bnas_tf.export import model_summary
 
+import json
 import sys
 from pathlib import Path
 
@@ -420,6 +421,29 @@ def test_bootstrap_interval_excludes_zero_for_a_clear_gain_and_holds_it_for_none
     assert 0 < gain["low"] < gain["difference"] < gain["high"]
     same = E.bootstrap_difference(worse, worse, reps=2000)
     assert same["low"] < 0 < same["high"]
+
+
+def test_study_cost_is_split_by_the_issue_whose_arm_a_unit_is(tmp_path, monkeypatch):
+    monkeypatch.setattr(E, "_root", lambda budget: tmp_path)
+    budget = E.BUDGETS["smoke"]
+    units = {
+        "train/random_kim_0_e1_s0-ab": {"train_wall_s": 3600, "train_cpu_s": 7200},
+        "search/kim_s0-cd": {"process_wall_s": 1800, "cpu_s": 3600},
+        "search/cp_nas_s0-ef": {"process_wall_s": 900, "cpu_s": 1800},
+        "train/random_darts_1_0.5x_e1_s0-01": {"train_wall_s": 360, "train_cpu_s": 720},
+        "search/budget_2x_s1-23": {"process_wall_s": 360, "cpu_s": 720},
+    }
+    for name, unit in units.items():
+        path = tmp_path / budget.name / f"{name}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(unit))
+    cost = E.study_cost(budget)
+    assert cost["cpu_h"] == pytest.approx(3.9)
+    assert {k: round(v["cpu_h"], 2) for k, v in cost["issues"].items()} == {
+        "23": 3.0,
+        "25": 0.5,
+        "26": 0.4,
+    }
 
 
 @pytest.mark.parametrize("name", sorted(E.FP_NAS_CELLS))
