@@ -366,7 +366,51 @@ def matched_channels(budget: EvidenceBudget, name: str, spec: dict, target: floa
         if best is None or abs(p["ops"] / target - 1) < abs(best[1]["ops"] / target - 1):
             best = (c, p)
     c, p = best
-    return {"init_channels": c, "ops": p["ops"], "ops_ratio": p["ops"] / target, **p["profile"]}
+    neighbours = {}  # what one channel less or more would give (for the page's window check)
+    for n in (c - 1, c + 1):
+        try:
+            q = profile(budget, f"{name}_c{n}", {**spec, "init_channels": n})
+            neighbours[str(n)] = q["ops"] / target
+        except Missing:  # --phase=progress: not profiled
+            pass
+    return {
+        "init_channels": c,
+        "ops": p["ops"],
+        "ops_ratio": p["ops"] / target,
+        "neighbour_ratios": neighbours,
+        **p["profile"],
+    }
+
+
+#: The issue's matched-OPs window: every network within 5 % of its OPs target.
+OPS_WINDOW = 0.05
+
+
+def window_lines(payload: dict) -> list[str]:
+    """The page's sentence on OPs-matched networks outside the OPs window, with their
+    neighbours' gaps (at narrow widths one channel moves the OPs by more than the window). The
+    networks not matched (the no-skip ablation, BMES, the budgeted searches) are left out."""
+    out = []
+    for units in payload["arms"].values():
+        for unit, u in units.items():
+            z = u["size"]
+            if "neighbour_ratios" not in z or abs(z["ops_ratio"] - 1) <= OPS_WINDOW:
+                continue
+            around = ", ".join(
+                f"{n}: {100 * (r - 1):+.1f} %" for n, r in z.get("neighbour_ratios", {}).items()
+            )
+            out.append(
+                f"{unit} at {z['init_channels']} channels, {100 * (z['ops_ratio'] - 1):+.1f} %"
+                + (f" (other widths {around})" if around else "")
+            )
+    if not out:
+        return [f"Every matched network is within {100 * OPS_WINDOW:.0f} % of its OPs target.", ""]
+    return [
+        f"Outside the {100 * OPS_WINDOW:.0f} % window: " + "; ".join(out) + ". The closest "
+        "integer width is kept: no width lands inside the window where one channel moves the "
+        "OPs by more than twice its width.",
+        "",
+    ]
 
 
 # ------------------------------------------------------------------------------ training
@@ -1006,7 +1050,8 @@ def markdown(payload: dict, image: str) -> str:
             f"{_pct(r['std'])} | {r['ops_m']:.3f} | {100 * r['ops_ratio_max']:.1f} % | "
             f"{r['memory_kib']:.1f} | {', '.join(map(str, r['channels']))} |"
         )
-    lines += ["", f"![accuracy against OPs and memory]({image})", "", "## Search cost", ""]
+    lines += ["", *window_lines(payload)]
+    lines += [f"![accuracy against OPs and memory]({image})", "", "## Search cost", ""]
     lines += [
         "| search | wall min | CPU h | peak GB | genotype |",
         "|---|---|---|---|---|",

@@ -446,6 +446,24 @@ def test_study_cost_is_split_by_the_issue_whose_arm_a_unit_is(tmp_path, monkeypa
     }
 
 
+def test_the_page_names_each_matched_network_outside_the_ops_window_with_its_neighbours():
+    def unit(ratio, **extra):
+        return {"size": {"init_channels": 9, "ops_ratio": ratio, **extra}}
+
+    arms = {
+        "random_darts": {
+            "in": unit(1.03, neighbour_ratios={}),
+            "out": unit(0.915, neighbour_ratios={"8": 0.746, "10": 1.101}),
+        },
+        "kim_no_skip": {"base": unit(0.4)},  # not matched: its own width by design
+    }
+    (line, _) = E.window_lines({"arms": arms})
+    assert line.startswith("Outside the 5 % window: out at 9 channels, -8.5 % (other widths ")
+    assert "10: +10.1 %" in line and "in at" not in line and "base" not in line
+    del arms["random_darts"]["out"]
+    assert E.window_lines({"arms": arms})[0].startswith("Every matched network is within 5 %")
+
+
 @pytest.mark.parametrize("name", sorted(E.FP_NAS_CELLS))
 def test_full_precision_nas_cells_are_valid_binarized_darts_space_genotypes(name):
     g = genotype.Genotype.from_dict(E._genotype(E.FP_NAS_CELLS[name], "bnas_darts"))
