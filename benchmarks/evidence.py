@@ -407,8 +407,8 @@ def window_lines(payload: dict) -> list[str]:
         return [f"Every matched network is within {100 * OPS_WINDOW:.0f} % of its OPs target.", ""]
     return [
         f"Outside the {100 * OPS_WINDOW:.0f} % window: " + "; ".join(out) + ". The closest "
-        "integer width is kept: no width lands inside the window where one channel moves the "
-        "OPs by more than twice its width.",
+        "integer width is kept: where one channel moves the OPs by more than the window's "
+        f"{200 * OPS_WINDOW:.0f} % span, no width may land inside it.",
         "",
     ]
 
