@@ -397,7 +397,7 @@ def window_lines(payload: dict) -> list[str]:
             if "neighbour_ratios" not in z or abs(z["ops_ratio"] - 1) <= OPS_WINDOW:
                 continue
             around = ", ".join(
-                f"{n}: {100 * (r - 1):+.1f} %" for n, r in z.get("neighbour_ratios", {}).items()
+                f"{n}: {100 * (r - 1):+.1f} %" for n, r in z["neighbour_ratios"].items()
             )
             out.append(
                 f"{unit} at {z['init_channels']} channels, {100 * (z['ops_ratio'] - 1):+.1f} %"

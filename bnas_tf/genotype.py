@@ -589,11 +589,9 @@ def from_dict(d: dict):
         >>> from_dict({"kind": "bmes", "groups": [1, 2, 2, 4, 4, 8], "width": 8}).groups
         (1, 2, 2, 4, 4, 8)
     """
-    if isinstance(d, dict) and d.get("kind") == "bmes":
-        from bnas_tf.mobilenet import GroupGenotype
+    from bnas_tf.mobilenet import GroupGenotype, is_group_genotype  # mobilenet builds on us
 
-        return GroupGenotype.from_dict(d)
-    return Genotype.from_dict(d)
+    return GroupGenotype.from_dict(d) if is_group_genotype(d) else Genotype.from_dict(d)
 
 
 def _from_json(text: str):
@@ -602,9 +600,7 @@ def _from_json(text: str):
         data = json.loads(text)
     except json.JSONDecodeError:
         data = None
-    if isinstance(data, dict) and data.get("kind") == "bmes":
-        return from_dict(data)
-    return Genotype.from_json(text)
+    return from_dict(data) if isinstance(data, dict) else Genotype.from_json(text)
 
 
 def get(name_or_path: str | os.PathLike[str] | Genotype) -> Genotype:

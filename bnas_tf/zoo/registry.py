@@ -40,6 +40,7 @@ Example:
 
 from __future__ import annotations
 
+from bnas_tf.mobilenet import is_group_genotype
 from bnas_tf.runs import read_json, write_json
 
 import contextlib
@@ -298,7 +299,7 @@ def _remove_cached(fname: str, cache_dir: str | None) -> None:
 def describe(entry: dict[str, Any]) -> str:
     """One line: architecture of a weights entry (for error messages)."""
     net = entry["network"]
-    if net.get("genotype", {}).get("kind") == "bmes":  # the genotype fixes the backbone
+    if is_group_genotype(net.get("genotype")):  # the genotype fixes the backbone
         architecture = (
             f"binary MobileNet of {len(net['genotype']['groups'])} blocks x width "
             f"{net['genotype']['width']}, groups {net['genotype']['groups']}"
