@@ -750,8 +750,10 @@ def arms(budget: EvidenceBudget, targets: dict, fresh: bool = False) -> Iterator
         return
 
 
-#: Issue 26: budgeted searches at these multiples of the DARTS template's OPs target.
+#: Issue 26: budgeted searches at these multiples of the DARTS template's OPs target, with
+#: this ``--cost_weight`` (mu of the hinge; the program's default).
 BUDGET_FACTORS = (0.5, 1.0, 2.0)
+COST_WEIGHT = 2.0
 
 
 def budget_widths(budget: EvidenceBudget, targets: dict) -> dict[float, int]:
@@ -776,7 +778,12 @@ def budget_arms(
     for x, width in budget_widths(budget, targets).items():
         target = x * targets["darts"]
         search = f"budget_{x:g}x"
-        extra = {"ops_budget": target, "final_layers": budget.layers, "final_init_channels": width}
+        extra = {
+            "ops_budget": target,
+            "cost_weight": COST_WEIGHT,
+            "final_layers": budget.layers,
+            "final_init_channels": width,
+        }
         template = _template("darts", sizing="fixed", channels=width, target=target)
         units = {}
         for s in range(budget.darts_search_seeds):
@@ -959,6 +966,71 @@ def plot(payload: dict, path: Path) -> None:
     plt.close(fig)
 
 
+#: Issue 26's goal: each budgeted search's network within 10 % of its OPs budget.
+BUDGET_WINDOW = 0.10
+
+
+def budget_lines(payload: dict) -> list[str]:
+    """Issue 26's table: per OPs budget, each budgeted search's network (its OPs against the
+    budget) and test top-1 over its training seeds, the random DARTS-space cells matched to the
+    same budget, and the verdict's difference; then whether each budget meets the goal (within
+    ``BUDGET_WINDOW`` of the budget, and above the random cells with the interval above zero)."""
+    arms, target = payload["arms"], payload["ops_targets"]["darts"]
+    verdicts = {v["a"]: v for v in payload["verdict"]}
+    rows, goals = [], []
+    for x in BUDGET_FACTORS:
+        searched, randoms = f"budget_{x:g}x", "random_darts" if x == 1.0 else f"random_darts_{x:g}x"
+        if not arms.get(searched):
+            continue
+        random_accs = [
+            r["test_accuracy"] for u in arms.get(randoms, {}).values() for r in u["runs"]
+        ]
+        random_cell = (
+            f"{_pct(np.mean(random_accs))} ({len(arms[randoms])} cells)" if random_accs else "-"
+        )
+        v = verdicts.get(searched)
+        diff = (
+            f"{100 * v['difference']:+.2f} [{100 * v['low']:+.2f}, {100 * v['high']:+.2f}]"
+            if v
+            else "-"
+        )
+        within = True
+        for unit, u in arms[searched].items():
+            z, accs = u["size"], [r["test_accuracy"] for r in u["runs"]]
+            within &= abs(z["ops_ratio"] - 1) <= BUDGET_WINDOW
+            rows.append(
+                f"| {x:g}x | {x * target / 1e6:.3f} | {unit} | {z['init_channels']} | "
+                f"{z['ops'] / 1e6:.3f} | {100 * (z['ops_ratio'] - 1):+.1f} % | "
+                f"{' / '.join(_pct(a) for a in accs)} | {random_cell} | {diff} |"
+            )
+        beats = bool(v and v["low"] > 0)
+        goals.append(
+            f"{x:g}x: {'within' if within else 'not within'} {100 * BUDGET_WINDOW:.0f} %, "
+            + ("above the random cells" if beats else "not shown above the random cells")
+        )
+    if not rows:
+        return []
+    return [
+        "## Search under an OPs budget (issue 26)",
+        "",
+        "Plain binary DARTS with `--ops_budget` at 0.5x, 1x and 2x the DARTS template's target "
+        f"(`--cost_weight` {COST_WEIGHT:g}, the hinge on the final network's expected OPs), "
+        "each searched for "
+        "the width at which the median random DARTS-space cell costs its budget, against the "
+        "random DARTS-space cells matched to the same budget. Goal: within "
+        f"{100 * BUDGET_WINDOW:.0f} % of the budget, and above the random cells (interval above "
+        "zero).",
+        "",
+        "| budget | OPs budget (M) | search | channels | OPs (M) | vs budget | test top-1 % "
+        "(training seeds) | random cells % | difference [95 %] |",
+        "|---|---|---|---|---|---|---|---|---|",
+        *rows,
+        "",
+        "Goal per budget: " + "; ".join(goals) + ".",
+        "",
+    ]
+
+
 def _progress_lines(payload: dict) -> list[str]:
     progress = payload.get("progress", {"complete": True})
     if progress["complete"]:
@@ -1050,7 +1122,7 @@ def markdown(payload: dict, image: str) -> str:
             f"{_pct(r['std'])} | {r['ops_m']:.3f} | {100 * r['ops_ratio_max']:.1f} % | "
             f"{r['memory_kib']:.1f} | {', '.join(map(str, r['channels']))} |"
         )
-    lines += ["", *window_lines(payload)]
+    lines += ["", *window_lines(payload), *budget_lines(payload)]
     lines += [f"![accuracy against OPs and memory]({image})", "", "## Search cost", ""]
     lines += [
         "| search | wall min | CPU h | peak GB | genotype |",

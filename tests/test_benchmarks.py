@@ -464,6 +464,39 @@ def test_the_page_names_each_matched_network_outside_the_ops_window_with_its_nei
     assert E.window_lines({"arms": arms})[0].startswith("Every matched network is within 5 %")
 
 
+def test_the_budget_table_checks_each_search_against_its_budget_and_its_random_cells():
+    def unit(ops, target, *accs):
+        size = {"init_channels": 9, "ops": ops, "ops_ratio": ops / target}
+        return {"size": size, "runs": [{"test_accuracy": a} for a in accs]}
+
+    half = 0.5e6  # 0.5x a DARTS target of 1 M OPs
+    payload = {
+        "ops_targets": {"darts": 1e6},
+        "arms": {
+            "budget_0.5x": {"budget_0.5x_s0": unit(0.46e6, half, 0.8, 0.82)},
+            "random_darts_0.5x": {"r0": unit(0.5e6, half, 0.7), "r1": unit(0.5e6, half, 0.74)},
+            "budget_2x": {"budget_2x_s0": unit(1.5e6, 2e6, 0.85, 0.86)},
+            "random_darts_2x": {"r0": unit(2e6, 2e6, 0.84)},
+        },
+        "verdict": [
+            {"a": "budget_0.5x", "difference": 0.09, "low": 0.05, "high": 0.12},
+            {"a": "budget_2x", "difference": 0.015, "low": -0.01, "high": 0.03},
+        ],
+    }
+    lines = E.budget_lines(payload)
+    rows = [line for line in lines if line.startswith("| 0.5x") or line.startswith("| 2x")]
+    assert rows[0] == (
+        "| 0.5x | 0.500 | budget_0.5x_s0 | 9 | 0.460 | -8.0 % | 80.00 / 82.00 | "
+        "72.00 (2 cells) | +9.00 [+5.00, +12.00] |"
+    )
+    assert "| 1.500 | -25.0 % |" in rows[1] and len(rows) == 2  # no 1x search: no row
+    assert lines[-2] == (
+        "Goal per budget: 0.5x: within 10 %, above the random cells; "
+        "2x: not within 10 %, not shown above the random cells."
+    )
+    assert E.budget_lines({**payload, "arms": {}}) == []
+
+
 @pytest.mark.parametrize("name", sorted(E.FP_NAS_CELLS))
 def test_full_precision_nas_cells_are_valid_binarized_darts_space_genotypes(name):
     g = genotype.Genotype.from_dict(E._genotype(E.FP_NAS_CELLS[name], "bnas_darts"))
