@@ -454,6 +454,9 @@ def _search_child(config_json: str, out_dir: str) -> None:
         "rss_before_search_gb": rss_before,
         "genotype": result.genotype.to_dict(),
         "genotype_str": str(result.genotype),
+        # a budgeted search: the genotype at the final size, and --fit_width's widest network
+        "budget": getattr(result, "budget", None),
+        "budget_fit": getattr(result, "budget_fit", None),
         **extra,
     }
     print(MARKER + json.dumps(payload), flush=True)

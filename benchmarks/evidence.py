@@ -769,30 +769,54 @@ def budget_widths(budget: EvidenceBudget, targets: dict) -> dict[float, int]:
     }
 
 
-def budget_arms(
-    budget: EvidenceBudget, targets: dict, fresh: bool = False
-) -> Iterator[tuple[str, dict]]:
-    """``budget_<x>``: plain binary DARTS with ``--ops_budget = x * target`` for a final network
-    of the width where the median random cell costs that much; ``random_darts_<x>``: the random
-    DARTS-space cells matched to the same OPs (x = 1: the ``random_darts`` arm itself)."""
-    for x, width in budget_widths(budget, targets).items():
-        target = x * targets["darts"]
-        search = f"budget_{x:g}x"
-        extra = {
-            "ops_budget": target,
+def budget_extras(budget: EvidenceBudget, targets: dict) -> dict[float, dict]:
+    """Per budget factor, the settings its searches add to plain binary DARTS: the OPs budget
+    (the two-sided penalty: the budget is a target) for a final network of the width where the
+    median random cell costs that much, and ``--fit_width``."""
+    return {
+        x: {
+            "ops_budget": x * targets["darts"],
             "cost_weight": COST_WEIGHT,
+            "budget_penalty": "two_sided",
+            "fit_width": True,
             "final_layers": budget.layers,
             "final_init_channels": width,
         }
-        template = _template("darts", sizing="fixed", channels=width, target=target)
-        units = {}
+        for x, width in budget_widths(budget, targets).items()
+    }
+
+
+def budget_searches(
+    budget: EvidenceBudget, targets: dict, factors=BUDGET_FACTORS, fresh: bool = False
+) -> Iterator[tuple[float, str, dict]]:
+    """``(factor, unit, search record)`` of the budgeted searches at ``factors`` (run when not
+    cached; left out when missing in ``--phase=progress``)."""
+    extras = budget_extras(budget, targets)
+    for x in factors:
+        label = f"budget_{x:g}x"
         for s in range(budget.darts_search_seeds):
             try:
-                genotype = run_search(budget, "darts", s, fresh, extra=extra, label=search)
+                found = run_search(budget, "darts", s, fresh, extra=extras[x], label=label)
             except Missing:
                 continue
-            units[f"{search}_s{s}"] = (genotype["genotype"], template, budget.train_seeds)
-        yield search, units
+            yield x, f"{label}_s{s}", found
+
+
+def budget_arms(
+    budget: EvidenceBudget, targets: dict, fresh: bool = False
+) -> Iterator[tuple[str, dict]]:
+    """Per budget factor in turn (a study cut short has whole comparisons): ``budget_<x>``, the
+    budgeted searches' networks (``budget_extras``) trained at the widest width their genotype
+    fits in (``--fit_width``); ``random_darts_<x>``, the random DARTS-space cells matched to the
+    same OPs (x = 1: the ``random_darts`` arm itself)."""
+    widths = budget_widths(budget, targets)
+    for x in BUDGET_FACTORS:
+        target, units = x * targets["darts"], {}
+        for _, unit, found in budget_searches(budget, targets, (x,), fresh):
+            fitted = (found.get("budget_fit") or {}).get("init_channels") or widths[x]
+            template = _template("darts", sizing="fixed", channels=fitted, target=target)
+            units[unit] = (found["genotype"], template, budget.train_seeds)
+        yield f"budget_{x:g}x", units
         if x != 1.0:
             yield (
                 f"random_darts_{x:g}x",
@@ -854,6 +878,10 @@ def run_study(budget: EvidenceBudget, phase: str, fresh: bool = False) -> dict |
                 searches[f"{s}_s{i}"] = run_search(budget, s, i)
             except Missing:
                 continue
+    try:
+        searches.update({unit: found for _, unit, found in budget_searches(budget, targets)})
+    except Missing:  # --phase=progress before the budgets' widths are profiled
+        pass
     done = sum(len(u["runs"]) for units in trained.values() for u in units.values())
     return {
         "progress": {
@@ -998,9 +1026,12 @@ def budget_lines(payload: dict) -> list[str]:
         for unit, u in arms[searched].items():
             z, accs = u["size"], [r["test_accuracy"] for r in u["runs"]]
             within &= abs(z["ops_ratio"] - 1) <= BUDGET_WINDOW
+            own = ((payload.get("searches", {}).get(unit) or {}).get("budget") or {}).get("ops")
             rows.append(
-                f"| {x:g}x | {x * target / 1e6:.3f} | {unit} | {z['init_channels']} | "
-                f"{z['ops'] / 1e6:.3f} | {100 * (z['ops_ratio'] - 1):+.1f} % | "
+                f"| {x:g}x | {x * target / 1e6:.3f} | {unit} | "
+                + (f"{100 * (own['ratio'] - 1):+.1f} % | " if own else "- | ")
+                + f"{z['init_channels']} | {z['ops'] / 1e6:.3f} | "
+                f"{100 * (z['ops_ratio'] - 1):+.1f} % | "
                 f"{' / '.join(_pct(a) for a in accs)} | {random_cell} | {diff} |"
             )
         beats = bool(v and v["low"] > 0)
@@ -1014,16 +1045,17 @@ def budget_lines(payload: dict) -> list[str]:
         "## Search under an OPs budget (issue 26)",
         "",
         "Plain binary DARTS with `--ops_budget` at 0.5x, 1x and 2x the DARTS template's target "
-        f"(`--cost_weight` {COST_WEIGHT:g}, the hinge on the final network's expected OPs), "
-        "each searched for "
-        "the width at which the median random DARTS-space cell costs its budget, against the "
-        "random DARTS-space cells matched to the same budget. Goal: within "
-        f"{100 * BUDGET_WINDOW:.0f} % of the budget, and above the random cells (interval above "
-        "zero).",
+        f"(`--budget_penalty=two_sided --cost_weight={COST_WEIGHT:g}`: the budget is a target), "
+        "each searched for the width at which the median random DARTS-space cell costs its "
+        "budget; the genotype's own landing there, then the network trained at the widest width "
+        "it fits in (`--fit_width`), against the random DARTS-space cells matched to the same "
+        f"budget. Goal: within {100 * BUDGET_WINDOW:.0f} % of the budget, and above the random "
+        "cells (interval above zero).",
         "",
-        "| budget | OPs budget (M) | search | channels | OPs (M) | vs budget | test top-1 % "
-        "(training seeds) | random cells % | difference [95 %] |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| budget | OPs budget (M) | search | genotype at the budget's width | channels "
+        "trained | OPs (M) | vs budget | test top-1 % (training seeds) | random cells % | "
+        "difference [95 %] |",
+        "|---|---|---|---|---|---|---|---|---|---|",
         *rows,
         "",
         "Goal per budget: " + "; ".join(goals) + ".",

@@ -478,6 +478,7 @@ def test_the_budget_table_checks_each_search_against_its_budget_and_its_random_c
             "budget_2x": {"budget_2x_s0": unit(1.5e6, 2e6, 0.85, 0.86)},
             "random_darts_2x": {"r0": unit(2e6, 2e6, 0.84)},
         },
+        "searches": {"budget_0.5x_s0": {"budget": {"ops": {"ratio": 0.7}}}},
         "verdict": [
             {"a": "budget_0.5x", "difference": 0.09, "low": 0.05, "high": 0.12},
             {"a": "budget_2x", "difference": 0.015, "low": -0.01, "high": 0.03},
@@ -486,10 +487,10 @@ def test_the_budget_table_checks_each_search_against_its_budget_and_its_random_c
     lines = E.budget_lines(payload)
     rows = [line for line in lines if line.startswith("| 0.5x") or line.startswith("| 2x")]
     assert rows[0] == (
-        "| 0.5x | 0.500 | budget_0.5x_s0 | 9 | 0.460 | -8.0 % | 80.00 / 82.00 | "
+        "| 0.5x | 0.500 | budget_0.5x_s0 | -30.0 % | 9 | 0.460 | -8.0 % | 80.00 / 82.00 | "
         "72.00 (2 cells) | +9.00 [+5.00, +12.00] |"
     )
-    assert "| 1.500 | -25.0 % |" in rows[1] and len(rows) == 2  # no 1x search: no row
+    assert "| budget_2x_s0 | - | 9 | 1.500 | -25.0 % |" in rows[1] and len(rows) == 2  # no 1x
     assert lines[-2] == (
         "Goal per budget: 0.5x: within 10 %, above the random cells; "
         "2x: not within 10 %, not shown above the random cells."

@@ -16,9 +16,16 @@ at the start often is); outside, its gradient is that of the relative overshoot,
 cheaper ops, the latency-aware losses of FBNet (Wu et al., CVPR 2019) and ProxylessNAS (Cai et
 al., ICLR 2019) in hinge form.
 
+A hinge makes the budget a ceiling: the search may land anywhere under it. Where the budget is a
+target, ``--budget_penalty=two_sided`` uses ``mu |E[cost] / B - 1|`` instead, the bi-sided
+constraint of TF-NAS (Hu et al., ECCV 2020), which pulls a cheap expectation up as it pushes an
+expensive one down.
+
 The expectation relaxes what the genotype decides (top-2 edges, argmax op), so the derived
 genotype is then *measured* at the final size (``check``) and the program says by how much it
-lands under or over.
+lands under or over. With ``--fit_width`` it also finds the widest final network the genotype
+fits in (``fit_width``): TF-NAS's width freedom, which turns the discrete choice's miss into at
+most one channel's step.
 
     >>> penalty = hinge(tf.constant(110.0), 100.0)
     >>> round(float(penalty), 6)
@@ -32,7 +39,7 @@ from bnas_tf.search.cost import CostModel
 from bnas_tf.settings import non_negative, setting
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import tensorflow as tf
@@ -41,12 +48,34 @@ if TYPE_CHECKING:
     from bnas_tf.genotype import Genotype
     from bnas_tf.search.supernet import Supernet
 
-__all__ = ["hinge", "BudgetedArchitect", "check", "Budget"]
+__all__ = [
+    "hinge",
+    "two_sided",
+    "PENALTIES",
+    "BudgetedArchitect",
+    "check",
+    "fit_width",
+    "final_report",
+    "Budget",
+]
 
 
 def hinge(expected: tf.Tensor, budget: float) -> tf.Tensor:
     """``max(0, expected / budget - 1)``: the relative overshoot."""
     return tf.nn.relu(expected / budget - 1.0)
+
+
+def two_sided(expected: tf.Tensor, budget: float) -> tf.Tensor:
+    """``|expected / budget - 1|``: the relative miss either way (TF-NAS's bi-sided loss).
+
+    >>> round(float(two_sided(tf.constant(90.0), 100.0)), 6)
+    0.1
+    """
+    return tf.abs(expected / budget - 1.0)
+
+
+#: ``--budget_penalty``: the budget's penalty on the expected cost, by name.
+PENALTIES = {"hinge": hinge, "two_sided": two_sided}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,11 +85,19 @@ class Budget:
 
     bounds: Mapping[str, float]
     cost_model: CostModel
+    form: str = "hinge"  #: the penalty's name in ``PENALTIES``
+
+    def __post_init__(self):
+        if self.form not in PENALTIES:
+            raise ValueError(
+                f"budget_penalty must be one of {', '.join(PENALTIES)}, got {self.form!r}."
+            )
 
     def penalty(self, net: Supernet) -> tf.Tensor:
-        """Sum over the bounded metrics of the hinge of the supernet's expected cost."""
+        """Sum over the bounded metrics of the penalty (``form``) of the supernet's expected
+        cost."""
         terms = [
-            hinge(self.cost_model.supernet_expected(net, metric), bound)
+            PENALTIES[self.form](self.cost_model.supernet_expected(net, metric), bound)
             for metric, bound in self.bounds.items()
         ]
         return tf.add_n(terms) if terms else tf.constant(0.0)
@@ -83,10 +120,7 @@ class BudgetedArchitect(Architect):
         return self.cost_weight * self.budget.penalty(net)
 
 
-def check(genotype: Genotype, budget: Budget) -> dict[str, Any]:
-    """The derived genotype's exact cost at the final size against each bound:
-    ``{metric: {"cost", "budget", "ratio", "within"}}``."""
-    exact = budget.cost_model.exact(genotype)
+def _against(exact: Mapping[str, float], bounds: Mapping[str, float]) -> dict[str, Any]:
     return {
         metric: {
             "cost": exact[metric],
@@ -94,8 +128,74 @@ def check(genotype: Genotype, budget: Budget) -> dict[str, Any]:
             "ratio": exact[metric] / bound,
             "within": exact[metric] <= bound,
         }
-        for metric, bound in budget.bounds.items()
+        for metric, bound in bounds.items()
     }
+
+
+def check(genotype: Genotype, budget: Budget) -> dict[str, Any]:
+    """The derived genotype's exact cost at the final size against each bound:
+    ``{metric: {"cost", "budget", "ratio", "within"}}``."""
+    return _against(budget.cost_model.exact(genotype), budget.bounds)
+
+
+def fit_width(genotype: Genotype, budget: Budget, widest: int = 1024) -> dict[str, Any] | None:
+    """The widest final network (``init_channels`` at most ``widest``) whose exact cost is
+    within every bound, with ``check``'s report at that width:
+    ``{"init_channels": C, "report": {metric: {...}}}``; ``None`` when not even 2 channels fit.
+
+    Costs grow with the width, so it doubles from the budget's width while the genotype fits
+    (halves while it does not), then bisects: about ``2 log2`` network builds.
+    """
+    model = budget.cost_model
+    reports: dict[int, dict] = {}
+
+    def fits(channels: int) -> bool:
+        reports[channels] = _against(model.exact_at(genotype, channels), budget.bounds)
+        return all(r["within"] for r in reports[channels].values())
+
+    low = model.init_channels  # a width that fits ...
+    if fits(low):
+        while True:
+            wider = min(2 * low, widest)
+            if wider == low:
+                return {"init_channels": low, "report": reports[low]}
+            if not fits(wider):
+                high = wider  # ... and one that does not
+                break
+            low = wider
+    else:
+        high = low
+        while True:
+            if high <= 2:
+                return None
+            low = max(high // 2, 2)
+            if fits(low):
+                break
+            high = low
+    while high - low > 1:
+        middle = (low + high) // 2
+        low, high = (middle, high) if fits(middle) else (low, middle)
+    return {"init_channels": low, "report": reports[low]}
+
+
+def final_report(
+    genotype: Genotype, budget: Budget, *, fit: bool, log: Callable[[str], Any]
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """What a budgeted search says at its end: ``check`` at the final size (logged), and with
+    ``fit`` the ``fit_width`` result (logged; ``None`` without ``fit``)."""
+    report = check(genotype, budget)
+    log(f"The genotype at the final size: {describe(report)}")
+    if not fit:
+        return report, None
+    fitted = fit_width(genotype, budget)
+    if fitted is None:
+        log("No final width from 2 channels fits the budget.")
+        return report, {"init_channels": None, "report": None}
+    log(
+        f"The widest final network within the budget: {fitted['init_channels']} channels, "
+        f"{describe(fitted['report'])}"
+    )
+    return report, fitted
 
 
 def describe(report: Mapping[str, Mapping[str, Any]]) -> str:

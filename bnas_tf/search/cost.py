@@ -180,13 +180,13 @@ class CostModel:
             size = out_size
         self.fixed = self._fixed()
 
-    def _network(self, genotype: Genotype) -> tf.keras.Model:
+    def _network(self, genotype: Genotype, init_channels: int | None = None) -> tf.keras.Model:
         from bnas_tf.network import build_network
 
         return build_network(
             genotype,
             layers=self.layers,
-            init_channels=self.init_channels,
+            init_channels=init_channels or self.init_channels,
             num_classes=self.num_classes,
             input_shape=self.input_shape,
             stem=self.stem,
@@ -232,6 +232,11 @@ class CostModel:
         """``{"ops", "memory_kib"}`` of the final network of ``genotype`` (fixed part + edges)."""
         edges = self.edge_cost(genotype)
         return {m: self.fixed[m] + edges[m] for m in METRICS}
+
+    def exact_at(self, genotype: Genotype, init_channels: int) -> dict[str, float]:
+        """``{"ops", "memory_kib"}`` of the final network of ``genotype`` at another width: the
+        network built at ``init_channels`` and counted (no tables: they are for this width)."""
+        return network_cost(self._network(genotype, int(init_channels)))
 
     def floor(self, metric: str = "ops") -> float:
         """The network without its edges' ops: the fixed part and every cell input's

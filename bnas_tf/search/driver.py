@@ -33,7 +33,7 @@ from bnas_tf.quantizers import BINARIZATION_HELP, Binarization, get_binarization
 from bnas_tf.runs import write_json
 from bnas_tf.search.architect import Architect
 from bnas_tf.search.bmes import BMESConfig
-from bnas_tf.search.budget import Budget, BudgetedArchitect, check, describe
+from bnas_tf.search.budget import PENALTIES, Budget, BudgetedArchitect, final_report
 from bnas_tf.search.child_parent import CPNASConfig
 from bnas_tf.search.cost import CostModel
 from bnas_tf.search.reduction import ReductionConfig
@@ -219,6 +219,18 @@ class SearchConfig:
         check=optional(positive),
     )
     cost_weight: float = same_as(BudgetedArchitect, "cost_weight")
+    budget_penalty: str = setting(
+        "hinge",
+        "The budget's penalty on alpha (darts): hinge, mu * max(0, E[cost] / budget - 1), a "
+        "ceiling; two_sided, mu * |E[cost] / budget - 1|, a target (TF-NAS's bi-sided loss).",
+        check=one_of(PENALTIES),
+    )
+    fit_width: bool = setting(
+        False,
+        "After a budgeted search (darts, reduction, cp_nas), find the widest final network "
+        "(init channels) the derived genotype fits in; logged and written to metrics.json "
+        "(budget_fit).",
+    )
     final_layers: int | None = setting(
         None,
         "Cells of the final network a budget is for (none: --layers).",
@@ -311,7 +323,7 @@ class SearchConfig:
             inter_cell_skip=self.inter_cell_skip,
             binarization=self.binarization_method(),
         )
-        return Budget(bounds, model)
+        return Budget(bounds, model, self.budget_penalty)
 
     def binarization_method(self) -> Binarization:
         """The ``Binarization`` of these settings (``binarization``, ``xnor_activation_scale``,
@@ -354,6 +366,20 @@ class SearchConfig:
                 f"{self.strategy!r} runs --method=darts first order only: --unrolled and the "
                 "staged and evolutionary methods run on one device.",
             )
+        if self.fit_width and (
+            self.method == "bmes" or (self.ops_budget is None and self.memory_budget is None)
+        ):
+            raise SettingError(
+                "fit_width",
+                "needs a budget (--ops_budget or --memory_budget) of a cell search (darts, "
+                "reduction, cp_nas).",
+            )
+        if self.budget_penalty != "hinge" and self.method != "darts":
+            raise SettingError(
+                "budget_penalty",
+                f"{self.budget_penalty!r} is a penalty on alpha's loss: --method=darts only "
+                "(the staged and evolutionary methods take the budget as a constraint).",
+            )
         if self.memory_budget is not None and self.method == "bmes":
             raise SettingError(
                 "memory_budget", "applies to the cell searches (darts, reduction, cp_nas)."
@@ -371,6 +397,7 @@ class SearchResult:
     history: list[dict]
     wall_time: float
     budget: dict | None = None  #: the genotype's exact cost against each bound (``budget.check``)
+    budget_fit: dict | None = None  #: with ``fit_width``: ``budget.fit_width``'s result
 
 
 def build_supernet(
@@ -576,10 +603,9 @@ def run_search(
     wall_time = time.time() - started
 
     best_epoch, genotype = _select(history, config.genotype_selection)
-    report = None
+    report = fitted = None
     if budget is not None:
-        report = check(genotype, budget)
-        logging.info("The genotype at the final size: %s", describe(report))
+        report, fitted = final_report(genotype, budget, fit=config.fit_width, log=logging.info)
     genotype.save(output_dir / "genotype.json")
     genotype_lib.plot(genotype, output_dir / "genotype.png")
     write_json(
@@ -595,9 +621,10 @@ def run_search(
             "alpha_reduce": net.op_probabilities("reduce").numpy(),
             "op_names": list(net.op_names),
             "budget": report,
+            "budget_fit": fitted,
         },
     )
-    return SearchResult(genotype, best_epoch, history, wall_time, report)
+    return SearchResult(genotype, best_epoch, history, wall_time, report, fitted)
 
 
 def _read_state(output_dir: Path) -> dict:

@@ -59,10 +59,18 @@ class SearchMethod(Protocol):
 
 
 def _budget(result) -> str:
-    """``"; at the final size ops: ... (8.4 % under)"`` for a budgeted search, else ``""``."""
+    """``"; at the final size ops: ... (8.4 % under)"`` for a budgeted search (and ``"; widest
+    within it: 14 channels"`` with ``--fit_width``), else ``""``."""
     from bnas_tf.search.budget import describe
 
-    return f"; at the final size {describe(result.budget)}" if result.budget else ""
+    if not result.budget:
+        return ""
+    fitted = getattr(result, "budget_fit", None)
+    widest = ""
+    if fitted:
+        channels = fitted["init_channels"]
+        widest = f"; widest within it: {channels} channels" if channels else "; no width fits it"
+    return f"; at the final size {describe(result.budget)}{widest}"
 
 
 class Darts:

@@ -37,7 +37,7 @@ from bnas_tf.genotype import Genotype
 from bnas_tf.quantizers import FULL_PRECISION
 from bnas_tf.runs import read_json, write_json
 from bnas_tf.search import driver as driver_lib
-from bnas_tf.search.budget import check, describe
+from bnas_tf.search.budget import final_report
 from bnas_tf.search.cell import num_edges
 from bnas_tf.search.child_parent import ChildArchitect, ChildParentReduction
 from bnas_tf.search.reduction import OperationSpaceReduction
@@ -64,6 +64,7 @@ class ReductionResult:
     stages: list[dict]
     wall_time: float
     budget: dict | None = None  #: the genotype's exact cost against each bound (``budget.check``)
+    budget_fit: dict | None = None  #: with ``fit_width``: ``budget.fit_width``'s result
 
 
 def build_stage_supernet(
@@ -303,10 +304,9 @@ def run_reduction_search(
     wall_time = time.time() - started
 
     genotype = state.genotype(prev["model"] if prev else None, allow_none=config.allow_none)
-    report = None
+    report = fitted = None
     if budget is not None:
-        report = check(genotype, budget)
-        log(f"The genotype at the final size: {describe(report)}")
+        report, fitted = final_report(genotype, budget, fit=config.fit_width, log=log)
     genotype.save(output_dir / "genotype.json")
     genotype_lib.plot(genotype, output_dir / "genotype.png")
     write_json(
@@ -325,7 +325,8 @@ def run_reduction_search(
             "scores": state.state_dict()["scores"],
             "op_names": list(op_names),
             "budget": report,
+            "budget_fit": fitted,
         },
     )
     log(str(genotype))
-    return ReductionResult(genotype, state.removals, stages, wall_time, report)
+    return ReductionResult(genotype, state.removals, stages, wall_time, report, fitted)

@@ -6,7 +6,14 @@ from bnas_tf.network import build_network
 from bnas_tf.ops import SEARCH_SPACES
 from bnas_tf.sampling import random_genotype
 from bnas_tf.search import Architect, Supernet
-from bnas_tf.search.budget import Budget, BudgetedArchitect, check, hinge
+from bnas_tf.search.budget import (
+    Budget,
+    BudgetedArchitect,
+    check,
+    fit_width,
+    hinge,
+    two_sided,
+)
 from bnas_tf.search.cell import edge_inputs
 from bnas_tf.search.cost import CostModel, network_cost, op_cost
 from bnas_tf.search.driver import SearchConfig
@@ -131,6 +138,71 @@ def test_the_stride2_skip_counts_its_float_1x1_convolutions():
 def test_hinge_is_zero_under_the_budget_and_the_relative_overshoot_over_it():
     assert float(hinge(tf.constant(90.0), 100.0)) == 0.0
     assert float(hinge(tf.constant(125.0), 100.0)) == pytest.approx(0.25)
+    assert float(two_sided(tf.constant(125.0), 100.0)) == pytest.approx(0.25)
+    assert float(two_sided(tf.constant(80.0), 100.0)) == pytest.approx(0.2)
+
+
+@pytest.mark.parametrize("form", ["hinge", "two_sided"])
+def test_under_the_budget_only_the_two_sided_penalty_pulls_toward_dearer_ops(models, form):
+    """A budget of twice the uniform expectation: the hinge adds nothing (a ceiling), the
+    two-sided penalty's descent raises the logits of the ops dearer than the edge's mean (a
+    target). An unknown form is refused by its flag's name."""
+    from supernet_helpers import make_supernet
+
+    model = models[("bnas_darts", False)]
+    net = make_supernet(10, layers=3, init_channels=8, search_space="bnas_darts", seed=0)
+    budget = Budget({"ops": 2 * float(model.supernet_expected(net))}, model, form)
+    alphas = [net.alpha(cell) for cell in CELLS]
+    with tf.GradientTape() as tape:
+        loss = BudgetedArchitect(cost_weight=1.0, budget=budget).extra_arch_loss(net)
+    grads = tape.gradient(loss, alphas)
+    if form == "hinge":
+        assert float(loss) == 0.0 and all(g is None or not np.any(g.numpy()) for g in grads)
+        return
+    assert float(loss) == pytest.approx(0.5, rel=1e-5)
+    for cell, g in zip(CELLS, grads):
+        for e, costs in enumerate(model.tables[cell]["ops"]):
+            order = np.argsort(costs)
+            assert g.numpy()[e, order[-1]] < 0 < g.numpy()[e, order[0]]
+    with pytest.raises(ValueError, match="budget_penalty must be one of hinge, two_sided"):
+        Budget({"ops": 1.0}, model, "barrier")
+
+
+class _QuadraticCost:
+    """A cost model whose network at ``c`` channels costs ``c^2`` OPs and ``c`` KiB."""
+
+    init_channels = 8
+
+    def __init__(self):
+        self.built = []
+
+    def exact_at(self, genotype, channels):
+        self.built.append(channels)
+        return {"ops": float(channels**2), "memory_kib": float(channels)}
+
+
+@pytest.mark.parametrize(
+    "ops,memory,widest,expected",
+    [
+        (121.0, 1e3, 1024, 11),  # wider than the budget's width: 8 and 16, then bisected
+        (30.0, 1e3, 1024, 5),  # narrower: 8 and 4, then bisected
+        (1e3, 13.5, 1024, 13),  # the memory bound is the binding one
+        (1e6, 1e6, 20, 20),  # everything fits: the widest allowed
+        (3.9, 1e3, 1024, None),  # not even 2 channels
+    ],
+)
+def test_fit_width_finds_the_widest_network_within_every_bound(ops, memory, widest, expected):
+    model = _QuadraticCost()
+    budget = Budget({"ops": ops, "memory_kib": memory}, model)
+    fitted = fit_width(BNAS_A, budget, widest=widest)
+    if expected is None:
+        assert fitted is None and min(model.built) == 2
+        return
+    assert fitted["init_channels"] == expected and len(model.built) <= 2 * 10
+    assert all(r["within"] for r in fitted["report"].values())
+    assert fitted["report"]["ops"]["ratio"] == pytest.approx(expected**2 / ops)
+    if expected < widest:
+        assert (expected + 1) ** 2 > ops or expected + 1 > memory
 
 
 def _tiny_search(model: CostModel, budget: float | None, halves) -> Genotype:
@@ -211,3 +283,36 @@ def test_budgeted_architect_adds_the_penalty_to_the_architecture_loss(models):
     assert set(report) == {"ops"} and report["ops"]["ratio"] == pytest.approx(
         report["ops"]["cost"] / (expected / 2)
     )
+
+
+def test_a_budgeted_search_with_fit_width_writes_the_widest_network_within_its_budget(
+    tiny_idx_dir_module, tmp_path
+):
+    """The program end to end (``bnas-search``'s run): the two-sided penalty and ``fit_width``
+    are recorded, and the fitted width is the widest at which the derived genotype is within the
+    budget (one channel more is over it)."""
+    from bnas_tf.search.methods import get_method, run_method
+
+    import json
+
+    def ops(genotype, channels):
+        net = build_network(
+            genotype, layers=1, init_channels=channels, input_shape=(28, 28, 1),
+            inter_cell_skip=False, binarization="xnor",
+        )  # fmt: skip
+        return network_cost(net)["ops"]
+
+    bound = ops(random_genotype(0, "bnas_darts"), 6)
+    config = SearchConfig(
+        data_dir=str(tiny_idx_dir_module), limit=16, batch_size=8, epochs=1, layers=1,
+        init_channels=4, search_space="bnas_darts", binarization="xnor", inter_cell_skip=False,
+        allow_none=False, entropy_lambda=0.0, verbose=0, ops_budget=bound, final_layers=1,
+        final_init_channels=6, budget_penalty="two_sided", fit_width=True,
+    )  # fmt: skip
+    result = run_method(config, tmp_path)
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["config"]["budget_penalty"] == "two_sided"
+    width = metrics["budget_fit"]["init_channels"]
+    assert result.budget_fit["init_channels"] == width
+    assert ops(result.genotype, width) <= bound < ops(result.genotype, width + 1)
+    assert f"widest within it: {width} channels" in get_method("darts").summary(result)

@@ -66,6 +66,13 @@ def test_from_flat_routes_nested_settings_and_refuses_unknown_ones():
         (dict(entropy_tau=0.0), "entropy_tau", "must be positive"),
         (dict(reduction=ReductionConfig(stage_epochs=0)), "stage_epochs", "positive integer"),
         (dict(method="bmes", memory_budget=64.0), "memory_budget", "applies to the cell searches"),
+        (dict(fit_width=True), "fit_width", "needs a budget (--ops_budget or --memory_budget)"),
+        (dict(budget_penalty="log_barrier"), "budget_penalty", "must be one of hinge, two_sided"),
+        (
+            dict(method="reduction", ops_budget=1e5, budget_penalty="two_sided"),
+            "budget_penalty",
+            "--method=darts only",
+        ),
         (dict(train_portion=1.0), "train_portion", "must be in (0, 1)"),
     ],
 )
