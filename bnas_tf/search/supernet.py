@@ -13,7 +13,7 @@ training set in this ``((x_w, y_w), (x_a, y_a))`` form):
     >>> images = tf.random.uniform((8, 16, 16, 1))
     >>> labels = tf.range(8) % 2
     >>> halves = tf.data.Dataset.from_tensor_slices(((images, labels), (images, labels))).batch(4)
-    >>> net = Supernet(2, layers=3, init_channels=4, seed=0)
+    >>> net = Supernet(2, layers=1, init_channels=4, seed=0)  # one (reduction) cell
     >>> net.compile(**default_optimizers(total_steps=2), architect=Architect())
     >>> history = net.fit(halves, epochs=1, verbose=0)
     >>> sorted(history.history)
