@@ -498,6 +498,28 @@ def test_the_budget_table_checks_each_search_against_its_budget_and_its_random_c
     assert E.budget_lines({**payload, "arms": {}}) == []
 
 
+def test_the_ablations_are_read_against_the_paper_s_direction():
+    def row(b, difference, low, high):
+        return {"a": "kim", "b": b, "difference": difference, "low": low, "high": high}
+
+    payload = {
+        "verdict": [
+            row("kim_no_skip", 0.05, 0.01, 0.09),
+            row("kim_no_zeroise", 0.004, -0.01, 0.02),
+            row("kim_no_diversity", -0.03, -0.05, -0.01),
+            row("random_kim", 0.03, 0.01, 0.06),  # not an ablation
+        ]
+    }
+    lines = E.ablation_lines(payload)
+    rows = [line for line in lines if line.startswith("| no ")]
+    assert rows == [
+        "| no inter-cell skip | +31.47 | +5.00 [+1.00, +9.00] | agrees |",
+        "| no Zeroise | +3.23 | +0.40 [-1.00, +2.00] | same direction, not resolved |",
+        "| no diversity (entropy term off) | +1.75 | -3.00 [-5.00, -1.00] | opposite direction |",
+    ]
+    assert E.ablation_lines({"verdict": payload["verdict"][3:]}) == []
+
+
 @pytest.mark.parametrize("name", sorted(E.FP_NAS_CELLS))
 def test_full_precision_nas_cells_are_valid_binarized_darts_space_genotypes(name):
     g = genotype.Genotype.from_dict(E._genotype(E.FP_NAS_CELLS[name], "bnas_darts"))
