@@ -121,12 +121,13 @@ class BudgetedArchitect(Architect):
 
 
 def _against(exact: Mapping[str, float], bounds: Mapping[str, float]) -> dict[str, Any]:
+    """Plain Python numbers (JSON as they are), whatever type the costs came in."""
     return {
         metric: {
-            "cost": exact[metric],
-            "budget": bound,
-            "ratio": exact[metric] / bound,
-            "within": exact[metric] <= bound,
+            "cost": float(exact[metric]),
+            "budget": float(bound),
+            "ratio": float(exact[metric]) / float(bound),
+            "within": bool(exact[metric] <= bound),
         }
         for metric, bound in bounds.items()
     }

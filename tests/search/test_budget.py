@@ -18,6 +18,8 @@ from bnas_tf.search.cell import edge_inputs
 from bnas_tf.search.cost import CostModel, network_cost, op_cost
 from bnas_tf.search.driver import SearchConfig
 
+import json
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -283,6 +285,7 @@ def test_budgeted_architect_adds_the_penalty_to_the_architecture_loss(models):
     assert set(report) == {"ops"} and report["ops"]["ratio"] == pytest.approx(
         report["ops"]["cost"] / (expected / 2)
     )
+    assert json.loads(json.dumps(report)) == report  # plain numbers: the benchmarks' JSON
 
 
 def test_a_budgeted_search_with_fit_width_writes_the_widest_network_within_its_budget(
@@ -292,8 +295,6 @@ def test_a_budgeted_search_with_fit_width_writes_the_widest_network_within_its_b
     are recorded, and the fitted width is the widest at which the derived genotype is within the
     budget (one channel more is over it)."""
     from bnas_tf.search.methods import get_method, run_method
-
-    import json
 
     def ops(genotype, channels):
         net = build_network(
