@@ -574,6 +574,38 @@ def test_a_budgeted_arm_keeps_its_searched_width_and_is_measured_against_its_bud
     assert E.size(budget, "r", g, matched, {"darts": 4e5, "kim": 1e6})["init_channels"] == 6
 
 
+def test_budgeted_arms_train_each_search_at_its_fitted_width_one_budget_at_a_time(monkeypatch):
+    """Each budget's searches (the two-sided penalty, ``fit_width``) and then its random cells,
+    budget by budget; a search's network at the width ``--fit_width`` found, or at the budget's
+    width when it found none."""
+    from bnas_tf.sampling import random_genotype
+
+    budget = E.BUDGETS["smoke"]
+    found = random_genotype(0, "bnas_darts").to_dict()
+    calls = []
+
+    def fake_search(b, search, seed, fresh=False, *, extra=None, label=None):
+        calls.append((label, extra))
+        fit = {"budget_0.5x": {"init_channels": 3}, "budget_2x": None}.get(label)
+        return {"genotype": found, "budget_fit": fit}
+
+    monkeypatch.setattr(E, "run_search", fake_search)
+    monkeypatch.setattr(E, "budget_widths", lambda b, t: {0.5: 5, 1.0: 8, 2.0: 12})
+    arms = list(E.budget_arms(budget, {"darts": 1e6, "kim": 1e7}))
+    assert [a for a, _ in arms] == [
+        "budget_0.5x", "random_darts_0.5x", "budget_1x", "budget_2x", "random_darts_2x",
+    ]  # fmt: skip
+    widths = {a: [t.get("channels") for _, t, _ in units.values()] for a, units in arms}
+    assert widths["budget_0.5x"] == [3] and widths["budget_1x"] == [8]
+    assert widths["budget_2x"] == [12]  # no fit: the budget's width
+    label, extra = calls[0]
+    assert label == "budget_0.5x" and extra["ops_budget"] == 0.5e6
+    assert extra["budget_penalty"] == "two_sided" and extra["fit_width"] is True
+    assert extra["final_init_channels"] == 5
+    random_targets = {t["target"] for _, t, _ in dict(arms)["random_darts_2x"].values()}
+    assert random_targets == {2e6}
+
+
 def test_progress_reads_the_cached_units_and_computes_none(tmp_path, monkeypatch):
     """``--phase=progress``: a cached search is read, a missing one is left out (``Missing``),
     and nothing is computed."""
