@@ -54,9 +54,10 @@ lint: $(VENV)/.installed
 
 # Two pytest-xdist workers, one test file each at a time (--dist loadfile keeps a module's
 # fixtures in one process): 999 tests in 637 s instead of 1152 s in one process on 2 cores;
-# 1,068 tests in 769 s (now 1,069) (AMD EPYC Zen 3, oneDNN kernels, 2026-12-05).
+# 1,068 tests in 769 s (now 1,069) (AMD EPYC Zen 3, oneDNN kernels, 2026-12-05). The 30
+# slowest tests are listed at the end, for keeping the suite within its 15 minutes.
 test: $(VENV)/.installed data lint docs
-	$(PY) -m pytest -q --doctest-modules bnas_tf tests -n 2 --dist loadfile $(PYTEST_ARGS)
+	$(PY) -m pytest -q --doctest-modules bnas_tf tests -n 2 --dist loadfile --durations=30 $(PYTEST_ARGS)
 
 # Evidence studies (docs/results.md). BUDGET=smoke|cpu-small|full (benchmarks/_common.py);
 # search_cost first: the other studies reuse its searches (cache in runs/bench/).
