@@ -787,16 +787,15 @@ def budget_extras(budget: EvidenceBudget, targets: dict) -> dict[float, dict]:
 
 
 def budget_searches(
-    budget: EvidenceBudget, targets: dict, factors=BUDGET_FACTORS, fresh: bool = False
+    budget: EvidenceBudget, extras: dict[float, dict], fresh: bool = False
 ) -> Iterator[tuple[float, str, dict]]:
-    """``(factor, unit, search record)`` of the budgeted searches at ``factors`` (run when not
-    cached; left out when missing in ``--phase=progress``)."""
-    extras = budget_extras(budget, targets)
-    for x in factors:
+    """``(factor, unit, search record)`` of the budgeted searches with ``extras`` (a subset of
+    ``budget_extras``), run when not cached, left out when missing in ``--phase=progress``."""
+    for x, extra in extras.items():
         label = f"budget_{x:g}x"
         for s in range(budget.darts_search_seeds):
             try:
-                found = run_search(budget, "darts", s, fresh, extra=extras[x], label=label)
+                found = run_search(budget, "darts", s, fresh, extra=extra, label=label)
             except Missing:
                 continue
             yield x, f"{label}_s{s}", found
@@ -807,14 +806,14 @@ def budget_arms(
 ) -> Iterator[tuple[str, dict]]:
     """Per budget factor in turn (a study cut short has whole comparisons): ``budget_<x>``, the
     budgeted searches' networks (``budget_extras``) trained at the widest width their genotype
-    fits in (``--fit_width``); ``random_darts_<x>``, the random DARTS-space cells matched to the
-    same OPs (x = 1: the ``random_darts`` arm itself)."""
-    widths = budget_widths(budget, targets)
-    for x in BUDGET_FACTORS:
-        target, units = x * targets["darts"], {}
-        for _, unit, found in budget_searches(budget, targets, (x,), fresh):
-            fitted = (found.get("budget_fit") or {}).get("init_channels") or widths[x]
-            template = _template("darts", sizing="fixed", channels=fitted, target=target)
+    fits in (``--fit_width``; the budget's width when none was found); ``random_darts_<x>``, the
+    random DARTS-space cells matched to the same OPs (x = 1: the ``random_darts`` arm itself)."""
+    for x, extra in budget_extras(budget, targets).items():
+        target, units = extra["ops_budget"], {}
+        for _, unit, found in budget_searches(budget, {x: extra}, fresh):
+            fitted = (found.get("budget_fit") or {}).get("init_channels")
+            channels = fitted or extra["final_init_channels"]
+            template = _template("darts", sizing="fixed", channels=channels, target=target)
             units[unit] = (found["genotype"], template, budget.train_seeds)
         yield f"budget_{x:g}x", units
         if x != 1.0:
@@ -879,7 +878,8 @@ def run_study(budget: EvidenceBudget, phase: str, fresh: bool = False) -> dict |
             except Missing:
                 continue
     try:
-        searches.update({unit: found for _, unit, found in budget_searches(budget, targets)})
+        extras = budget_extras(budget, targets)
+        searches.update({unit: found for _, unit, found in budget_searches(budget, extras)})
     except Missing:  # --phase=progress before the budgets' widths are profiled
         pass
     done = sum(len(u["runs"]) for units in trained.values() for u in units.values())
@@ -1049,9 +1049,11 @@ def budget_lines(payload: dict) -> list[str]:
     ``BUDGET_WINDOW`` of the budget, and above the random cells with the interval above zero)."""
     arms, target = payload["arms"], payload["ops_targets"]["darts"]
     verdicts = {v["a"]: v for v in payload["verdict"]}
+    random_arm = {a: b for a, b, _ in COMPARISONS}  # budget_<x> -> its random cells' arm
     rows, goals = [], []
     for x in BUDGET_FACTORS:
-        searched, randoms = f"budget_{x:g}x", "random_darts" if x == 1.0 else f"random_darts_{x:g}x"
+        searched = f"budget_{x:g}x"
+        randoms = random_arm[searched]
         if not arms.get(searched):
             continue
         random_accs = [

@@ -234,8 +234,11 @@ class CostModel:
         return {m: self.fixed[m] + edges[m] for m in METRICS}
 
     def exact_at(self, genotype: Genotype, init_channels: int) -> dict[str, float]:
-        """``{"ops", "memory_kib"}`` of the final network of ``genotype`` at another width: the
-        network built at ``init_channels`` and counted (no tables: they are for this width)."""
+        """``{"ops", "memory_kib"}`` of the final network of ``genotype`` at any width: at this
+        model's own, ``exact``; at another, the network built at ``init_channels`` and counted
+        (the tables are for this width)."""
+        if int(init_channels) == self.init_channels:
+            return self.exact(genotype)
         return network_cost(self._network(genotype, int(init_channels)))
 
     def floor(self, metric: str = "ops") -> float:

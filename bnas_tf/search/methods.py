@@ -65,10 +65,9 @@ def _budget(result) -> str:
 
     if not result.budget:
         return ""
-    fitted = getattr(result, "budget_fit", None)
     widest = ""
-    if fitted:
-        channels = fitted["init_channels"]
+    if result.budget_fit:
+        channels = result.budget_fit["init_channels"]
         widest = f"; widest within it: {channels} channels" if channels else "; no width fits it"
     return f"; at the final size {describe(result.budget)}{widest}"
 
