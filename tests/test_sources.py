@@ -364,14 +364,15 @@ def test_search_train_evaluate_on_a_folder_of_real_fashion_mnist_pngs(tmp_path, 
     for i, (image, label) in enumerate(zip(images, labels)):
         _png(root / names[label].replace("/", "_") / f"{i:04d}.png", image)
     dataset = f"--dataset=folder:{root}"
-    tiny = ["--layers=2", "--init_channels=4", "--seed=0", "--verbose=0"]
+    tiny = ["--init_channels=4", "--seed=0", "--verbose=0"]
     search = _run(
-        "bnas_tf.apps.search", dataset, *tiny, "--batch_size=16", "--epochs=1", "--limit=64",
+        "bnas_tf.apps.search", dataset, *tiny, "--layers=1", "--batch_size=16", "--epochs=1",
+        "--limit=64",
         f"--output_dir={tmp_path / 'search'}",
     )  # fmt: skip
     assert search.returncode == 0, search.stderr[-3000:]
     train = _run(
-        "bnas_tf.apps.train", dataset, *tiny, "--batch_size=32", "--epochs=1",
+        "bnas_tf.apps.train", dataset, *tiny, "--layers=2", "--batch_size=32", "--epochs=1",
         "--optimizer=adam", "--learning_rate=2e-3", "--lr_schedule=constant",
         f"--genotype={tmp_path / 'search' / 'genotype.json'}", f"--output_dir={tmp_path / 'train'}",
     )  # fmt: skip
