@@ -47,11 +47,26 @@ def _select_legacy_keras() -> None:
         )
 
 
+def _one_intra_op_thread() -> bool:
+    """Whether TensorFlow will run one intra-op thread: ``TF_NUM_INTRAOP_THREADS=1``, or
+    (that variable unset or 0) a process allowed on one CPU only."""
+    threads = os.environ.get("TF_NUM_INTRAOP_THREADS", "").strip()
+    if threads not in ("", "0"):
+        return threads == "1"
+    try:
+        return len(os.sched_getaffinity(0)) == 1
+    except (AttributeError, OSError):
+        return os.cpu_count() == 1
+
+
 def _select_onednn() -> None:
-    """Turn on oneDNN's CPU kernels on x86-64 Linux unless ``TF_ENABLE_ONEDNN_OPTS`` is set."""
+    """Turn on oneDNN's CPU kernels on x86-64 Linux unless ``TF_ENABLE_ONEDNN_OPTS`` is set,
+    or TensorFlow will run one intra-op thread: there TensorFlow 2.21's oneDNN kernels corrupt
+    the heap in the backward pass of DARTS' factorized reduce (a 1x1 stride-2 convolution,
+    pad, concat, batch norm), which the DARTS space and template use (docs/reliability.md)."""
     if "tensorflow" in sys.modules or sys.platform != "linux":
         return
-    if platform.machine().lower() in ("x86_64", "amd64"):
+    if platform.machine().lower() in ("x86_64", "amd64") and not _one_intra_op_thread():
         os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 

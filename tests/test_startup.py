@@ -94,3 +94,69 @@ def test_other_stderr_output_during_the_import_is_written_back(tmp_path):
     assert result.stdout.split() == ["True", "1"]
     assert "a warning the user must see" in result.stderr
     assert "cudart_stub" not in result.stderr
+
+
+# What `import bnas_tf` leaves in TF_ENABLE_ONEDNN_OPTS (unset: TensorFlow's default, Eigen).
+@pytest.mark.parametrize(
+    "environment, expected",
+    [
+        ({"TF_NUM_INTRAOP_THREADS": "2"}, "1"),
+        ({"TF_NUM_INTRAOP_THREADS": "1"}, None),
+        ({"TF_NUM_INTRAOP_THREADS": "1", "TF_ENABLE_ONEDNN_OPTS": "1"}, "1"),  # asked for
+        ({"TF_ENABLE_ONEDNN_OPTS": "0"}, "0"),
+    ],
+)
+def test_onednn_is_chosen_only_with_more_than_one_intra_op_thread(environment, expected):
+    if sys.platform != "linux" or os.uname().machine not in ("x86_64", "AMD64"):
+        pytest.skip("bnas_tf turns oneDNN on for x86-64 Linux only")
+    env = {
+        k: v
+        for k, v in _env(**environment).items()
+        if k in environment or k not in ("TF_NUM_INTRAOP_THREADS", "TF_ENABLE_ONEDNN_OPTS")
+    }
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import bnas_tf, os; print(os.environ.get('TF_ENABLE_ONEDNN_OPTS'))",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert result.stdout.strip() == str(expected), result.stderr[-2000:]
+
+
+def test_factorized_reduce_trains_on_one_intra_op_thread():
+    """TensorFlow 2.21's oneDNN kernels corrupt the heap in this backward pass on one
+    intra-op thread (``free(): invalid pointer``, an abort); ``import bnas_tf`` keeps them
+    off there, so the steps finish."""
+    code = textwrap.dedent(
+        """
+        import bnas_tf
+        import tensorflow as tf
+        from bnas_tf.ops import FactorizedReduce
+
+        layer = FactorizedReduce(4)
+        layer(tf.zeros((4, 8, 8, 4)))
+
+        @tf.function
+        def step(x):
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                loss = tf.reduce_sum(layer(x, training=True) ** 2)
+            return tape.gradient(loss, [x, *layer.trainable_variables])
+
+        for _ in range(20):
+            step(tf.random.normal((4, 8, 8, 4)))
+        print("finished")
+        """
+    )
+    env = {
+        k: v for k, v in _env(TF_NUM_INTRAOP_THREADS="1").items() if k != "TF_ENABLE_ONEDNN_OPTS"
+    }
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert result.returncode == 0 and "finished" in result.stdout, result.stderr[-2000:]
