@@ -128,6 +128,30 @@ def test_onednn_is_chosen_only_with_more_than_one_intra_op_thread(environment, e
     assert result.stdout.strip() == str(expected), result.stderr[-2000:]
 
 
+@pytest.mark.parametrize("cpus, expected", [(1, "None"), (2, "1")])
+def test_onednn_follows_the_cpus_the_process_may_run_on(cpus, expected):
+    """Without ``TF_NUM_INTRAOP_THREADS``, TensorFlow runs one intra-op thread per CPU of the
+    process's affinity; one CPU leaves oneDNN off."""
+    if not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < cpus:
+        pytest.skip(f"needs sched_setaffinity and {cpus} CPUs")
+    if os.uname().machine not in ("x86_64", "AMD64"):
+        pytest.skip("bnas_tf turns oneDNN on for x86-64 Linux only")
+    allowed = sorted(os.sched_getaffinity(0))[:cpus]
+    env = {
+        k: v
+        for k, v in _env().items()
+        if k not in ("TF_NUM_INTRAOP_THREADS", "TF_ENABLE_ONEDNN_OPTS")
+    }
+    code = (
+        f"import os; os.sched_setaffinity(0, {allowed}); "
+        "import bnas_tf; print(os.environ.get('TF_ENABLE_ONEDNN_OPTS'))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert result.stdout.strip() == expected, result.stderr[-2000:]
+
+
 def test_factorized_reduce_trains_on_one_intra_op_thread():
     """TensorFlow 2.21's oneDNN kernels corrupt the heap in this backward pass on one
     intra-op thread (``free(): invalid pointer``, an abort); ``import bnas_tf`` keeps them
