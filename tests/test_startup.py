@@ -5,6 +5,7 @@ from __future__ import annotations
 from bnas_tf.apps.startup import LOGGING_HELP, STARTUP_NOISE
 
 import os
+import platform
 import subprocess
 import sys
 import textwrap
@@ -96,60 +97,57 @@ def test_other_stderr_output_during_the_import_is_written_back(tmp_path):
     assert "cudart_stub" not in result.stderr
 
 
-# What `import bnas_tf` leaves in TF_ENABLE_ONEDNN_OPTS (unset: TensorFlow's default, Eigen).
+THREAD_SETTINGS = ("TF_NUM_INTRAOP_THREADS", "TF_ENABLE_ONEDNN_OPTS")
+x86_64_only = pytest.mark.skipif(
+    sys.platform != "linux" or platform.machine().lower() not in ("x86_64", "amd64"),
+    reason="bnas_tf turns oneDNN on for x86-64 Linux only",
+)
+
+
+def _thread_env(**settings: str) -> dict[str, str]:
+    """The child's environment with only ``settings`` of ``THREAD_SETTINGS`` (this process's
+    own, which ``import bnas_tf`` may have set, left out)."""
+    return {k: v for k, v in _env(**settings).items() if k in settings or k not in THREAD_SETTINGS}
+
+
+def _onednn_choice(prelude: str = "", **settings: str) -> str:
+    """What ``import bnas_tf`` leaves in ``TF_ENABLE_ONEDNN_OPTS`` in a child process, after
+    ``prelude`` (``None``: unset, TensorFlow's default, Eigen)."""
+    code = f"{prelude}import bnas_tf, os; print(os.environ.get('TF_ENABLE_ONEDNN_OPTS'))"
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env=_thread_env(**settings),
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result.stdout.strip()
+
+
+@x86_64_only
 @pytest.mark.parametrize(
-    "environment, expected",
+    "settings, expected",
     [
         ({"TF_NUM_INTRAOP_THREADS": "2"}, "1"),
-        ({"TF_NUM_INTRAOP_THREADS": "1"}, None),
+        ({"TF_NUM_INTRAOP_THREADS": "1"}, "None"),
         ({"TF_NUM_INTRAOP_THREADS": "1", "TF_ENABLE_ONEDNN_OPTS": "1"}, "1"),  # asked for
         ({"TF_ENABLE_ONEDNN_OPTS": "0"}, "0"),
     ],
 )
-def test_onednn_is_chosen_only_with_more_than_one_intra_op_thread(environment, expected):
-    if sys.platform != "linux" or os.uname().machine not in ("x86_64", "AMD64"):
-        pytest.skip("bnas_tf turns oneDNN on for x86-64 Linux only")
-    env = {
-        k: v
-        for k, v in _env(**environment).items()
-        if k in environment or k not in ("TF_NUM_INTRAOP_THREADS", "TF_ENABLE_ONEDNN_OPTS")
-    }
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "import bnas_tf, os; print(os.environ.get('TF_ENABLE_ONEDNN_OPTS'))",
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-    )
-    assert result.stdout.strip() == str(expected), result.stderr[-2000:]
+def test_onednn_is_chosen_only_with_more_than_one_intra_op_thread(settings, expected):
+    assert _onednn_choice(**settings) == expected
 
 
+@x86_64_only
 @pytest.mark.parametrize("cpus, expected", [(1, "None"), (2, "1")])
 def test_onednn_follows_the_cpus_the_process_may_run_on(cpus, expected):
     """Without ``TF_NUM_INTRAOP_THREADS``, TensorFlow runs one intra-op thread per CPU of the
     process's affinity; one CPU leaves oneDNN off."""
     if not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < cpus:
         pytest.skip(f"needs sched_setaffinity and {cpus} CPUs")
-    if os.uname().machine not in ("x86_64", "AMD64"):
-        pytest.skip("bnas_tf turns oneDNN on for x86-64 Linux only")
     allowed = sorted(os.sched_getaffinity(0))[:cpus]
-    env = {
-        k: v
-        for k, v in _env().items()
-        if k not in ("TF_NUM_INTRAOP_THREADS", "TF_ENABLE_ONEDNN_OPTS")
-    }
-    code = (
-        f"import os; os.sched_setaffinity(0, {allowed}); "
-        "import bnas_tf; print(os.environ.get('TF_ENABLE_ONEDNN_OPTS'))"
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60
-    )
-    assert result.stdout.strip() == expected, result.stderr[-2000:]
+    assert _onednn_choice(f"import os; os.sched_setaffinity(0, {allowed}); ") == expected
 
 
 def test_factorized_reduce_trains_on_one_intra_op_thread():
@@ -177,10 +175,11 @@ def test_factorized_reduce_trains_on_one_intra_op_thread():
         print("finished")
         """
     )
-    env = {
-        k: v for k, v in _env(TF_NUM_INTRAOP_THREADS="1").items() if k != "TF_ENABLE_ONEDNN_OPTS"
-    }
     result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env=_thread_env(TF_NUM_INTRAOP_THREADS="1"),
+        timeout=300,
     )
     assert result.returncode == 0 and "finished" in result.stdout, result.stderr[-2000:]
