@@ -223,6 +223,23 @@ class Meter:
         }
 
 
+#: The CPU features that change TensorFlow's CPU speed most (oneDNN's kernels pick by them);
+#: machines of one kind differ in them, so every figure names them.
+ISA_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_tile")
+
+
+def cpu_isa() -> list[str]:
+    """Which of :data:`ISA_FLAGS` this CPU has (``/proc/cpuinfo``; empty where unreadable)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return []
+    flags = next(
+        (ln.split(":", 1)[1].split() for ln in text.splitlines() if ln.startswith("flags")), []
+    )
+    return [f for f in ISA_FLAGS if f in flags]
+
+
 def machine_info() -> dict:
     """CPU, cores, versions, git commit, load: where and how the numbers were taken."""
     cpu = platform.processor()
@@ -249,6 +266,7 @@ def machine_info() -> dict:
         commit = None
     return {
         "cpu": cpu,
+        "isa": cpu_isa(),
         "cores": os.cpu_count(),
         "python": platform.python_version(),
         "versions": versions,
@@ -281,6 +299,9 @@ def cached(
         return result
     log(f"[{budget.name}] {kind} {name} ...")
     result = {"name": name, "spec": spec, **compute()}
+    # Which machine computed it: a study's units span sessions, and machines of one kind differ.
+    info = machine_info()
+    result["machine"] = {k: info[k] for k in ("cpu", "isa", "cores", "git_commit", "date")}
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(result, indent=1, default=_jsonable))

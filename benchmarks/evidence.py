@@ -1222,6 +1222,19 @@ def markdown(payload: dict, image: str) -> str:
         + ". The study's cap, 12 CPU-hours, is issue 23's; issues 25 and 26 add their rows.",
         "",
     ]
+    machines = payload["cost"].get("machines", {})
+    if machines:
+        lines += [
+            "The units ran over several sessions, on machines of one kind whose CPUs differ "
+            "(oneDNN picks its kernels by the vector extensions), so CPU-hours add up times "
+            "from these machines: "
+            + "; ".join(
+                f"{name}: {m['units']} units, {m['cpu_h']:.1f} CPU-h"
+                for name, m in machines.items()
+            )
+            + '. Units cached before the units recorded their machine say "not recorded".',
+            "",
+        ]
     return "\n".join(lines)
 
 
@@ -1240,10 +1253,27 @@ def cost_issue(unit: str) -> str:
     return "23"
 
 
+def machine_label(unit: dict) -> str:
+    """The machine a cached unit ran on, as the page names it; units cached before the units
+    recorded it say so.
+
+    Example:
+        >>> machine_label({"machine": {"cpu": "AMD EPYC", "isa": ["avx2", "avx512f"], "cores": 2}})
+        'AMD EPYC, 2 cores, avx2 avx512f'
+        >>> machine_label({})
+        'not recorded'
+    """
+    m = unit.get("machine")
+    if not m:
+        return "not recorded"
+    return f"{m['cpu']}, {m['cores']} cores, {' '.join(m['isa']) or 'no AVX2'}"
+
+
 def study_cost(budget: EvidenceBudget) -> dict:
-    """Wall and CPU time of every cached unit of the study, summed, and per issue."""
+    """Wall and CPU time of every cached unit of the study, summed, per issue and per machine."""
     wall = cpu = 0.0
     issues: dict[str, dict[str, float]] = {}
+    machines: dict[str, dict[str, float]] = {}
     for path in (_root(budget) / budget.name).glob("*/*.json"):
         unit = json.loads(path.read_text())
         w = unit.get("train_wall_s") or unit.get("process_wall_s") or 0.0
@@ -1252,7 +1282,15 @@ def study_cost(budget: EvidenceBudget) -> dict:
         part = issues.setdefault(cost_issue(path.stem.rsplit("-", 1)[0]), {"wall_h": 0, "cpu_h": 0})
         part["wall_h"] += w / 3600
         part["cpu_h"] += c / 3600
-    return {"wall_h": wall / 3600, "cpu_h": cpu / 3600, "issues": dict(sorted(issues.items()))}
+        where = machines.setdefault(machine_label(unit), {"units": 0, "cpu_h": 0})
+        where["units"] += 1
+        where["cpu_h"] += c / 3600
+    return {
+        "wall_h": wall / 3600,
+        "cpu_h": cpu / 3600,
+        "issues": dict(sorted(issues.items())),
+        "machines": dict(sorted(machines.items())),
+    }
 
 
 def write_page(payload: dict, budget_key: str) -> None:

@@ -426,8 +426,9 @@ def test_bootstrap_interval_excludes_zero_for_a_clear_gain_and_holds_it_for_none
 def test_study_cost_is_split_by_the_issue_whose_arm_a_unit_is(tmp_path, monkeypatch):
     monkeypatch.setattr(E, "_root", lambda budget: tmp_path)
     budget = E.BUDGETS["smoke"]
+    epyc = {"cpu": "AMD EPYC", "cores": 2, "isa": ["avx2", "avx512f"]}
     units = {
-        "train/random_kim_0_e1_s0-ab": {"train_wall_s": 3600, "train_cpu_s": 7200},
+        "train/random_kim_0_e1_s0-ab": {"train_wall_s": 3600, "train_cpu_s": 7200, "machine": epyc},
         "search/kim_s0-cd": {"process_wall_s": 1800, "cpu_s": 3600},
         "search/cp_nas_s0-ef": {"process_wall_s": 900, "cpu_s": 1800},
         "train/random_darts_1_0.5x_e1_s0-01": {"train_wall_s": 360, "train_cpu_s": 720},
@@ -444,6 +445,21 @@ def test_study_cost_is_split_by_the_issue_whose_arm_a_unit_is(tmp_path, monkeypa
         "25": 0.5,
         "26": 0.4,
     }
+    assert {k: (v["units"], round(v["cpu_h"], 2)) for k, v in cost["machines"].items()} == {
+        "AMD EPYC, 2 cores, avx2 avx512f": (1, 2.0),
+        "not recorded": (4, 1.9),
+    }
+
+
+def test_a_cached_unit_records_the_machine_that_computed_it(tmp_path, monkeypatch):
+    monkeypatch.setattr(C, "cpu_isa", lambda: ["avx2", "amx_tile"])
+    first = C.cached(SMOKE, "train", "unit", {"a": 1}, lambda: {"top1": 0.5}, root=tmp_path)
+    assert first["machine"]["isa"] == ["avx2", "amx_tile"] and first["cached"] is False
+    assert set(first["machine"]) == {"cpu", "isa", "cores", "git_commit", "date"}
+    again = C.cached(
+        SMOKE, "train", "unit", {"a": 1}, lambda: pytest.fail("recomputed"), root=tmp_path
+    )
+    assert again["machine"] == first["machine"] and again["cached"] is True
 
 
 def test_the_page_names_each_matched_network_outside_the_ops_window_with_its_neighbours():
