@@ -515,24 +515,40 @@ def test_the_budget_table_checks_each_search_against_its_budget_and_its_random_c
 
 
 def test_the_ablations_are_read_against_the_paper_s_direction():
-    def row(b, difference, low, high):
-        return {"a": "kim", "b": b, "difference": difference, "low": low, "high": high}
+    def row(b, difference, low, high, searches=3):
+        return {
+            "a": "kim",
+            "b": b,
+            "difference": difference,
+            "low": low,
+            "high": high,
+            "units_a": 3,
+            "units_b": searches,
+        }
+
+    def trained(*means):
+        return {f"kim_s{i}": {"runs": [{"test_accuracy": m}]} for i, m in enumerate(means)}
 
     payload = {
         "verdict": [
             row("kim_no_skip", 0.05, 0.01, 0.09),
             row("kim_no_zeroise", 0.004, -0.01, 0.02),
-            row("kim_no_diversity", -0.03, -0.05, -0.01),
+            row("kim_no_diversity", -0.03, -0.05, -0.01, searches=1),
             row("random_kim", 0.03, 0.01, 0.06),  # not an ablation
-        ]
+        ],
+        "arms": {"kim": trained(0.8206, 0.8349, 0.83)},
     }
     lines = E.ablation_lines(payload)
     rows = [line for line in lines if line.startswith("| no ")]
     assert rows == [
-        "| no inter-cell skip | +31.47 | +5.00 [+1.00, +9.00] | agrees |",
-        "| no Zeroise | +3.23 | +0.40 [-1.00, +2.00] | same direction, not resolved |",
-        "| no diversity (entropy term off) | +1.75 | -3.00 [-5.00, -1.00] | opposite direction |",
+        "| no inter-cell skip | +31.47 | +5.00 [+1.00, +9.00] | 3 vs 3 | agrees |",
+        "| no Zeroise | +3.23 | +0.40 [-1.00, +2.00] | 3 vs 3 | same direction, not resolved |",
+        "| no diversity (entropy term off) | +1.75 | -3.00 [-5.00, -1.00] | 3 vs 1 | "
+        "opposite direction (one search) |",
     ]
+    assert any("3 searches show here: their means span 82.06 to 83.49 %" in x for x in lines)
+    payload["verdict"][2]["units_b"] = 3
+    assert not any("searched once" in x for x in E.ablation_lines(payload))
     assert E.ablation_lines({"verdict": payload["verdict"][3:]}) == []
 
 
