@@ -1251,7 +1251,7 @@ def markdown(payload: dict, image: str) -> str:
                 f"{name}: {m['units']} units, {m['cpu_h']:.1f} CPU-h"
                 for name, m in machines.items()
             )
-            + '. Units cached before the units recorded their machine say "not recorded".',
+            + '. Units cached before units recorded their machine (2026-12-06) say "not recorded".',
             "",
         ]
     return "\n".join(lines)
@@ -1273,8 +1273,8 @@ def cost_issue(unit: str) -> str:
 
 
 def machine_label(unit: dict) -> str:
-    """The machine a cached unit ran on, as the page names it; units cached before the units
-    recorded it say so.
+    """The machine a cached unit ran on, as the page names it ("not recorded" for the units
+    cached before units recorded it).
 
     Example:
         >>> machine_label({"machine": {"cpu": "AMD EPYC", "isa": ["avx2", "avx512f"], "cores": 2}})
