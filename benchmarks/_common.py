@@ -478,6 +478,7 @@ def _search_child(config_json: str, out_dir: str) -> None:
         # a budgeted search: the genotype at the final size, and --fit_width's widest network
         "budget": getattr(result, "budget", None),
         "budget_fit": getattr(result, "budget_fit", None),
+        "budget_argmax": getattr(result, "budget_argmax", None),
         **extra,
     }
     print(MARKER + json.dumps(payload), flush=True)

@@ -772,13 +772,15 @@ def budget_widths(budget: EvidenceBudget, targets: dict) -> dict[float, int]:
 def budget_extras(budget: EvidenceBudget, targets: dict) -> dict[float, dict]:
     """Per budget factor, the settings its searches add to plain binary DARTS: the OPs budget
     (the two-sided penalty: the budget is a target) for a final network of the width where the
-    median random cell costs that much, and ``--fit_width``."""
+    median random cell costs that much, each epoch's genotype derived within it
+    (``--derive_within_budget``), and ``--fit_width``."""
     return {
         x: {
             "ops_budget": x * targets["darts"],
             "cost_weight": COST_WEIGHT,
             "budget_penalty": "two_sided",
             "fit_width": True,
+            "derive_within_budget": True,
             "final_layers": budget.layers,
             "final_init_channels": width,
         }
@@ -1069,7 +1071,7 @@ def budget_lines(payload: dict) -> list[str]:
     arms, target = payload["arms"], payload["ops_targets"]["darts"]
     verdicts = {v["a"]: v for v in payload["verdict"]}
     random_arm = {a: b for a, b, _ in COMPARISONS}  # budget_<x> -> its random cells' arm
-    rows, goals = [], []
+    rows, goals, argmax = [], [], []
     for x in BUDGET_FACTORS:
         searched = f"budget_{x:g}x"
         randoms = random_arm[searched]
@@ -1091,7 +1093,14 @@ def budget_lines(payload: dict) -> list[str]:
         for unit, u in arms[searched].items():
             z, accs = u["size"], [r["test_accuracy"] for r in u["runs"]]
             within &= abs(z["ops_ratio"] - 1) <= BUDGET_WINDOW
-            own = ((payload.get("searches", {}).get(unit) or {}).get("budget") or {}).get("ops")
+            record = payload.get("searches", {}).get(unit) or {}
+            own = (record.get("budget") or {}).get("ops")
+            before = record.get("budget_argmax")
+            if before:
+                argmax.append(
+                    f"{unit} {100 * (before['cost']['ops']['ratio'] - 1):+.1f} % "
+                    f"({before['changed_ops']} ops re-chosen)"
+                )
             rows.append(
                 f"| {x:g}x | {x * target / 1e6:.3f} | {unit} | "
                 + (f"{100 * (own['ratio'] - 1):+.1f} % | " if own else "- | ")
@@ -1110,10 +1119,11 @@ def budget_lines(payload: dict) -> list[str]:
         "## Search under an OPs budget (issue 26)",
         "",
         "Plain binary DARTS with `--ops_budget` at 0.5x, 1x and 2x the DARTS template's target "
-        f"(`--budget_penalty=two_sided --cost_weight={COST_WEIGHT:g}`: the budget is a target), "
-        "each searched for the width at which the median random DARTS-space cell costs its "
-        "budget; the genotype's own landing there, then the network trained at the widest width "
-        "it fits in (`--fit_width`), against the random DARTS-space cells matched to the same "
+        f"(`--budget_penalty=two_sided --cost_weight={COST_WEIGHT:g}`: the budget is a target; "
+        "`--derive_within_budget`), each searched for the width at which the median random "
+        "DARTS-space cell costs its budget; the genotype's own landing there, then the "
+        "network trained at the widest width it fits in (`--fit_width`), against the random "
+        "DARTS-space cells matched to the same "
         f"budget. Goal: within {100 * BUDGET_WINDOW:.0f} % of the budget, and above the random "
         "cells (interval above zero).",
         "",
@@ -1123,6 +1133,15 @@ def budget_lines(payload: dict) -> list[str]:
         "|---|---|---|---|---|---|---|---|---|---|",
         *rows,
         "",
+        *(
+            [
+                "The argmax genotypes, before the derivation within the budget, at the budget's "
+                "width: " + "; ".join(argmax) + ".",
+                "",
+            ]
+            if argmax
+            else []
+        ),
         "Goal per budget: " + "; ".join(goals) + ".",
         "",
     ]

@@ -494,7 +494,12 @@ def test_the_budget_table_checks_each_search_against_its_budget_and_its_random_c
             "budget_2x": {"budget_2x_s0": unit(1.5e6, 2e6, 0.85, 0.86)},
             "random_darts_2x": {"r0": unit(2e6, 2e6, 0.84)},
         },
-        "searches": {"budget_0.5x_s0": {"budget": {"ops": {"ratio": 0.7}}}},
+        "searches": {
+            "budget_0.5x_s0": {
+                "budget": {"ops": {"ratio": 0.7}},
+                "budget_argmax": {"changed_ops": 5, "cost": {"ops": {"ratio": 2.39}}},
+            }
+        },
         "verdict": [
             {"a": "budget_0.5x", "difference": 0.09, "low": 0.05, "high": 0.12},
             {"a": "budget_2x", "difference": 0.015, "low": -0.01, "high": 0.03},
@@ -507,6 +512,10 @@ def test_the_budget_table_checks_each_search_against_its_budget_and_its_random_c
         "72.00 (2 cells) | +9.00 [+5.00, +12.00] |"
     )
     assert "| budget_2x_s0 | - | 9 | 1.500 | -25.0 % |" in rows[1] and len(rows) == 2  # no 1x
+    assert (
+        "The argmax genotypes, before the derivation within the budget, at the budget's width: "
+        "budget_0.5x_s0 +139.0 % (5 ops re-chosen)." in lines
+    )
     assert lines[-2] == (
         "Goal per budget: 0.5x: within 10 %, above the random cells; "
         "2x: not within 10 %, not shown above the random cells."

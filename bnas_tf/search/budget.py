@@ -21,11 +21,14 @@ target, ``--budget_penalty=two_sided`` uses ``mu |E[cost] / B - 1|`` instead, th
 constraint of TF-NAS (Hu et al., ECCV 2020), which pulls a cheap expectation up as it pushes an
 expensive one down.
 
-The expectation relaxes what the genotype decides (top-2 edges, argmax op), so the derived
-genotype is then *measured* at the final size (``check``) and the program says by how much it
-lands under or over. With ``--fit_width`` it also finds the widest final network the genotype
-fits in (``fit_width``): TF-NAS's width freedom, which turns the discrete choice's miss into at
-most one channel's step.
+The expectation relaxes what the genotype decides (top-2 edges, argmax op): alphas that are
+still nearly uniform after a short search can meet the budget in expectation while their argmax
+genotype is far over it. So the derivation itself keeps the budget (``derive_within``, the
+default ``--derive_within_budget``): each epoch's genotype re-chooses ops on its edges, giving up
+as little probability as it can, until its exact cost at the final size holds. The genotype is
+then *measured* at the final size (``check``) and the program says by how much it lands under
+or over. With ``--fit_width`` it also finds the widest final network the genotype fits in
+(``fit_width``): TF-NAS's width freedom.
 
     >>> penalty = hinge(tf.constant(110.0), 100.0)
     >>> round(float(penalty), 6)
@@ -34,18 +37,20 @@ most one channel's step.
 
 from __future__ import annotations
 
+from bnas_tf.genotype import Genotype
 from bnas_tf.search.architect import Architect
-from bnas_tf.search.cost import CostModel
+from bnas_tf.search.cell import edge_inputs
+from bnas_tf.search.cost import CELL_TYPES, CostModel
 from bnas_tf.settings import non_negative, setting
 
 import dataclasses
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import tensorflow as tf
 
 if TYPE_CHECKING:
-    from bnas_tf.genotype import Genotype
     from bnas_tf.search.supernet import Supernet
 
 __all__ = [
@@ -53,9 +58,11 @@ __all__ = [
     "two_sided",
     "PENALTIES",
     "BudgetedArchitect",
+    "derive_within",
     "check",
     "fit_width",
     "final_report",
+    "describe",
     "Budget",
 ]
 
@@ -118,6 +125,94 @@ class BudgetedArchitect(Architect):
         if self.budget is None or not self.cost_weight:
             return tf.constant(0.0)
         return self.cost_weight * self.budget.penalty(net)
+
+
+def derive_within(
+    genotype: Genotype,
+    probabilities: Mapping[str, np.ndarray],
+    budget: Budget,
+    allowed: Mapping[str, np.ndarray] | None = None,
+) -> Genotype:
+    r"""``genotype`` with the ops of its edges re-chosen so that its exact cost at the final size
+    holds every bound, giving up as little of the architecture's probability as it can.
+
+    Each chosen edge keeps its input; only its op changes, to one ``allowed`` on that edge
+    (``[edges, ops]`` per cell type, default all). A multiple-choice knapsack, solved greedily
+    as such: while a bound is exceeded, make the change that gives up the least log-probability
+    per unit of (bound-relative) cost saved,
+
+    $$
+    \arg\min_{e,\; o \to o'} \frac{\log p_{e,o} - \log p_{e,o'}}
+        {\sum_m \left(T_m[e,o] - T_m[e,o']\right) / B_m},
+    $$
+
+    then, while one fits, the change back toward a likelier op that regains the most
+    log-probability per unit of cost added (so the genotype ends as close under the budget as
+    its ops allow). A genotype already within every bound is returned as it is; one the cheapest
+    allowed ops cannot bring within comes back as cheap as they make it (``check`` says by how
+    much it is over).
+
+    ``probabilities``: per cell type, ``[edges, ops]`` op probabilities
+    ([`Supernet.op_probabilities`][bnas_tf.search.supernet.Supernet.op_probabilities]).
+    """
+    model = budget.cost_model
+    names, inputs = list(model.op_names), edge_inputs(model.steps)
+    chosen = {cell: list(getattr(genotype, cell)) for cell in CELL_TYPES}
+    slots = [  # (cell, position in the cell's edge list, edge index of the cost tables)
+        (cell, i, inputs.index((i // 2, j)))
+        for cell in CELL_TYPES
+        for i, (_, j) in enumerate(chosen[cell])
+    ]
+    logp = {
+        cell: np.log(np.maximum(np.asarray(probabilities[cell], np.float64), 1e-30))
+        for cell in CELL_TYPES
+    }
+    ok = {
+        cell: np.ones((model.edges, len(names)), bool)
+        if allowed is None
+        else np.asarray(allowed[cell]) > 0
+        for cell in CELL_TYPES
+    }
+
+    def relative(cell: str, e: int, k: int) -> float:  # the op's cost, each metric / its bound
+        return sum(model.tables[cell][m][e, k] / bound for m, bound in budget.bounds.items())
+
+    def fits(edges) -> bool:
+        exact = model.exact(
+            dataclasses.replace(genotype, **{c: tuple(edges[c]) for c in CELL_TYPES})
+        )
+        return all(exact[m] <= bound for m, bound in budget.bounds.items())
+
+    def changes():
+        for cell, i, e in slots:
+            op, j = chosen[cell][i]
+            k = names.index(op)
+            for k2 in np.flatnonzero(ok[cell][e]):
+                if k2 != k:
+                    gain = logp[cell][e, k2] - logp[cell][e, k]
+                    added = relative(cell, e, k2) - relative(cell, e, k)
+                    yield gain, added, cell, i, (names[k2], j)
+
+    while not fits(chosen):
+        cheaper = [(-g / -a, cell, i, edge) for g, a, cell, i, edge in changes() if a < 0]
+        if not cheaper:
+            break
+        _, cell, i, edge = min(cheaper, key=lambda c: c[0])
+        chosen[cell][i] = edge
+    if fits(chosen):
+        while True:
+            better = []
+            for g, a, cell, i, edge in changes():
+                if g > 0:
+                    old, chosen[cell][i] = chosen[cell][i], edge
+                    if fits(chosen):
+                        better.append((g / a if a > 0 else np.inf, g, cell, i, edge))
+                    chosen[cell][i] = old
+            if not better:
+                break
+            _, _, cell, i, edge = max(better, key=lambda c: (c[0], c[1]))
+            chosen[cell][i] = edge
+    return dataclasses.replace(genotype, **{c: tuple(chosen[c]) for c in CELL_TYPES})
 
 
 def _against(exact: Mapping[str, float], bounds: Mapping[str, float]) -> dict[str, Any]:

@@ -33,7 +33,14 @@ from bnas_tf.quantizers import BINARIZATION_HELP, Binarization, get_binarization
 from bnas_tf.runs import write_json
 from bnas_tf.search.architect import Architect
 from bnas_tf.search.bmes import BMESConfig
-from bnas_tf.search.budget import PENALTIES, Budget, BudgetedArchitect, final_report
+from bnas_tf.search.budget import (
+    PENALTIES,
+    Budget,
+    BudgetedArchitect,
+    check,
+    describe,
+    final_report,
+)
 from bnas_tf.search.child_parent import CPNASConfig
 from bnas_tf.search.cost import CostModel
 from bnas_tf.search.reduction import ReductionConfig
@@ -225,6 +232,12 @@ class SearchConfig:
         "ceiling; two_sided, mu * |E[cost] / budget - 1|, a target (TF-NAS's bi-sided loss).",
         check=one_of(PENALTIES),
     )
+    derive_within_budget: bool = setting(
+        True,
+        "Under a budget (darts): derive each epoch's genotype within it, re-choosing the ops of "
+        "its edges with the least probability given up (budget.derive_within); false: the "
+        "argmax genotype, only checked against it.",
+    )
     fit_width: bool = setting(
         False,
         "After a budgeted search (darts, reduction, cp_nas), find the widest final network "
@@ -398,6 +411,8 @@ class SearchResult:
     wall_time: float
     budget: dict | None = None  #: the genotype's exact cost against each bound (``budget.check``)
     budget_fit: dict | None = None  #: with ``fit_width``: ``budget.fit_width``'s result
+    #: with ``derive_within_budget``: the argmax genotype's ``check`` and the ops re-chosen
+    budget_argmax: dict | None = None
 
 
 def build_supernet(
@@ -470,14 +485,16 @@ def _make_supernet(
 class _EpochLog(tf.keras.callbacks.Callback):
     """Per epoch: derive the genotype, log it to TensorBoard, keep the history."""
 
-    def __init__(self, net: Supernet, writer, history: list[dict]):
+    def __init__(self, net: Supernet, writer, history: list[dict], budget: Budget | None = None):
         super().__init__()
-        self.net, self.writer, self.history = net, writer, history
+        self.net, self.writer, self.history, self.budget = net, writer, history, budget
 
     def on_epoch_end(self, epoch, logs=None):
-        genotype = self.net.genotype()
+        genotype = self.net.genotype(self.budget)
         record = {"epoch": epoch, **{k: float(v) for k, v in (logs or {}).items()}}
         record["genotype"] = genotype.to_dict()
+        if self.budget is not None:  # what the budget changed: the argmax genotype
+            record["genotype_argmax"] = self.net.genotype().to_dict()
         self.history.append(record)
         with self.writer.as_default(step=epoch):
             for key, value in record.items():
@@ -564,7 +581,7 @@ def run_search(
     distribute.check_same(strategy, start_epoch, "the epoch to resume from")
 
     writer = tf.summary.create_file_writer(str(output_dir / "tensorboard"))
-    epoch_log = _EpochLog(net, writer, history)
+    epoch_log = _EpochLog(net, writer, history, budget if config.derive_within_budget else None)
     validation = distribute.shard_by_data(
         data_lib.search_validation(
             config.dataset, seed=config.seed, batches=config.val_batches, **config.split_args()
@@ -603,8 +620,9 @@ def run_search(
     wall_time = time.time() - started
 
     best_epoch, genotype = _select(history, config.genotype_selection)
-    report = fitted = None
+    report = fitted = argmax_report = None
     if budget is not None:
+        argmax_report = _argmax_report(history, best_epoch, genotype, budget)
         report, fitted = final_report(genotype, budget, fit=config.fit_width, log=logging.info)
     genotype.save(output_dir / "genotype.json")
     genotype_lib.plot(genotype, output_dir / "genotype.png")
@@ -622,9 +640,32 @@ def run_search(
             "op_names": list(net.op_names),
             "budget": report,
             "budget_fit": fitted,
+            "budget_argmax": argmax_report,
         },
     )
-    return SearchResult(genotype, best_epoch, history, wall_time, report, fitted)
+    return SearchResult(genotype, best_epoch, history, wall_time, report, fitted, argmax_report)
+
+
+def _argmax_report(
+    history: list[dict], epoch: int, genotype: Genotype, budget: Budget
+) -> dict | None:
+    """The selected epoch's argmax genotype against the budget, when the derivation within it
+    changed that genotype (logged with the number of ops it re-chose); else ``None``."""
+    record = next((r for r in history if r["epoch"] == epoch), {})
+    if "genotype_argmax" not in record:
+        return None
+    argmax = Genotype.from_dict(record["genotype_argmax"])
+    changed = sum(
+        a != b
+        for c in ("normal", "reduce")
+        for a, b in zip(getattr(argmax, c), getattr(genotype, c))
+    )
+    report = {"changed_ops": changed, "cost": check(argmax, budget)}
+    logging.info(
+        f"The argmax genotype at the final size: {describe(report['cost'])}; {changed} op(s) "
+        "re-chosen within the budget."
+    )
+    return report
 
 
 def _read_state(output_dir: Path) -> dict:

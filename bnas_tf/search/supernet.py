@@ -33,6 +33,7 @@ from bnas_tf.memory import recompute_grad
 from bnas_tf.precision import DTYPE_POLICIES, check_dtype_policy, policy_scope
 from bnas_tf.quantizers import get_binarization, quantizer_variables
 from bnas_tf.search.architect import Architect
+from bnas_tf.search.budget import Budget, derive_within
 from bnas_tf.search.cell import SearchCell, edge_inputs, num_edges
 from bnas_tf.search.regularizers import masked_softmax, mean_edge_entropy
 from bnas_tf.settings import SettingError, one_of, setting, validate
@@ -491,14 +492,16 @@ class Supernet(tf.keras.Model):
         self.arch_optimizer.build(self.arch_variables)
 
     # ------------------------------------------------------------------ genotype
-    def genotype(self) -> Genotype:
+    def genotype(self, budget: Budget | None = None) -> Genotype:
         """The discrete cell: per node the 2 strongest incoming edges, each with its best op.
 
         An edge's strength is its largest op weight (times its normalized beta with
         edge normalization); ``none`` takes part only when ``allow_none`` (Kim et al.
-        keep Zeroise selectable; DARTS excludes it).
+        keep Zeroise selectable; DARTS excludes it). With ``budget``, the ops of those edges
+        are then re-chosen among the same candidates until the final network's cost holds it
+        ([`derive_within`][bnas_tf.search.budget.derive_within]).
         """
-        cells = {}
+        cells, probabilities, choosable = {}, {}, {}
         for cell in CELL_TYPES:
             probs = self.op_probabilities(cell).numpy()
             betas = self.edge_betas(cell)
@@ -509,6 +512,7 @@ class Supernet(tf.keras.Model):
                 )
                 * self.masks[cell].numpy()
             )
+            probabilities[cell], choosable[cell] = probs, candidates
             edges = []
             for node in range(self.steps):
                 rows = [e for e, (n, _) in enumerate(edge_inputs(self.steps)) if n == node]
@@ -529,13 +533,16 @@ class Supernet(tf.keras.Model):
                     edges.append((self.op_names[best], edge_inputs(self.steps)[e][1]))
             cells[cell] = edges
         concat = tuple(range(2 + self.steps - self.multiplier, 2 + self.steps))
-        return Genotype(
+        genotype = Genotype(
             normal=tuple(cells["normal"]),
             normal_concat=concat,
             reduce=tuple(cells["reduce"]),
             reduce_concat=concat,
             search_space=self.search_space,
         )
+        if budget is None:
+            return genotype
+        return derive_within(genotype, probabilities, budget, choosable)
 
 
 class _EpochCounter(tf.keras.callbacks.Callback):

@@ -313,7 +313,139 @@ def test_a_budgeted_search_with_fit_width_writes_the_widest_network_within_its_b
     result = run_method(config, tmp_path)
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["config"]["budget_penalty"] == "two_sided"
+    # each epoch's genotype is derived within the budget; its argmax is kept beside it
+    assert metrics["budget"]["ops"]["within"]
+    assert all("genotype_argmax" in record for record in metrics["history"])
     width = metrics["budget_fit"]["init_channels"]
     assert result.budget_fit["init_channels"] == width
     assert ops(result.genotype, width) <= bound < ops(result.genotype, width + 1)
     assert f"widest within it: {width} channels" in get_method("darts").summary(result)
+
+
+def _dear_genotype(model: CostModel) -> Genotype:
+    """Every edge of both cells a 5x5 separable convolution, each node reading inputs 0 and 1
+    or its two predecessors (the priciest genotype of the DARTS space, near enough)."""
+    edges = tuple(("bin_sep_conv_5x5", j) for node in range(4) for j in (0, 1 + node)[:2])
+    concat = tuple(range(2, 6))
+    return Genotype(edges, concat, edges, concat, search_space="bnas_darts")
+
+
+def _probabilities(model: CostModel, genotype: Genotype, weak: set[tuple[str, int]] = frozenset()):
+    """Op probabilities that prefer the genotype's op on each of its edges: 0.9 against 0.1 / 7
+    for the rest, or (on the ``weak`` ``(cell, position)`` edges) 0.15 against 0.85 / 7."""
+    inputs = edge_inputs(model.steps)
+    probs = {}
+    for cell in CELLS:
+        p = np.full((model.edges, len(model.op_names)), 0.1 / 7)
+        for position, (op, j) in enumerate(getattr(genotype, cell)):
+            e = inputs.index((position // 2, j))
+            strong = (cell, position) not in weak
+            p[e] = 0.1 / 7 if strong else 0.85 / 7
+            p[e, model.op_names.index(op)] = 0.9 if strong else 0.15
+        probs[cell] = p
+    return probs
+
+
+def test_derive_within_keeps_the_budget_losing_the_least_probability(models):
+    """The priciest genotype under a budget halfway to the cheapest: the derivation lands within
+    it, keeps every edge's input, re-chooses the weakly preferred edges before the strong ones,
+    and ends maximal (no op it gave up fits back in)."""
+    from bnas_tf.search.budget import derive_within
+
+    model = models[("bnas_darts", False)]
+    dear = _dear_genotype(model)
+    weak = {("normal", 0), ("normal", 3), ("reduce", 1)}
+    probs = _probabilities(model, dear, weak)
+    allowed = {c: np.ones_like(probs[c]) for c in CELLS}
+    for c in CELLS:
+        allowed[c][:, model.op_names.index("none")] = 0  # DARTS derives no Zeroise
+    cheap = model.floor("ops")
+    bound = cheap + 0.9 * (model.exact(dear)["ops"] - cheap)
+    budget = Budget({"ops": bound}, model)
+    derived = derive_within(dear, probs, budget, allowed)
+    assert not check(dear, budget)["ops"]["within"] and check(derived, budget)["ops"]["within"]
+    changed = set()
+    for cell in CELLS:
+        for position, ((op, j), (old, i)) in enumerate(
+            zip(getattr(derived, cell), getattr(dear, cell))
+        ):
+            assert j == i and op != "none"
+            if op != old:
+                changed.add((cell, position))
+    assert changed and changed <= weak  # the weak edges suffice here, and go first
+    inputs = edge_inputs(model.steps)
+    for cell in CELLS:  # maximal: every likelier op on an edge would break the budget
+        for position, (op, j) in enumerate(getattr(derived, cell)):
+            e = inputs.index((position // 2, j))
+            for k, name in enumerate(model.op_names):
+                if (
+                    allowed[cell][e, k]
+                    and probs[cell][e, k] > probs[cell][e, model.op_names.index(op)]
+                ):
+                    edges = list(getattr(derived, cell))
+                    edges[position] = (name, j)
+                    swapped = Genotype(**{**derived.to_dict(), cell: edges})
+                    assert not check(swapped, budget)["ops"]["within"]
+
+
+def test_derive_within_leaves_a_fitting_genotype_and_floors_an_unreachable_budget(models):
+    from bnas_tf.search.budget import derive_within
+
+    model = models[("bnas_darts", False)]
+    dear = _dear_genotype(model)
+    probs = _probabilities(model, dear)
+    roomy = Budget({"ops": 2 * model.exact(dear)["ops"]}, model)
+    assert derive_within(dear, probs, roomy) == dear
+    impossible = Budget({"ops": 0.5 * model.fixed["ops"]}, model)
+    floored = derive_within(dear, probs, impossible)
+    costs = model.tables
+    inputs = edge_inputs(model.steps)
+    for cell in CELLS:  # every edge at its cheapest op: as close as the space gets
+        for position, (op, j) in enumerate(getattr(floored, cell)):
+            e = inputs.index((position // 2, j))
+            assert costs[cell]["ops"][e, model.op_names.index(op)] == costs[cell]["ops"][e].min()
+    assert not check(floored, impossible)["ops"]["within"]
+
+
+def test_a_supernet_derives_within_a_budget_its_argmax_genotype_breaks(models):
+    """Alphas that favour the 5x5 separable convolutions: the argmax genotype is over a budget
+    halfway to the cheapest network, ``genotype(budget)`` is within it on the same edges."""
+    from supernet_helpers import make_supernet
+
+    model = models[("bnas_darts", False)]
+    net = make_supernet(
+        10, layers=3, init_channels=8, search_space="bnas_darts", allow_none=False, seed=0
+    )
+    conv = model.op_names.index("bin_sep_conv_5x5")
+    for cell in CELLS:
+        alpha = net.alpha(cell)
+        alpha.assign(tf.one_hot(tf.fill([model.edges], conv), len(model.op_names)) * 2.0)
+    argmax = net.genotype()
+    cheap = model.floor("ops")
+    budget = Budget({"ops": cheap + 0.5 * (model.exact(argmax)["ops"] - cheap)}, model)
+    derived = net.genotype(budget)
+    assert not check(argmax, budget)["ops"]["within"] and check(derived, budget)["ops"]["within"]
+    for cell in CELLS:
+        assert [j for _, j in getattr(derived, cell)] == [j for _, j in getattr(argmax, cell)]
+        assert all(op != "none" for op, _ in getattr(derived, cell))
+
+
+def test_derive_within_fills_back_what_a_cheap_downgrade_overshot(models):
+    """A budget just under the priciest genotype, one edge nearly indifferent between its 5x5
+    convolution (0.30), a max pool (0.28, free) and a 3x3 convolution (0.285): giving up the
+    least probability per OP saved drops that edge to the pool, far under the budget; the fill
+    then takes the likelier 3x3 convolution back, and nothing else changes."""
+    from bnas_tf.search.budget import derive_within
+
+    model = models[("bnas_darts", False)]
+    dear = _dear_genotype(model)
+    probs = _probabilities(model, dear)
+    e = edge_inputs(model.steps).index((0, 0))
+    row = np.full(len(model.op_names), (1 - 0.865) / 5)
+    for op, p in (("bin_sep_conv_5x5", 0.30), ("bin_sep_conv_3x3", 0.285), ("max_pool_3x3", 0.28)):
+        row[model.op_names.index(op)] = p
+    probs["normal"][e] = row
+    budget = Budget({"ops": model.exact(dear)["ops"] - 100.0}, model)
+    derived = derive_within(dear, probs, budget)
+    assert derived.normal == (("bin_sep_conv_3x3", 0), *dear.normal[1:])
+    assert derived.reduce == dear.reduce and check(derived, budget)["ops"]["within"]
