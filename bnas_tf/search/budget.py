@@ -194,7 +194,8 @@ def derive_within(
                     yield gain, added, cell, i, (names[k2], j)
 
     while not fits(chosen):
-        cheaper = [(-g / -a, cell, i, edge) for g, a, cell, i, edge in changes() if a < 0]
+        # log-probability given up per (relative) cost saved
+        cheaper = [((-g) / (-a), cell, i, edge) for g, a, cell, i, edge in changes() if a < 0]
         if not cheaper:
             break
         _, cell, i, edge = min(cheaper, key=lambda c: c[0])

@@ -649,8 +649,9 @@ def run_search(
 def _argmax_report(
     history: list[dict], epoch: int, genotype: Genotype, budget: Budget
 ) -> dict | None:
-    """The selected epoch's argmax genotype against the budget, when the derivation within it
-    changed that genotype (logged with the number of ops it re-chose); else ``None``."""
+    """The selected epoch's argmax genotype against the budget and the number of ops the
+    derivation within it re-chose (0 where the argmax held it; logged); ``None`` without the
+    derivation (``derive_within_budget=False``)."""
     record = next((r for r in history if r["epoch"] == epoch), {})
     if "genotype_argmax" not in record:
         return None
