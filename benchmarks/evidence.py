@@ -772,8 +772,8 @@ def budget_widths(budget: EvidenceBudget, targets: dict) -> dict[float, int]:
 def budget_extras(budget: EvidenceBudget, targets: dict) -> dict[float, dict]:
     """Per budget factor, the settings its searches add to plain binary DARTS: the OPs budget
     (the two-sided penalty: the budget is a target) for a final network of the width where the
-    median random cell costs that much, each epoch's genotype derived within it
-    (``--derive_within_budget``), and ``--fit_width``."""
+    median random cell costs that much, each epoch's genotype derived within it and filled to
+    95 % of it (``--derive_within_budget``, ``--target_fill``), and ``--fit_width``."""
     return {
         x: {
             "ops_budget": x * targets["darts"],
@@ -781,6 +781,7 @@ def budget_extras(budget: EvidenceBudget, targets: dict) -> dict[float, dict]:
             "budget_penalty": "two_sided",
             "fit_width": True,
             "derive_within_budget": True,
+            "target_fill": 0.95,
             "final_layers": budget.layers,
             "final_init_channels": width,
         }

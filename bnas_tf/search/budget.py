@@ -57,6 +57,7 @@ __all__ = [
     "hinge",
     "two_sided",
     "PENALTIES",
+    "TARGET_FILL",
     "BudgetedArchitect",
     "derive_within",
     "check",
@@ -84,6 +85,10 @@ def two_sided(expected: tf.Tensor, budget: float) -> tf.Tensor:
 #: ``--budget_penalty``: the budget's penalty on the expected cost, by name.
 PENALTIES = {"hinge": hinge, "two_sided": two_sided}
 
+#: A budget that is a target (``two_sided``): by default ``derive_within`` fills the genotype
+#: up to this share of it, where its ops allow (``--target_fill``).
+TARGET_FILL = 0.95
+
 
 @dataclasses.dataclass(frozen=True)
 class Budget:
@@ -93,12 +98,22 @@ class Budget:
     bounds: Mapping[str, float]
     cost_model: CostModel
     form: str = "hinge"  #: the penalty's name in ``PENALTIES``
+    target_fill: float = TARGET_FILL  #: a target's share ``derive_within`` fills up to
 
     def __post_init__(self):
         if self.form not in PENALTIES:
             raise ValueError(
                 f"budget_penalty must be one of {', '.join(PENALTIES)}, got {self.form!r}."
             )
+        if not 0.0 <= self.target_fill <= 1.0:
+            raise ValueError(f"target_fill must be in [0, 1], got {self.target_fill!r}.")
+
+    @property
+    def fill(self) -> float | None:
+        """How far up a genotype derived within the budget is filled: a target (``two_sided``)
+        to ``target_fill`` of it; a ceiling (``hinge``), or a ``target_fill`` of 0, not at all
+        (``None``)."""
+        return self.target_fill if self.form == "two_sided" and self.target_fill > 0 else None
 
     def penalty(self, net: Supernet) -> tf.Tensor:
         """Sum over the bounded metrics of the penalty (``form``) of the supernet's expected
@@ -147,10 +162,12 @@ def derive_within(
     $$
 
     then, while one fits, the change back toward a likelier op that regains the most
-    log-probability per unit of cost added (so the genotype ends as close under the budget as
-    its ops allow). A genotype already within every bound is returned as it is; one the cheapest
-    allowed ops cannot bring within comes back as cheap as they make it (``check`` says by how
-    much it is over).
+    log-probability per unit of cost added. A budget that is a target (``budget.fill``, with the
+    two-sided penalty) is then filled: while every bounded cost is under ``fill`` times its
+    bound, the change to a dearer op that gives up the least log-probability per unit of cost
+    added, as long as it fits. A ceiling leaves a genotype already within every bound as it is.
+    One the cheapest allowed ops cannot bring within comes back as cheap as they make it
+    (``check`` says by how much it is over).
 
     ``probabilities``: per cell type, ``[edges, ops]`` op probabilities
     ([`Supernet.op_probabilities`][bnas_tf.search.supernet.Supernet.op_probabilities]).
@@ -177,11 +194,16 @@ def derive_within(
     def relative(cell: str, e: int, k: int) -> float:  # the op's cost, each metric / its bound
         return sum(model.tables[cell][m][e, k] / bound for m, bound in budget.bounds.items())
 
-    def fits(edges) -> bool:
-        exact = model.exact(
+    def cost(edges) -> dict[str, float]:
+        return model.exact(
             dataclasses.replace(genotype, **{c: tuple(edges[c]) for c in CELL_TYPES})
         )
-        return all(exact[m] <= bound for m, bound in budget.bounds.items())
+
+    def fits(edges) -> bool:
+        return all(cost(edges)[m] <= bound for m, bound in budget.bounds.items())
+
+    def short(edges) -> bool:  # every bounded cost under `fill` of its bound
+        return all(cost(edges)[m] < budget.fill * bound for m, bound in budget.bounds.items())
 
     def changes():
         for cell, i, e in slots:
@@ -200,18 +222,33 @@ def derive_within(
             break
         _, cell, i, edge = min(cheaper, key=lambda c: c[0])
         chosen[cell][i] = edge
+
+    def fitting(keep: Callable[[float, float], bool]):  # the kept changes that still fit
+        for g, a, cell, i, edge in list(changes()):
+            if keep(g, a):
+                old, chosen[cell][i] = chosen[cell][i], edge
+                holds = fits(chosen)
+                chosen[cell][i] = old
+                if holds:
+                    yield g, a, cell, i, edge
+
     if fits(chosen):
-        while True:
-            better = []
-            for g, a, cell, i, edge in changes():
-                if g > 0:
-                    old, chosen[cell][i] = chosen[cell][i], edge
-                    if fits(chosen):
-                        better.append((g / a if a > 0 else np.inf, g, cell, i, edge))
-                    chosen[cell][i] = old
+        while True:  # back toward likelier ops: the most log-probability per cost added
+            better = [
+                (g / a if a > 0 else np.inf, g, cell, i, edge)
+                for g, a, cell, i, edge in fitting(lambda g, a: g > 0)
+            ]
             if not better:
                 break
             _, _, cell, i, edge = max(better, key=lambda c: (c[0], c[1]))
+            chosen[cell][i] = edge
+        while budget.fill is not None and short(chosen):  # a target: the least given up per cost
+            dearer = [
+                ((-g) / a, cell, i, edge) for g, a, cell, i, edge in fitting(lambda g, a: a > 0)
+            ]
+            if not dearer:
+                break
+            _, cell, i, edge = min(dearer, key=lambda c: c[0])
             chosen[cell][i] = edge
     return dataclasses.replace(genotype, **{c: tuple(chosen[c]) for c in CELL_TYPES})
 

@@ -35,6 +35,7 @@ from bnas_tf.search.architect import Architect
 from bnas_tf.search.bmes import BMESConfig
 from bnas_tf.search.budget import (
     PENALTIES,
+    TARGET_FILL,
     Budget,
     BudgetedArchitect,
     check,
@@ -238,6 +239,13 @@ class SearchConfig:
         "its edges with the least probability given up (budget.derive_within); false: the "
         "argmax genotype, only checked against it.",
     )
+    target_fill: float = setting(
+        TARGET_FILL,
+        "With --budget_penalty=two_sided (the budget a target) and the derivation within it: "
+        "fill the genotype with dearer ops, the least probability given up per cost added, "
+        "until its cost reaches this share of the budget (0: no fill).",
+        check=in_range(0.0, 1.0),
+    )
     fit_width: bool = setting(
         False,
         "After a budgeted search (darts, reduction, cp_nas), find the widest final network "
@@ -336,7 +344,7 @@ class SearchConfig:
             inter_cell_skip=self.inter_cell_skip,
             binarization=self.binarization_method(),
         )
-        return Budget(bounds, model, self.budget_penalty)
+        return Budget(bounds, model, self.budget_penalty, self.target_fill)
 
     def binarization_method(self) -> Binarization:
         """The ``Binarization`` of these settings (``binarization``, ``xnor_activation_scale``,
@@ -392,6 +400,12 @@ class SearchConfig:
                 "budget_penalty",
                 f"{self.budget_penalty!r} is a penalty on alpha's loss: --method=darts only "
                 "(the staged and evolutionary methods take the budget as a constraint).",
+            )
+        if self.target_fill != TARGET_FILL and self.budget_penalty != "two_sided":
+            raise SettingError(
+                "target_fill",
+                "fills a budget that is a target: it needs --budget_penalty=two_sided (a hinge "
+                "budget is a ceiling, and its genotype is not filled).",
             )
         if self.memory_budget is not None and self.method == "bmes":
             raise SettingError(

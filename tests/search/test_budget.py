@@ -449,3 +449,53 @@ def test_derive_within_fills_back_what_a_cheap_downgrade_overshot(models):
     derived = derive_within(dear, probs, budget)
     assert derived.normal == (("bin_sep_conv_3x3", 0), *dear.normal[1:])
     assert derived.reduce == dear.reduce and check(derived, budget)["ops"]["within"]
+
+
+@pytest.mark.parametrize("form", ["hinge", "two_sided"])
+def test_derive_within_fills_a_target_budget_and_leaves_a_ceiling(models, form):
+    """A genotype of pools, far under a budget 1/0.9 of the cheapest network: a ceiling (hinge)
+    keeps it; a target (two-sided) is filled to between ``TARGET_FILL`` of the budget and the
+    budget, by the dearer ops that give up the least probability: the weakly held edges first."""
+    from bnas_tf.search.budget import TARGET_FILL, derive_within
+
+    model = models[("bnas_darts", False)]
+    dear = _dear_genotype(model)
+    normal, reduce = (tuple(("max_pool_3x3", j) for _, j in getattr(dear, c)) for c in CELLS)
+    pools = Genotype(
+        normal, dear.normal_concat, reduce, dear.reduce_concat, search_space="bnas_darts"
+    )
+    weak = {("normal", 1), ("normal", 4), ("reduce", 2)}
+    probs = _probabilities(model, pools, weak)
+    inputs = edge_inputs(model.steps)
+    for cell, position in weak:  # the 5x5 convolution nearly as likely as the pool
+        e = inputs.index((position // 2, getattr(pools, cell)[position][1]))
+        probs[cell][e, model.op_names.index("bin_sep_conv_5x5")] = 0.14
+    bound = model.exact(pools)["ops"] / 0.9
+    derived = derive_within(pools, probs, Budget({"ops": bound}, model, form))
+    if form == "hinge":
+        assert derived == pools
+        return
+    assert TARGET_FILL * bound <= model.exact(derived)["ops"] <= bound
+    changed = {
+        (c, i)
+        for c in CELLS
+        for i, (a, b) in enumerate(zip(getattr(derived, c), getattr(pools, c)))
+        if a != b
+    }
+    assert weak <= changed
+    assert [j for _, j in derived.normal] == [j for _, j in pools.normal]
+
+
+def test_target_fill_needs_a_target_budget_and_reaches_the_budget():
+    from bnas_tf.settings import SettingError
+
+    with pytest.raises(SettingError, match="target_fill.*two_sided"):
+        SearchConfig(ops_budget=3e5, target_fill=0.9).validate()
+    config = SearchConfig(
+        ops_budget=3e5, budget_penalty="two_sided", target_fill=0.9, search_space="bnas_darts",
+        inter_cell_skip=False,
+    )  # fmt: skip
+    budget = config.budget(10, (28, 28, 1))
+    assert budget.fill == 0.9 and Budget(budget.bounds, budget.cost_model).fill is None
+    with pytest.raises(ValueError, match="target_fill must be in"):
+        Budget(budget.bounds, budget.cost_model, "two_sided", 1.5)
