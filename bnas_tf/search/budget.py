@@ -194,10 +194,11 @@ def derive_within(
     def relative(cell: str, e: int, k: int) -> float:  # the op's cost, each metric / its bound
         return sum(model.tables[cell][m][e, k] / bound for m, bound in budget.bounds.items())
 
+    def as_genotype(edges) -> Genotype:
+        return dataclasses.replace(genotype, **{c: tuple(edges[c]) for c in CELL_TYPES})
+
     def cost(edges) -> dict[str, float]:
-        return model.exact(
-            dataclasses.replace(genotype, **{c: tuple(edges[c]) for c in CELL_TYPES})
-        )
+        return model.exact(as_genotype(edges))
 
     def fits(edges) -> bool:
         return all(cost(edges)[m] <= bound for m, bound in budget.bounds.items())
@@ -250,7 +251,7 @@ def derive_within(
                 break
             _, cell, i, edge = min(dearer, key=lambda c: c[0])
             chosen[cell][i] = edge
-    return dataclasses.replace(genotype, **{c: tuple(chosen[c]) for c in CELL_TYPES})
+    return as_genotype(chosen)
 
 
 def _against(exact: Mapping[str, float], bounds: Mapping[str, float]) -> dict[str, Any]:
