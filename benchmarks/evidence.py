@@ -597,15 +597,18 @@ def run_search(
     *,
     extra: dict | None = None,
     label: str | None = None,
+    rule: dict | None = None,
 ) -> dict:
     """One search in a child process (its own peak memory), cached; ``extra`` settings on top of
-    the named search's (cached as ``label``)."""
+    the named search's (cached as ``label``); ``rule``, what the settings do not name but the
+    result depends on, added to the unit's key."""
     config = {**search_config(budget, search, seed), **(extra or {})}
     search = label or search
     if config.get("method") == "bmes":  # the DARTS template's OPs target is its budget
         config["ops_budget"] = ops_targets(budget)["darts"]
     key = {k: v for k, v in config.items() if k != "dataset"}
     key["data"] = f"fashion_mnist[:-{HELD_OUT}]"
+    key.update(rule or {})
 
     out_dir = C.CACHE / budget.name / "search_runs" / f"{search}_s{seed}"
 
@@ -754,6 +757,10 @@ def arms(budget: EvidenceBudget, targets: dict, fresh: bool = False) -> Iterator
 #: this ``--cost_weight`` (mu of the budget penalty; the program's default).
 BUDGET_FACTORS = (0.5, 1.0, 2.0)
 COST_WEIGHT = 2.0
+#: The rule ``--fit_width`` follows under a target, in the budgeted searches' key: the genotype
+#: derived again at the width nearest the budget's where it lands (``budget.land_target``); the
+#: searches before it kept the budget's width's genotype and widened it.
+BUDGET_RULE = {"fit": "land_target"}
 
 
 def budget_widths(budget: EvidenceBudget, targets: dict) -> dict[float, int]:
@@ -798,7 +805,9 @@ def budget_searches(
         label = f"budget_{x:g}x"
         for s in range(budget.darts_search_seeds):
             try:
-                found = run_search(budget, "darts", s, fresh, extra=extra, label=label)
+                found = run_search(
+                    budget, "darts", s, fresh, extra=extra, label=label, rule=BUDGET_RULE
+                )
             except Missing:
                 continue
             yield x, f"{label}_s{s}", found
@@ -814,10 +823,11 @@ def budget_arms(
     for x, extra in budget_extras(budget, targets).items():
         target, units = extra["ops_budget"], {}
         for _, unit, found in budget_searches(budget, {x: extra}, fresh):
-            fitted = (found.get("budget_fit") or {}).get("init_channels")
-            channels = fitted or extra["final_init_channels"]
+            fitted = found.get("budget_fit") or {}
+            channels = fitted.get("init_channels") or extra["final_init_channels"]
             template = _template("darts", sizing="fixed", channels=channels, target=target)
-            units[unit] = (found["genotype"], template, budget.train_seeds)
+            genotype = fitted.get("genotype") or found["genotype"]  # derived again at that width
+            units[unit] = (genotype, template, budget.train_seeds)
         yield f"budget_{x:g}x", units
         if x != 1.0:
             yield (

@@ -616,19 +616,21 @@ def test_a_budgeted_arm_keeps_its_searched_width_and_is_measured_against_its_bud
 
 
 def test_budgeted_arms_train_each_search_at_its_fitted_width_one_budget_at_a_time(monkeypatch):
-    """Each budget's searches (the two-sided penalty, ``fit_width``) and then its random cells,
-    budget by budget; a search's network at the width ``--fit_width`` found, or at the budget's
-    width when it found none."""
+    """Each budget's searches (the two-sided penalty, ``fit_width``, the fit's rule in the key)
+    and then its random cells, budget by budget; a search's network is the genotype
+    ``--fit_width`` derived at the width it found, or the search's at the budget's width when
+    it found none."""
     from bnas_tf.sampling import random_genotype
 
     budget = E.BUDGETS["smoke"]
     found = random_genotype(0, "bnas_darts").to_dict()
+    refit = random_genotype(1, "bnas_darts").to_dict()
     calls = []
 
-    def fake_search(b, search, seed, fresh=False, *, extra=None, label=None):
-        calls.append((label, extra))
-        fit = {"budget_0.5x": {"init_channels": 3}, "budget_2x": None}.get(label)
-        return {"genotype": found, "budget_fit": fit}
+    def fake_search(b, search, seed, fresh=False, *, extra=None, label=None, rule=None):
+        calls.append((label, extra, rule))
+        fit = {"budget_0.5x": {"init_channels": 3, "genotype": refit}, "budget_2x": None}
+        return {"genotype": found, "budget_fit": fit.get(label)}
 
     monkeypatch.setattr(E, "run_search", fake_search)
     monkeypatch.setattr(E, "budget_widths", lambda b, t: {0.5: 5, 1.0: 8, 2.0: 12})
@@ -639,8 +641,10 @@ def test_budgeted_arms_train_each_search_at_its_fitted_width_one_budget_at_a_tim
     widths = {a: [t.get("channels") for _, t, _ in units.values()] for a, units in arms}
     assert widths["budget_0.5x"] == [3] and widths["budget_1x"] == [8]
     assert widths["budget_2x"] == [12]  # no fit: the budget's width
-    label, extra = calls[0]
-    assert label == "budget_0.5x" and extra["ops_budget"] == 0.5e6
+    genotypes = {a: [g for g, _, _ in units.values()] for a, units in arms}
+    assert genotypes["budget_0.5x"] == [refit] and genotypes["budget_2x"] == [found]
+    label, extra, rule = calls[0]
+    assert label == "budget_0.5x" and extra["ops_budget"] == 0.5e6 and rule == E.BUDGET_RULE
     assert extra["budget_penalty"] == "two_sided" and extra["fit_width"] is True
     assert extra["final_init_channels"] == 5
     random_targets = {t["target"] for _, t, _ in dict(arms)["random_darts_2x"].values()}

@@ -27,8 +27,11 @@ genotype is far over it. So the derivation itself keeps the budget (``derive_wit
 default ``--derive_within_budget``): each epoch's genotype re-chooses ops on its edges, giving up
 as little probability as it can, until its exact cost at the final size holds. The genotype is
 then *measured* at the final size (``check``) and the program says by how much it lands under
-or over. With ``--fit_width`` it also finds the widest final network the genotype fits in
-(``fit_width``): TF-NAS's width freedom.
+or over. With ``--fit_width`` it also finds a final width for it (TF-NAS's width freedom): under
+a ceiling, the widest the genotype fits in (``fit_width``); under a target, the width nearest the
+budget's own at which the genotype, derived again within the budget at that width, lands within
+``TARGET_WINDOW`` under it (``land_target``), since at one width the ops' costs are too coarse
+to land every budget.
 
     >>> penalty = hinge(tf.constant(110.0), 100.0)
     >>> round(float(penalty), 6)
@@ -45,6 +48,7 @@ from bnas_tf.settings import non_negative, setting
 
 import dataclasses
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -58,11 +62,14 @@ __all__ = [
     "two_sided",
     "PENALTIES",
     "TARGET_FILL",
+    "TARGET_WINDOW",
     "BudgetedArchitect",
     "derive_within",
     "check",
     "fit_width",
+    "land_target",
     "final_report",
+    "save_fit",
     "describe",
     "Budget",
 ]
@@ -89,6 +96,10 @@ PENALTIES = {"hinge": hinge, "two_sided": two_sided}
 #: up to this share of it, where its ops allow (``--target_fill``).
 TARGET_FILL = 0.95
 
+#: A budget that is a target is met when every bounded cost lands in ``[1 - TARGET_WINDOW, 1]``
+#: of its bound (``Budget.lands``; ``--fit_width`` looks for a width where it does).
+TARGET_WINDOW = 0.10
+
 
 @dataclasses.dataclass(frozen=True)
 class Budget:
@@ -114,6 +125,15 @@ class Budget:
         to ``target_fill`` of it; a ceiling (``hinge``), or a ``target_fill`` of 0, not at all
         (``None``)."""
         return self.target_fill if self.form == "two_sided" and self.target_fill > 0 else None
+
+    def at_width(self, init_channels: int) -> Budget:
+        """The same bounds on the final network at another width (its cost model's
+        ``at_width``)."""
+        return dataclasses.replace(self, cost_model=self.cost_model.at_width(init_channels))
+
+    def lands(self, report: Mapping[str, Mapping[str, Any]]) -> bool:
+        """Whether ``check``'s ``report`` is within ``TARGET_WINDOW`` under every bound."""
+        return all(1.0 - TARGET_WINDOW <= r["ratio"] <= 1.0 for r in report.values())
 
     def penalty(self, net: Supernet) -> tf.Tensor:
         """Sum over the bounded metrics of the penalty (``form``) of the supernet's expected
@@ -313,24 +333,88 @@ def fit_width(genotype: Genotype, budget: Budget, widest: int = 1024) -> dict[st
     return {"init_channels": low, "report": reports[low]}
 
 
+def land_target(
+    argmax: Genotype,
+    probabilities: Mapping[str, np.ndarray],
+    budget: Budget,
+    allowed: Mapping[str, np.ndarray] | None = None,
+    *,
+    span: float = 2.0,
+) -> dict[str, Any] | None:
+    """A final width for a budget that is a target, and the genotype derived within it there:
+    ``{"init_channels": C, "report": {metric: {...}}, "genotype": Genotype}``.
+
+    At each width ``C`` from the budget's own ``W`` outward (``W, W + 1, W - 1, W + 2, ...``
+    within ``[W / span, W span]``), the argmax genotype is derived within the budget at ``C``
+    (``derive_within``, filled to ``budget.fill``); the first that lands within
+    ``TARGET_WINDOW`` under every bound (``Budget.lands``) is kept: the network nearest the
+    size asked for, the wider on a tie. Where none lands, the width whose genotype comes
+    closest under the budget (the largest of its bounded costs' ratios); ``None`` when no
+    width's genotype is within it. A width costs a cost model at that width (about a second
+    once its ops are counted).
+    """
+    base = budget.cost_model.init_channels
+    widths = sorted(
+        range(max(2, int(base / span)), int(base * span) + 1), key=lambda c: (abs(c - base), -c)
+    )
+    closest, closest_ratio = None, -np.inf
+    for channels in widths:
+        at = budget.at_width(channels)
+        genotype = derive_within(argmax, probabilities, at, allowed)
+        report = check(genotype, at)
+        found = {"init_channels": channels, "report": report, "genotype": genotype}
+        if budget.lands(report):
+            return found
+        ratio = min(r["ratio"] for r in report.values())
+        if all(r["within"] for r in report.values()) and ratio > closest_ratio:
+            closest, closest_ratio = found, ratio
+    return closest
+
+
 def final_report(
-    genotype: Genotype, budget: Budget, *, fit: bool, log: Callable[[str], Any]
+    genotype: Genotype,
+    budget: Budget,
+    *,
+    fit: bool,
+    log: Callable[[str], Any],
+    derivation: tuple[Genotype, Mapping[str, np.ndarray], Mapping[str, np.ndarray] | None]
+    | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """What a budgeted search says at its end: ``check`` at the final size (logged), and with
-    ``fit`` the ``fit_width`` result (logged; ``None`` without ``fit``)."""
+    ``fit`` a final width (logged; ``None`` without ``fit``): ``{"init_channels", "report",
+    "genotype"}`` (a ``Genotype.to_dict()``), the genotype to train at that width.
+
+    Under a target (``budget.fill``) with the ``derivation`` it was derived from (the argmax
+    genotype, the op probabilities and allowed ops: ``Supernet.derivation``), ``land_target``:
+    the genotype is derived again at the width where it lands. Otherwise ``fit_width``: the
+    widest width ``genotype`` itself fits in."""
     report = check(genotype, budget)
     log(f"The genotype at the final size: {describe(report)}")
     if not fit:
         return report, None
-    fitted = fit_width(genotype, budget)
+    if budget.fill is not None and derivation is not None:
+        fitted = land_target(*derivation[:2], budget, derivation[2])
+        what = "The final network nearest the budget's width that lands within it"
+    else:
+        fitted = fit_width(genotype, budget)
+        what = "The widest final network within the budget"
+        if fitted is not None:
+            fitted["genotype"] = genotype
     if fitted is None:
         log("No final width from 2 channels fits the budget.")
-        return report, {"init_channels": None, "report": None}
+        return report, {"init_channels": None, "report": None, "genotype": None}
     log(
-        f"The widest final network within the budget: {fitted['init_channels']} channels, "
-        f"{describe(fitted['report'])}"
+        f"{what}: {fitted['init_channels']} channels, {describe(fitted['report'])}; its "
+        f"genotype: {fitted['genotype']}"
     )
-    return report, fitted
+    return report, {**fitted, "genotype": fitted["genotype"].to_dict()}
+
+
+def save_fit(fitted: Mapping[str, Any] | None, output_dir) -> None:
+    """Write ``final_report``'s fitted genotype, where one was found, to
+    ``output_dir/genotype_fit.json``: the network to train at ``fitted["init_channels"]``."""
+    if fitted and fitted.get("genotype"):
+        Genotype.from_dict(fitted["genotype"]).save(Path(output_dir) / "genotype_fit.json")
 
 
 def describe(report: Mapping[str, Mapping[str, Any]]) -> str:

@@ -233,6 +233,23 @@ class CostModel:
         edges = self.edge_cost(genotype)
         return {m: self.fixed[m] + edges[m] for m in METRICS}
 
+    def at_width(self, init_channels: int) -> CostModel:
+        """The same final network's cost model at another width (``init_channels``); this one
+        at its own."""
+        if int(init_channels) == self.init_channels:
+            return self
+        return CostModel(
+            self.search_space,
+            layers=self.layers,
+            init_channels=int(init_channels),
+            input_shape=self.input_shape,
+            num_classes=self.num_classes,
+            stem=self.stem,
+            inter_cell_skip=self.inter_cell_skip,
+            binarization=self.binarization,
+            steps=self.steps,
+        )
+
     def exact_at(self, genotype: Genotype, init_channels: int) -> dict[str, float]:
         """``{"ops", "memory_kib"}`` of the final network of ``genotype`` at any width: at this
         model's own, ``exact``; at another, the network built at ``init_channels`` and counted

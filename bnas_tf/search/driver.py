@@ -39,8 +39,10 @@ from bnas_tf.search.budget import (
     Budget,
     BudgetedArchitect,
     check,
+    derive_within,
     describe,
     final_report,
+    save_fit,
 )
 from bnas_tf.search.child_parent import CPNASConfig
 from bnas_tf.search.cost import CostModel
@@ -73,6 +75,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import tensorflow as tf
 from absl import logging
 
@@ -248,9 +251,11 @@ class SearchConfig:
     )
     fit_width: bool = setting(
         False,
-        "After a budgeted search (darts, reduction, cp_nas), find the widest final network "
-        "(init channels) the derived genotype fits in; logged and written to metrics.json "
-        "(budget_fit).",
+        "After a budgeted search (darts, reduction, cp_nas), find a final width (init channels) "
+        "for the genotype: under a ceiling the widest it fits in; under a target "
+        "(--budget_penalty=two_sided, derived within it) the width nearest the budget's at "
+        "which the genotype derived again there lands within 10 % under it. Logged, written "
+        "to metrics.json (budget_fit) and the genotype to genotype_fit.json.",
     )
     final_layers: int | None = setting(
         None,
@@ -424,7 +429,8 @@ class SearchResult:
     history: list[dict]
     wall_time: float
     budget: dict | None = None  #: the genotype's exact cost against each bound (``budget.check``)
-    budget_fit: dict | None = None  #: with ``fit_width``: ``budget.fit_width``'s result
+    #: with ``fit_width``: the width found and its genotype (``budget.final_report``)
+    budget_fit: dict | None = None
     #: with ``derive_within_budget``: the argmax genotype's ``check`` and the ops re-chosen
     budget_argmax: dict | None = None
 
@@ -504,11 +510,16 @@ class _EpochLog(tf.keras.callbacks.Callback):
         self.net, self.writer, self.history, self.budget = net, writer, history, budget
 
     def on_epoch_end(self, epoch, logs=None):
-        genotype = self.net.genotype(self.budget)
+        argmax, probabilities, choosable = self.net.derivation()
+        genotype = argmax
+        if self.budget is not None:
+            genotype = derive_within(argmax, probabilities, self.budget, choosable)
         record = {"epoch": epoch, **{k: float(v) for k, v in (logs or {}).items()}}
         record["genotype"] = genotype.to_dict()
-        if self.budget is not None:  # what the budget changed: the argmax genotype
-            record["genotype_argmax"] = self.net.genotype().to_dict()
+        if self.budget is not None:  # what the budget changed, and what derives it again
+            record["genotype_argmax"] = argmax.to_dict()
+            record["op_probabilities"] = {c: p.tolist() for c, p in probabilities.items()}
+            record["op_choosable"] = {c: a.tolist() for c, a in choosable.items()}
         self.history.append(record)
         with self.writer.as_default(step=epoch):
             for key, value in record.items():
@@ -637,8 +648,15 @@ def run_search(
     report = fitted = argmax_report = None
     if budget is not None:
         argmax_report = _argmax_report(history, best_epoch, genotype, budget)
-        report, fitted = final_report(genotype, budget, fit=config.fit_width, log=logging.info)
+        report, fitted = final_report(
+            genotype,
+            budget,
+            fit=config.fit_width,
+            log=logging.info,
+            derivation=_derivation(history, best_epoch),
+        )
     genotype.save(output_dir / "genotype.json")
+    save_fit(fitted, output_dir)
     genotype_lib.plot(genotype, output_dir / "genotype.png")
     write_json(
         output_dir / "metrics.json",
@@ -681,6 +699,20 @@ def _argmax_report(
         "re-chosen within the budget."
     )
     return report
+
+
+def _derivation(history: list[dict], epoch: int) -> tuple | None:
+    """The selected epoch's argmax genotype, op probabilities and choosable ops (as
+    ``Supernet.derivation`` gave them), ``None`` where its record has none (no derivation
+    within the budget, or a history from before bnas-tf kept them)."""
+    record = next((r for r in history if r["epoch"] == epoch), {})
+    if "op_probabilities" not in record:
+        return None
+    return (
+        Genotype.from_dict(record["genotype_argmax"]),
+        {c: np.asarray(p) for c, p in record["op_probabilities"].items()},
+        {c: np.asarray(a) for c, a in record["op_choosable"].items()},
+    )
 
 
 def _read_state(output_dir: Path) -> dict:

@@ -59,8 +59,8 @@ class SearchMethod(Protocol):
 
 
 def _budget(result) -> str:
-    """``"; at the final size ops: ... (8.4 % under)"`` for a budgeted search (and ``"; widest
-    within it: 14 channels"`` with ``--fit_width``), else ``""``."""
+    """``"; at the final size ops: ... (8.4 % under)"`` for a budgeted search (and ``"; fitted:
+    14 channels (genotype_fit.json)"`` with ``--fit_width``), else ``""``."""
     from bnas_tf.search.budget import describe
 
     if not result.budget:
@@ -68,7 +68,11 @@ def _budget(result) -> str:
     widest = ""
     if result.budget_fit:
         channels = result.budget_fit["init_channels"]
-        widest = f"; widest within it: {channels} channels" if channels else "; no width fits it"
+        widest = (
+            f"; fitted: {channels} channels (genotype_fit.json)"
+            if channels
+            else "; no width fits it"
+        )
     return f"; at the final size {describe(result.budget)}{widest}"
 
 

@@ -37,7 +37,7 @@ from bnas_tf.genotype import Genotype
 from bnas_tf.quantizers import FULL_PRECISION
 from bnas_tf.runs import read_json, write_json
 from bnas_tf.search import driver as driver_lib
-from bnas_tf.search.budget import final_report
+from bnas_tf.search.budget import final_report, save_fit
 from bnas_tf.search.cell import num_edges
 from bnas_tf.search.child_parent import ChildArchitect, ChildParentReduction
 from bnas_tf.search.reduction import OperationSpaceReduction
@@ -64,7 +64,8 @@ class ReductionResult:
     stages: list[dict]
     wall_time: float
     budget: dict | None = None  #: the genotype's exact cost against each bound (``budget.check``)
-    budget_fit: dict | None = None  #: with ``fit_width``: ``budget.fit_width``'s result
+    #: with ``fit_width``: the width found and its genotype (``budget.final_report``)
+    budget_fit: dict | None = None
 
 
 def build_stage_supernet(
@@ -308,6 +309,7 @@ def run_reduction_search(
     if budget is not None:
         report, fitted = final_report(genotype, budget, fit=config.fit_width, log=log)
     genotype.save(output_dir / "genotype.json")
+    save_fit(fitted, output_dir)
     genotype_lib.plot(genotype, output_dir / "genotype.png")
     write_json(
         output_dir / "metrics.json",

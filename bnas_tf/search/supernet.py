@@ -501,6 +501,16 @@ class Supernet(tf.keras.Model):
         are then re-chosen among the same candidates until the final network's cost holds it
         ([`derive_within`][bnas_tf.search.budget.derive_within]).
         """
+        genotype, probabilities, choosable = self.derivation()
+        if budget is None:
+            return genotype
+        return derive_within(genotype, probabilities, budget, choosable)
+
+    def derivation(self) -> tuple[Genotype, dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """What a genotype is derived from: the argmax genotype (``genotype()``), and per cell
+        type the ``[edges, ops]`` op probabilities and the ops each edge may choose (1/0:
+        ``none`` only with ``allow_none``, none the reduction removed), the inputs of
+        [`derive_within`][bnas_tf.search.budget.derive_within]."""
         cells, probabilities, choosable = {}, {}, {}
         for cell in CELL_TYPES:
             probs = self.op_probabilities(cell).numpy()
@@ -540,9 +550,7 @@ class Supernet(tf.keras.Model):
             reduce_concat=concat,
             search_space=self.search_space,
         )
-        if budget is None:
-            return genotype
-        return derive_within(genotype, probabilities, budget, choosable)
+        return genotype, probabilities, choosable
 
 
 class _EpochCounter(tf.keras.callbacks.Callback):

@@ -288,12 +288,17 @@ def test_budgeted_architect_adds_the_penalty_to_the_architecture_loss(models):
     assert json.loads(json.dumps(report)) == report  # plain numbers: the benchmarks' JSON
 
 
-def test_a_budgeted_search_with_fit_width_writes_the_widest_network_within_its_budget(
-    tiny_idx_dir_module, tmp_path
+@pytest.mark.parametrize("form", ["hinge", "two_sided"])
+def test_a_budgeted_search_with_fit_width_writes_the_network_to_train(
+    tiny_idx_dir_module, tmp_path, form
 ):
-    """The program end to end (``bnas-search``'s run): the two-sided penalty and ``fit_width``
-    are recorded, and the fitted width is the widest at which the derived genotype is within the
-    budget (one channel more is over it)."""
+    """The program end to end (``bnas-search``'s run), with a budget that a random genotype
+    costs at 6 channels and a final network of 3, at which no genotype lands within 10 % of it:
+    the penalty and ``fit_width`` are recorded; each epoch keeps what derives its genotype;
+    under a ceiling the fitted width is the widest at which the genotype is within the budget
+    (one channel more is over it), under a target it is the genotype derived again at a width
+    where it lands; either way the network to train is written to ``genotype_fit.json``."""
+    from bnas_tf.search.budget import derive_within
     from bnas_tf.search.methods import get_method, run_method
 
     def ops(genotype, channels):
@@ -308,18 +313,117 @@ def test_a_budgeted_search_with_fit_width_writes_the_widest_network_within_its_b
         data_dir=str(tiny_idx_dir_module), limit=16, batch_size=8, epochs=1, layers=1,
         init_channels=4, search_space="bnas_darts", binarization="xnor", inter_cell_skip=False,
         allow_none=False, entropy_lambda=0.0, verbose=0, ops_budget=bound, final_layers=1,
-        final_init_channels=6, budget_penalty="two_sided", fit_width=True,
+        final_init_channels=3, budget_penalty=form, fit_width=True,
     )  # fmt: skip
     result = run_method(config, tmp_path)
     metrics = json.loads((tmp_path / "metrics.json").read_text())
-    assert metrics["config"]["budget_penalty"] == "two_sided"
-    # each epoch's genotype is derived within the budget; its argmax is kept beside it
+    assert metrics["config"]["budget_penalty"] == form
+    # each epoch's genotype is derived within the budget; what derives it is kept beside it
     assert metrics["budget"]["ops"]["within"]
-    assert all("genotype_argmax" in record for record in metrics["history"])
+    record = metrics["history"][metrics["best_epoch"]]
+    assert {"genotype_argmax", "op_probabilities", "op_choosable"} <= set(record)
     width = metrics["budget_fit"]["init_channels"]
     assert result.budget_fit["init_channels"] == width
-    assert ops(result.genotype, width) <= bound < ops(result.genotype, width + 1)
-    assert f"widest within it: {width} channels" in get_method("darts").summary(result)
+    fitted = Genotype.load(tmp_path / "genotype_fit.json")
+    assert fitted.to_dict() == metrics["budget_fit"]["genotype"]
+    assert f"fitted: {width} channels (genotype_fit.json)" in get_method("darts").summary(result)
+    if form == "hinge":
+        assert fitted == result.genotype
+        assert ops(result.genotype, width) <= bound < ops(result.genotype, width + 1)
+        return
+    budget = config.budget(10, (28, 28, 1)).at_width(width)
+    again = derive_within(
+        Genotype.from_dict(record["genotype_argmax"]),
+        {c: np.asarray(p) for c, p in record["op_probabilities"].items()},
+        budget,
+        {c: np.asarray(a) for c, a in record["op_choosable"].items()},
+    )
+    assert again == fitted and ops(fitted, width) == pytest.approx(
+        metrics["budget_fit"]["report"]["ops"]["cost"]
+    )
+    assert 0.9 * bound <= ops(fitted, width) <= bound and width != 3
+
+
+def _landing_order(base: int, span: float = 2.0) -> list[int]:
+    """The widths ``land_target`` tries, in turn: the budget's own, then outward, the wider
+    first."""
+    out = [base]
+    for step in range(1, base + 1):
+        out += [c for c in (base + step, base - step) if 2 <= c and base / span <= c <= base * span]
+    return out
+
+
+@pytest.mark.parametrize("where", ["at_the_width", "narrower"])
+def test_land_target_keeps_the_nearest_width_where_the_derived_genotype_lands(models, where):
+    """A target the priciest genotype lands at its own width (3 % under): kept as it is, at that
+    width. A target under the cheapest network at the budget's width: the derivation cannot
+    land it there; ``land_target`` re-derives at the widths outward and keeps the first that
+    lands, each nearer width failing to."""
+    from bnas_tf.search.budget import TARGET_WINDOW, derive_within, land_target
+
+    model = models[("bnas_darts", False)]
+    dear = _dear_genotype(model)
+    probs = _probabilities(model, dear)
+    allowed = {c: np.ones_like(probs[c]) for c in CELLS}
+    for c in CELLS:
+        allowed[c][:, model.op_names.index("none")] = 0
+    if where == "at_the_width":
+        bound = model.exact(dear)["ops"] / 0.97
+    else:
+        bound = 0.8 * model.floor("ops")
+    budget = Budget({"ops": bound}, model, "two_sided")
+    found = land_target(dear, probs, budget, allowed)
+    report = found["report"]["ops"]
+    assert 1 - TARGET_WINDOW <= report["ratio"] <= 1 and report["within"]
+    channels = found["init_channels"]
+    at = budget.at_width(channels)
+    assert found["genotype"] == derive_within(dear, probs, at, allowed)
+    assert report["cost"] == pytest.approx(at.cost_model.exact(found["genotype"])["ops"])
+    if where == "at_the_width":
+        assert channels == model.init_channels and found["genotype"] == dear
+        return
+    assert channels < model.init_channels
+    for nearer in _landing_order(model.init_channels)[
+        : _landing_order(model.init_channels).index(channels)
+    ]:
+        other = budget.at_width(nearer)
+        assert not budget.lands(check(derive_within(dear, probs, other, allowed), other))
+
+
+def test_land_target_takes_the_closest_width_where_none_lands(models):
+    """Only the budget's own width to try (``span=1``) and a target its priciest genotype on
+    these edges reaches only 80 % of: that genotype, the closest under it; a target under the
+    cheapest network: ``None``."""
+    from bnas_tf.search.budget import land_target
+
+    model = models[("bnas_darts", False)]
+    dear = _dear_genotype(model)
+    probs = _probabilities(model, dear)
+    allowed = {c: np.ones_like(probs[c]) for c in CELLS}
+    inputs = edge_inputs(model.steps)
+    priciest = Genotype(
+        **{
+            **dear.to_dict(),
+            **{
+                c: [
+                    (
+                        model.op_names[
+                            int(np.argmax(model.tables[c]["ops"][inputs.index((i // 2, j))]))
+                        ],
+                        j,
+                    )
+                    for i, (_, j) in enumerate(getattr(dear, c))
+                ]
+                for c in CELLS
+            },
+        }
+    )
+    bound = model.exact(priciest)["ops"] / 0.8
+    found = land_target(dear, probs, Budget({"ops": bound}, model, "two_sided"), allowed, span=1)
+    assert found["init_channels"] == model.init_channels and found["genotype"] == priciest
+    assert found["report"]["ops"]["ratio"] == pytest.approx(0.8)
+    under = Budget({"ops": 0.5 * model.floor("ops")}, model, "two_sided")
+    assert land_target(dear, probs, under, allowed, span=1) is None
 
 
 def _dear_genotype(model: CostModel) -> Genotype:
