@@ -1070,7 +1070,8 @@ def ablation_lines(payload: dict) -> list[str]:
     ]
 
 
-#: Issue 26's goal: each budgeted search's network within 10 % of its OPs budget.
+#: Issue 26's goal: each budgeted search's network within 10 % of its OPs budget (the window
+#: ``--fit_width`` lands a target in: ``bnas_tf.search.budget.TARGET_WINDOW``).
 BUDGET_WINDOW = 0.10
 
 
@@ -1133,7 +1134,8 @@ def budget_lines(payload: dict) -> list[str]:
         f"(`--budget_penalty=two_sided --cost_weight={COST_WEIGHT:g}`: the budget is a target; "
         "`--derive_within_budget`), each searched for the width at which the median random "
         "DARTS-space cell costs its budget; the genotype's own landing there, then the "
-        "network trained at the widest width it fits in (`--fit_width`), against the random "
+        "network trained: the genotype derived again within the budget at the width nearest "
+        "the budget's where it lands within 10 % (`--fit_width`), against the random "
         "DARTS-space cells matched to the same "
         f"budget. Goal: within {100 * BUDGET_WINDOW:.0f} % of the budget, and above the random "
         "cells (interval above zero).",

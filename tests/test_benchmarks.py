@@ -649,6 +649,9 @@ def test_budgeted_arms_train_each_search_at_its_fitted_width_one_budget_at_a_tim
     assert extra["final_init_channels"] == 5
     random_targets = {t["target"] for _, t, _ in dict(arms)["random_darts_2x"].values()}
     assert random_targets == {2e6}
+    from bnas_tf.search.budget import TARGET_WINDOW
+
+    assert E.BUDGET_WINDOW == TARGET_WINDOW  # the page's goal is the window the fit lands in
 
 
 def test_progress_reads_the_cached_units_and_computes_none(tmp_path, monkeypatch):
