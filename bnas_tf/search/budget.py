@@ -349,8 +349,8 @@ def land_target(
     (``derive_within``, filled to ``budget.fill``); the first that lands within
     ``TARGET_WINDOW`` under every bound (``Budget.lands``) is kept: the network nearest the
     size asked for, the wider on a tie. Where none lands, the width whose genotype comes
-    closest under the budget (the largest of its bounded costs' ratios); ``None`` when no
-    width's genotype is within it. A width costs a cost model at that width (about a second
+    closest under the budget (the one whose lowest cost-to-bound ratio is highest); ``None``
+    when no width's genotype is within it. A width costs a cost model at that width (about a second
     once its ops are counted).
     """
     base = budget.cost_model.init_channels
