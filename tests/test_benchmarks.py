@@ -654,6 +654,26 @@ def test_budgeted_arms_train_each_search_at_its_fitted_width_one_budget_at_a_tim
     assert E.BUDGET_WINDOW == TARGET_WINDOW  # the page's goal is the window the fit lands in
 
 
+def test_a_search_s_rule_is_part_of_its_unit_s_key(tmp_path, monkeypatch):
+    """A search whose result depends on a rule its settings do not name (the fit's) is searched
+    again when the rule changes, and read from the cache when it does not."""
+    from bnas_tf.sampling import random_genotype
+
+    monkeypatch.setattr(C, "CACHE", tmp_path)
+    monkeypatch.setattr(E, "dev_dataset", lambda budget: "npz:/not-read")
+    budget = E.BUDGETS["smoke"]
+    calls = []
+
+    def fake_child(config, out_dir, name, timeout=None):
+        calls.append(name)
+        return {"genotype": random_genotype(0, "bnas_darts").to_dict()}
+
+    monkeypatch.setattr(C, "search_in_child", fake_child)
+    for rule in (None, {"fit": "a"}, {"fit": "a"}, {"fit": "b"}):
+        E.run_search(budget, "darts", 0, label="budget_1x", rule=rule)
+    assert calls == ["budget_1x_s0"] * 3
+
+
 def test_progress_reads_the_cached_units_and_computes_none(tmp_path, monkeypatch):
     """``--phase=progress``: a cached search is read, a missing one is left out (``Missing``),
     and nothing is computed."""
