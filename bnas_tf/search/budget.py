@@ -19,7 +19,9 @@ al., ICLR 2019) in hinge form.
 A hinge makes the budget a ceiling: the search may land anywhere under it. Where the budget is a
 target, ``--budget_penalty=two_sided`` uses ``mu |E[cost] / B - 1|`` instead, the bi-sided
 constraint of TF-NAS (Hu et al., ECCV 2020), which pulls a cheap expectation up as it pushes an
-expensive one down.
+expensive one down; or ``--target_fill`` with the hinge makes only the derivation aim at it
+(an expectation under the budget, as a nearly uniform alpha's is, does not pull alpha toward
+dearer ops then).
 
 The expectation relaxes what the genotype decides (top-2 edges, argmax op): alphas that are
 still nearly uniform after a short search can meet the budget in expectation while their argmax
@@ -92,8 +94,8 @@ def two_sided(expected: tf.Tensor, budget: float) -> tf.Tensor:
 #: ``--budget_penalty``: the budget's penalty on the expected cost, by name.
 PENALTIES = {"hinge": hinge, "two_sided": two_sided}
 
-#: A budget that is a target (``two_sided``): by default ``derive_within`` fills the genotype
-#: up to this share of it, where its ops allow (``--target_fill``).
+#: A budget that is a target (``two_sided``, unless ``--target_fill`` says otherwise):
+#: ``derive_within`` fills the genotype up to this share of it, where its ops allow.
 TARGET_FILL = 0.95
 
 #: A budget that is a target is met when every bounded cost lands in ``[1 - TARGET_WINDOW, 1]``
@@ -109,22 +111,27 @@ class Budget:
     bounds: Mapping[str, float]
     cost_model: CostModel
     form: str = "hinge"  #: the penalty's name in ``PENALTIES``
-    target_fill: float = TARGET_FILL  #: a target's share ``derive_within`` fills up to
+    #: the share ``derive_within`` fills up to: ``None``, ``TARGET_FILL`` with the two-sided
+    #: penalty and no fill with the hinge; 0, no fill
+    target_fill: float | None = None
 
     def __post_init__(self):
         if self.form not in PENALTIES:
             raise ValueError(
                 f"budget_penalty must be one of {', '.join(PENALTIES)}, got {self.form!r}."
             )
-        if not 0.0 <= self.target_fill <= 1.0:
+        if self.target_fill is not None and not 0.0 <= self.target_fill <= 1.0:
             raise ValueError(f"target_fill must be in [0, 1], got {self.target_fill!r}.")
 
     @property
     def fill(self) -> float | None:
-        """How far up a genotype derived within the budget is filled: a target (``two_sided``)
-        to ``target_fill`` of it; a ceiling (``hinge``), or a ``target_fill`` of 0, not at all
-        (``None``)."""
-        return self.target_fill if self.form == "two_sided" and self.target_fill > 0 else None
+        """How far up a genotype derived within the budget is filled (``None``: not at all):
+        ``target_fill`` of it where given (with either penalty), else ``TARGET_FILL`` under the
+        two-sided penalty (the budget a target) and not at all under the hinge (a ceiling); a
+        ``target_fill`` of 0, not at all."""
+        if self.target_fill is None:
+            return TARGET_FILL if self.form == "two_sided" else None
+        return self.target_fill if self.target_fill > 0 else None
 
     def at_width(self, init_channels: int) -> Budget:
         """The same bounds on the final network at another width (its cost model's
@@ -182,12 +189,12 @@ def derive_within(
     $$
 
     then, while one fits, the change back toward a likelier op that regains the most
-    log-probability per unit of cost added. A budget that is a target (``budget.fill``, with the
-    two-sided penalty) is then filled: while every bounded cost is under ``fill`` times its
-    bound, the change to a dearer op that gives up the least log-probability per unit of cost
-    added, as long as it fits. A ceiling leaves a genotype already within every bound as it is.
-    One the cheapest allowed ops cannot bring within comes back as cheap as they make it
-    (``check`` says by how much it is over).
+    log-probability per unit of cost added. A budget that is a target (``budget.fill``: the
+    two-sided penalty, or a ``target_fill``) is then filled: while every bounded cost is under
+    ``fill`` times its bound, the change to a dearer op that gives up the least log-probability
+    per unit of cost added, as long as it fits. A ceiling leaves a genotype already within
+    every bound as it is. One the cheapest allowed ops cannot bring within comes back as cheap
+    as they make it (``check`` says by how much it is over).
 
     ``probabilities``: per cell type, ``[edges, ops]`` op probabilities
     ([`Supernet.op_probabilities`][bnas_tf.search.supernet.Supernet.op_probabilities]).

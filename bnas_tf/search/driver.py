@@ -35,7 +35,6 @@ from bnas_tf.search.architect import Architect
 from bnas_tf.search.bmes import BMESConfig
 from bnas_tf.search.budget import (
     PENALTIES,
-    TARGET_FILL,
     Budget,
     BudgetedArchitect,
     check,
@@ -242,18 +241,21 @@ class SearchConfig:
         "its edges with the least probability given up (budget.derive_within); false: the "
         "argmax genotype, only checked against it.",
     )
-    target_fill: float = setting(
-        TARGET_FILL,
-        "With --budget_penalty=two_sided (the budget a target) and the derivation within it: "
-        "fill the genotype with dearer ops, the least probability given up per cost added, "
-        "until its cost reaches this share of the budget (0: no fill).",
-        check=in_range(0.0, 1.0),
+    target_fill: float | None = setting(
+        None,
+        "Make the budget a target for the derivation within it: fill the genotype with dearer "
+        "ops, the least probability given up per cost added, until its cost reaches this share "
+        "of the budget (0: no fill), and with --fit_width land it within 10 % by width "
+        "(budget.land_target). Default: 0.95 with --budget_penalty=two_sided, none with the "
+        "hinge (a ceiling); a value with the hinge keeps alpha's loss a ceiling and only the "
+        "derivation aims at the budget.",
+        check=optional(in_range(0.0, 1.0)),
     )
     fit_width: bool = setting(
         False,
         "After a budgeted search (darts, reduction, cp_nas), find a final width (init channels) "
         "for the genotype: under a ceiling the widest it fits in; under a target "
-        "(--budget_penalty=two_sided, derived within it) the width nearest the budget's at "
+        "(derived within it and filled: --target_fill) the width nearest the budget's at "
         "which the genotype derived again there lands within 10 % under it. Logged, written "
         "to metrics.json (budget_fit) and the genotype to genotype_fit.json.",
     )
@@ -406,11 +408,11 @@ class SearchConfig:
                 f"{self.budget_penalty!r} is a penalty on alpha's loss: --method=darts only "
                 "(the staged and evolutionary methods take the budget as a constraint).",
             )
-        if self.target_fill != TARGET_FILL and self.budget_penalty != "two_sided":
+        if self.target_fill is not None and not self.derive_within_budget:
             raise SettingError(
                 "target_fill",
-                "fills a budget that is a target: it needs --budget_penalty=two_sided (a hinge "
-                "budget is a ceiling, and its genotype is not filled).",
+                "fills the genotype derived within the budget: it needs --derive_within_budget.",
+                mentions=("derive_within_budget",),
             )
         if self.memory_budget is not None and self.method == "bmes":
             raise SettingError(

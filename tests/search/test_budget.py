@@ -288,16 +288,19 @@ def test_budgeted_architect_adds_the_penalty_to_the_architecture_loss(models):
     assert json.loads(json.dumps(report)) == report  # plain numbers: the benchmarks' JSON
 
 
-@pytest.mark.parametrize("form", ["hinge", "two_sided"])
+@pytest.mark.parametrize(
+    "form,fill", [("hinge", None), ("two_sided", None), ("hinge", 0.95)], ids=str
+)
 def test_a_budgeted_search_with_fit_width_writes_the_network_to_train(
-    tiny_idx_dir_module, tmp_path, form
+    tiny_idx_dir_module, tmp_path, form, fill
 ):
     """The program end to end (``bnas-search``'s run), with a budget that a random genotype
     costs at 6 channels and a final network of 3, at which no genotype lands within 10 % of it:
     the penalty and ``fit_width`` are recorded; each epoch keeps what derives its genotype;
     under a ceiling the fitted width is the widest at which the genotype is within the budget
-    (one channel more is over it), under a target it is the genotype derived again at a width
-    where it lands; either way the network to train is written to ``genotype_fit.json``."""
+    (one channel more is over it), under a target (the two-sided penalty, or a ``target_fill``
+    with the hinge) it is the genotype derived again at a width where it lands; either way the
+    network to train is written to ``genotype_fit.json``."""
     from bnas_tf.search.budget import derive_within
     from bnas_tf.search.methods import get_method, run_method
 
@@ -313,7 +316,7 @@ def test_a_budgeted_search_with_fit_width_writes_the_network_to_train(
         data_dir=str(tiny_idx_dir_module), limit=16, batch_size=8, epochs=1, layers=1,
         init_channels=4, search_space="bnas_darts", binarization="xnor", inter_cell_skip=False,
         allow_none=False, entropy_lambda=0.0, verbose=0, ops_budget=bound, final_layers=1,
-        final_init_channels=3, budget_penalty=form, fit_width=True,
+        final_init_channels=3, budget_penalty=form, fit_width=True, target_fill=fill,
     )  # fmt: skip
     result = run_method(config, tmp_path)
     metrics = json.loads((tmp_path / "metrics.json").read_text())
@@ -327,7 +330,7 @@ def test_a_budgeted_search_with_fit_width_writes_the_network_to_train(
     fitted = Genotype.load(tmp_path / "genotype_fit.json")
     assert fitted.to_dict() == metrics["budget_fit"]["genotype"]
     assert f"fitted: {width} channels (genotype_fit.json)" in get_method("darts").summary(result)
-    if form == "hinge":
+    if form == "hinge" and fill is None:
         assert fitted == result.genotype
         assert ops(result.genotype, width) <= bound < ops(result.genotype, width + 1)
         return
@@ -555,10 +558,13 @@ def test_derive_within_fills_back_what_a_cheap_downgrade_overshot(models):
     assert derived.reduce == dear.reduce and check(derived, budget)["ops"]["within"]
 
 
-@pytest.mark.parametrize("form", ["hinge", "two_sided"])
-def test_derive_within_fills_a_target_budget_and_leaves_a_ceiling(models, form):
-    """A genotype of pools, far under a budget 1/0.9 of the cheapest network: a ceiling (hinge)
-    keeps it; a target (two-sided) is filled to between ``TARGET_FILL`` of the budget and the
+@pytest.mark.parametrize(
+    "form,fill", [("hinge", None), ("two_sided", None), ("hinge", 0.95), ("two_sided", 0)]
+)
+def test_derive_within_fills_a_target_budget_and_leaves_a_ceiling(models, form, fill):
+    """A genotype of pools, far under a budget 1/0.9 of the cheapest network: a ceiling (the
+    hinge, or a ``target_fill`` of 0) keeps it; a target (the two-sided penalty, or a
+    ``target_fill`` with the hinge) is filled to between ``TARGET_FILL`` of the budget and the
     budget, by the dearer ops that give up the least probability: the weakly held edges first."""
     from bnas_tf.search.budget import TARGET_FILL, derive_within
 
@@ -575,8 +581,8 @@ def test_derive_within_fills_a_target_budget_and_leaves_a_ceiling(models, form):
         e = inputs.index((position // 2, getattr(pools, cell)[position][1]))
         probs[cell][e, model.op_names.index("bin_sep_conv_5x5")] = 0.14
     bound = model.exact(pools)["ops"] / 0.9
-    derived = derive_within(pools, probs, Budget({"ops": bound}, model, form))
-    if form == "hinge":
+    derived = derive_within(pools, probs, Budget({"ops": bound}, model, form, fill))
+    if (form, fill) in (("hinge", None), ("two_sided", 0)):
         assert derived == pools
         return
     assert TARGET_FILL * bound <= model.exact(derived)["ops"] <= bound
@@ -590,16 +596,25 @@ def test_derive_within_fills_a_target_budget_and_leaves_a_ceiling(models, form):
     assert [j for _, j in derived.normal] == [j for _, j in pools.normal]
 
 
-def test_target_fill_needs_a_target_budget_and_reaches_the_budget():
+def test_target_fill_makes_either_penalty_s_budget_a_target():
+    """By default a two-sided budget is filled to ``TARGET_FILL`` and a hinge budget not at all;
+    a ``target_fill`` fills under either penalty (the hinge then stays a ceiling for alpha);
+    it needs the derivation within the budget, and a share in [0, 1]."""
+    from bnas_tf.search.budget import TARGET_FILL
     from bnas_tf.settings import SettingError
 
-    with pytest.raises(SettingError, match="target_fill.*two_sided"):
-        SearchConfig(ops_budget=3e5, target_fill=0.9).validate()
-    config = SearchConfig(
-        ops_budget=3e5, budget_penalty="two_sided", target_fill=0.9, search_space="bnas_darts",
-        inter_cell_skip=False,
-    )  # fmt: skip
-    budget = config.budget(10, (28, 28, 1))
-    assert budget.fill == 0.9 and Budget(budget.bounds, budget.cost_model).fill is None
+    def budget(**kwargs):
+        config = SearchConfig(
+            ops_budget=3e5, search_space="bnas_darts", inter_cell_skip=False, **kwargs
+        )
+        return config.validate().budget(10, (28, 28, 1))
+
+    assert budget().fill is None and budget(budget_penalty="two_sided").fill == TARGET_FILL
+    assert budget(target_fill=0.9).fill == 0.9 and budget(target_fill=0.9).form == "hinge"
+    assert budget(budget_penalty="two_sided", target_fill=0).fill is None
+    with pytest.raises(SettingError, match="target_fill.*derive_within_budget"):
+        SearchConfig(ops_budget=3e5, target_fill=0.9, derive_within_budget=False).validate()
+    with pytest.raises(SettingError, match="target_fill"):
+        SearchConfig(ops_budget=3e5, target_fill=1.5).validate()
     with pytest.raises(ValueError, match="target_fill must be in"):
-        Budget(budget.bounds, budget.cost_model, "two_sided", 1.5)
+        Budget({"ops": 3e5}, budget().cost_model, "two_sided", 1.5)
