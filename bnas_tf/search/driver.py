@@ -408,11 +408,14 @@ class SearchConfig:
                 f"{self.budget_penalty!r} is a penalty on alpha's loss: --method=darts only "
                 "(the staged and evolutionary methods take the budget as a constraint).",
             )
-        if self.target_fill is not None and not self.derive_within_budget:
+        if self.target_fill is not None and (
+            not self.derive_within_budget or self.method != "darts"
+        ):
             raise SettingError(
                 "target_fill",
-                "fills the genotype derived within the budget: it needs --derive_within_budget.",
-                mentions=("derive_within_budget",),
+                "fills the genotype derived within the budget: it needs --method=darts and "
+                "--derive_within_budget.",
+                mentions=("derive_within_budget", "method"),
             )
         if self.memory_budget is not None and self.method == "bmes":
             raise SettingError(

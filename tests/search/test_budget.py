@@ -614,6 +614,8 @@ def test_target_fill_makes_either_penalty_s_budget_a_target():
     assert budget(budget_penalty="two_sided", target_fill=0).fill is None
     with pytest.raises(SettingError, match="target_fill.*derive_within_budget"):
         SearchConfig(ops_budget=3e5, target_fill=0.9, derive_within_budget=False).validate()
+    with pytest.raises(SettingError, match="target_fill.*method=darts"):
+        SearchConfig(ops_budget=3e5, target_fill=0.9, method="reduction").validate()
     with pytest.raises(SettingError, match="target_fill"):
         SearchConfig(ops_budget=3e5, target_fill=1.5).validate()
     with pytest.raises(ValueError, match="target_fill must be in"):
