@@ -400,7 +400,8 @@ def final_report(
     if not fit:
         return report, None
     if budget.fill is not None and derivation is not None:
-        fitted = land_target(*derivation[:2], budget, derivation[2])
+        argmax, probabilities, allowed = derivation
+        fitted = land_target(argmax, probabilities, budget, allowed)
         what = "The final network nearest the budget's width that lands within it"
     else:
         fitted = fit_width(genotype, budget)

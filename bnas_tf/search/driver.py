@@ -652,13 +652,14 @@ def run_search(
     best_epoch, genotype = _select(history, config.genotype_selection)
     report = fitted = argmax_report = None
     if budget is not None:
-        argmax_report = _argmax_report(history, best_epoch, genotype, budget)
+        selected = next((r for r in history if r["epoch"] == best_epoch), {})
+        argmax_report = _argmax_report(selected, genotype, budget)
         report, fitted = final_report(
             genotype,
             budget,
             fit=config.fit_width,
             log=logging.info,
-            derivation=_derivation(history, best_epoch),
+            derivation=_derivation(selected),
         )
     genotype.save(output_dir / "genotype.json")
     save_fit(fitted, output_dir)
@@ -683,13 +684,10 @@ def run_search(
     return SearchResult(genotype, best_epoch, history, wall_time, report, fitted, argmax_report)
 
 
-def _argmax_report(
-    history: list[dict], epoch: int, genotype: Genotype, budget: Budget
-) -> dict | None:
-    """The selected epoch's argmax genotype against the budget and the number of ops the
-    derivation within it re-chose (0 where the argmax held it; logged); ``None`` without the
-    derivation (``derive_within_budget=False``)."""
-    record = next((r for r in history if r["epoch"] == epoch), {})
+def _argmax_report(record: dict, genotype: Genotype, budget: Budget) -> dict | None:
+    """The selected epoch's (``record``'s) argmax genotype against the budget and the number of
+    ops the derivation within it re-chose (0 where the argmax held it; logged); ``None`` without
+    the derivation (``derive_within_budget=False``)."""
     if "genotype_argmax" not in record:
         return None
     argmax = Genotype.from_dict(record["genotype_argmax"])
@@ -706,11 +704,10 @@ def _argmax_report(
     return report
 
 
-def _derivation(history: list[dict], epoch: int) -> tuple | None:
-    """The selected epoch's argmax genotype, op probabilities and choosable ops (as
-    ``Supernet.derivation`` gave them), ``None`` where its record has none (no derivation
+def _derivation(record: dict) -> tuple | None:
+    """The selected epoch's (``record``'s) argmax genotype, op probabilities and choosable ops
+    (as ``Supernet.derivation`` gave them), ``None`` where its record has none (no derivation
     within the budget, or a history from before bnas-tf kept them)."""
-    record = next((r for r in history if r["epoch"] == epoch), {})
     if "op_probabilities" not in record:
         return None
     return (

@@ -65,15 +65,15 @@ def _budget(result) -> str:
 
     if not result.budget:
         return ""
-    widest = ""
+    fitted = ""
     if result.budget_fit:
         channels = result.budget_fit["init_channels"]
-        widest = (
+        fitted = (
             f"; fitted: {channels} channels (genotype_fit.json)"
             if channels
             else "; no width fits it"
         )
-    return f"; at the final size {describe(result.budget)}{widest}"
+    return f"; at the final size {describe(result.budget)}{fitted}"
 
 
 class Darts:
