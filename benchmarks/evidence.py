@@ -757,10 +757,20 @@ def arms(budget: EvidenceBudget, targets: dict, fresh: bool = False) -> Iterator
 #: this ``--cost_weight`` (mu of the budget penalty; the program's default).
 BUDGET_FACTORS = (0.5, 1.0, 2.0)
 COST_WEIGHT = 2.0
+#: Issue 26's two arms, penalty -> arm prefix. ``two_sided``: the budget is a target for alpha's
+#: loss and for the derivation. ``hinge`` (with ``--target_fill=0.95``): alpha's loss only
+#: keeps the expected cost under the budget (a ceiling, so plain DARTS while it is under), and
+#: the derivation alone aims at the target.
+BUDGET_PENALTIES = {"two_sided": "budget", "hinge": "budget_hinge"}
 #: The rule ``--fit_width`` follows under a target, in the budgeted searches' key: the genotype
 #: derived again at the width nearest the budget's where it lands (``budget.land_target``); the
 #: searches before it kept the budget's width's genotype and widened it.
 BUDGET_RULE = {"fit": "land_target"}
+
+
+def budget_arm(penalty: str, x: float) -> str:
+    """The arm (and search label) of ``penalty``'s searches at ``x`` times the OPs target."""
+    return f"{BUDGET_PENALTIES[penalty]}_{x:g}x"
 
 
 def budget_widths(budget: EvidenceBudget, targets: dict) -> dict[float, int]:
@@ -776,16 +786,17 @@ def budget_widths(budget: EvidenceBudget, targets: dict) -> dict[float, int]:
     }
 
 
-def budget_extras(budget: EvidenceBudget, targets: dict) -> dict[float, dict]:
-    """Per budget factor, the settings its searches add to plain binary DARTS: the OPs budget
-    (the two-sided penalty: the budget is a target) for a final network of the width where the
-    median random cell costs that much, each epoch's genotype derived within it and filled to
-    95 % of it (``--derive_within_budget``, ``--target_fill``), and ``--fit_width``."""
+def budget_extras(budget: EvidenceBudget, targets: dict) -> dict[str, dict]:
+    """Per budgeted arm (``budget_arm``: each penalty at each budget factor, factor by factor),
+    the settings its searches add to plain binary DARTS: the OPs budget under that penalty, for
+    a final network of the width where the median random cell costs that much, each epoch's
+    genotype derived within it and filled to 95 % of it (``--derive_within_budget``,
+    ``--target_fill``), and ``--fit_width``."""
     return {
-        x: {
+        budget_arm(penalty, x): {
             "ops_budget": x * targets["darts"],
             "cost_weight": COST_WEIGHT,
-            "budget_penalty": "two_sided",
+            "budget_penalty": penalty,
             "fit_width": True,
             "derive_within_budget": True,
             "target_fill": 0.95,
@@ -793,16 +804,16 @@ def budget_extras(budget: EvidenceBudget, targets: dict) -> dict[float, dict]:
             "final_init_channels": width,
         }
         for x, width in budget_widths(budget, targets).items()
+        for penalty in BUDGET_PENALTIES
     }
 
 
 def budget_searches(
-    budget: EvidenceBudget, extras: dict[float, dict], fresh: bool = False
-) -> Iterator[tuple[float, str, dict]]:
-    """``(factor, unit, search record)`` of the budgeted searches with ``extras`` (a subset of
+    budget: EvidenceBudget, extras: dict[str, dict], fresh: bool = False
+) -> Iterator[tuple[str, str, dict]]:
+    """``(arm, unit, search record)`` of the budgeted searches with ``extras`` (a subset of
     ``budget_extras``), run when not cached, left out when missing in ``--phase=progress``."""
-    for x, extra in extras.items():
-        label = f"budget_{x:g}x"
+    for label, extra in extras.items():
         for s in range(budget.darts_search_seeds):
             try:
                 found = run_search(
@@ -810,30 +821,36 @@ def budget_searches(
                 )
             except Missing:
                 continue
-            yield x, f"{label}_s{s}", found
+            yield label, f"{label}_s{s}", found
 
 
 def budget_arms(
     budget: EvidenceBudget, targets: dict, fresh: bool = False
 ) -> Iterator[tuple[str, dict]]:
-    """Per budget factor in turn (a study cut short has whole comparisons): ``budget_<x>``, the
-    budgeted searches' networks (``budget_extras``) trained at the widest width their genotype
-    fits in (``--fit_width``; the budget's width when none was found); ``random_darts_<x>``, the
-    random DARTS-space cells matched to the same OPs (x = 1: the ``random_darts`` arm itself)."""
-    for x, extra in budget_extras(budget, targets).items():
-        target, units = extra["ops_budget"], {}
-        for _, unit, found in budget_searches(budget, {x: extra}, fresh):
-            fitted = found.get("budget_fit") or {}
-            channels = fitted.get("init_channels") or extra["final_init_channels"]
-            template = _template("darts", sizing="fixed", channels=channels, target=target)
-            genotype = fitted.get("genotype") or found["genotype"]  # derived again at that width
-            units[unit] = (genotype, template, budget.train_seeds)
-        yield f"budget_{x:g}x", units
+    """Per budget factor in turn (a study cut short has whole comparisons): each penalty's arm
+    (``budget_arm``), the budgeted searches' networks (``budget_extras``), each the genotype
+    ``--fit_width`` derived at the width it found (the search's own at the budget's width when
+    it found none); then ``random_darts_<x>``, the random DARTS-space cells matched to the same
+    OPs (x = 1: the ``random_darts`` arm itself)."""
+    extras = budget_extras(budget, targets)
+    for x in BUDGET_FACTORS:
+        for penalty in BUDGET_PENALTIES:
+            arm = budget_arm(penalty, x)
+            extra, units = extras[arm], {}
+            for _, unit, found in budget_searches(budget, {arm: extra}, fresh):
+                fitted = found.get("budget_fit") or {}
+                channels = fitted.get("init_channels") or extra["final_init_channels"]
+                template = _template(
+                    "darts", sizing="fixed", channels=channels, target=extra["ops_budget"]
+                )
+                genotype = fitted.get("genotype") or found["genotype"]  # derived at that width
+                units[unit] = (genotype, template, budget.train_seeds)
+            yield arm, units
         if x != 1.0:
             yield (
                 f"random_darts_{x:g}x",
                 {
-                    f"{name}_{x:g}x": (g, {**t, "target": target}, 1)
+                    f"{name}_{x:g}x": (g, {**t, "target": x * targets["darts"]}, 1)
                     for name, (g, t) in random_cells(budget).items()
                     if t["family"] == "darts"
                 },
@@ -849,9 +866,10 @@ def planned(budget: EvidenceBudget) -> dict[str, int]:
         "trainings": (budget.random_kim + budget.random_darts + len(published_cells()))
         * budget.train_seeds
         + searched_runs
-        + budgets * budget.darts_search_seeds * budget.train_seeds
+        + budgets * len(BUDGET_PENALTIES) * budget.darts_search_seeds * budget.train_seeds
         + (budgets - 1) * budget.random_darts,
-        "searches": sum(seeds.values()) + budgets * budget.darts_search_seeds,
+        "searches": sum(seeds.values())
+        + budgets * len(BUDGET_PENALTIES) * budget.darts_search_seeds,
     }
 
 
@@ -937,9 +955,15 @@ COMPARISONS = (
     ("kim", "kim_no_skip", "Kim minus its no-inter-cell-skip ablation"),
     ("kim", "kim_no_zeroise", "Kim minus its no-Zeroise ablation"),
     ("kim", "kim_no_diversity", "Kim minus its no-diversity ablation"),
-    ("budget_0.5x", "random_darts_0.5x", "budgeted DARTS minus random DARTS cells at 0.5x OPs"),
-    ("budget_1x", "random_darts", "budgeted DARTS minus random DARTS cells at 1x OPs"),
-    ("budget_2x", "random_darts_2x", "budgeted DARTS minus random DARTS cells at 2x OPs"),
+    *(
+        (
+            budget_arm(penalty, x),
+            "random_darts" if x == 1.0 else f"random_darts_{x:g}x",
+            f"budgeted DARTS ({penalty}) minus random DARTS cells at {x:g}x OPs",
+        )
+        for x in BUDGET_FACTORS
+        for penalty in BUDGET_PENALTIES
+    ),
 )
 
 
@@ -1076,74 +1100,79 @@ BUDGET_WINDOW = 0.10
 
 
 def budget_lines(payload: dict) -> list[str]:
-    """Issue 26's table: per OPs budget, each budgeted search's network (its OPs against the
-    budget) and test top-1 over its training seeds, the random DARTS-space cells matched to the
-    same budget, and the verdict's difference; then whether each budget meets the goal (within
-    ``BUDGET_WINDOW`` of the budget, and above the random cells with the interval above zero)."""
+    """Issue 26's table: per OPs budget and penalty, each budgeted search's network (its OPs
+    against the budget) and test top-1 over its training seeds, the random DARTS-space cells
+    matched to the same budget, and the verdict's difference; then whether each arm meets the
+    goal (within ``BUDGET_WINDOW`` of the budget, and above the random cells with the interval
+    above zero)."""
     arms, target = payload["arms"], payload["ops_targets"]["darts"]
     verdicts = {v["a"]: v for v in payload["verdict"]}
-    random_arm = {a: b for a, b, _ in COMPARISONS}  # budget_<x> -> its random cells' arm
+    random_arm = {a: b for a, b, _ in COMPARISONS}  # budget arm -> its random cells' arm
     rows, goals, argmax = [], [], []
     for x in BUDGET_FACTORS:
-        searched = f"budget_{x:g}x"
-        randoms = random_arm[searched]
-        if not arms.get(searched):
-            continue
-        random_accs = [
-            r["test_accuracy"] for u in arms.get(randoms, {}).values() for r in u["runs"]
-        ]
-        random_cell = (
-            f"{_pct(np.mean(random_accs))} ({len(arms[randoms])} cells)" if random_accs else "-"
-        )
-        v = verdicts.get(searched)
-        diff = (
-            f"{100 * v['difference']:+.2f} [{100 * v['low']:+.2f}, {100 * v['high']:+.2f}]"
-            if v
-            else "-"
-        )
-        within = True
-        for unit, u in arms[searched].items():
-            z, accs = u["size"], [r["test_accuracy"] for r in u["runs"]]
-            within &= abs(z["ops_ratio"] - 1) <= BUDGET_WINDOW
-            record = payload.get("searches", {}).get(unit) or {}
-            own = (record.get("budget") or {}).get("ops")
-            before = record.get("budget_argmax")
-            if before:
-                argmax.append(
-                    f"{unit} {100 * (before['cost']['ops']['ratio'] - 1):+.1f} % "
-                    f"({before['changed_ops']} ops re-chosen)"
-                )
-            rows.append(
-                f"| {x:g}x | {x * target / 1e6:.3f} | {unit} | "
-                + (f"{100 * (own['ratio'] - 1):+.1f} % | " if own else "- | ")
-                + f"{z['init_channels']} | {z['ops'] / 1e6:.3f} | "
-                f"{100 * (z['ops_ratio'] - 1):+.1f} % | "
-                f"{' / '.join(_pct(a) for a in accs)} | {random_cell} | {diff} |"
+        for penalty in BUDGET_PENALTIES:
+            searched = budget_arm(penalty, x)
+            if not arms.get(searched):
+                continue
+            randoms = random_arm[searched]
+            random_accs = [
+                r["test_accuracy"] for u in arms.get(randoms, {}).values() for r in u["runs"]
+            ]
+            random_cell = (
+                f"{_pct(np.mean(random_accs))} ({len(arms[randoms])} cells)" if random_accs else "-"
             )
-        beats = bool(v and v["low"] > 0)
-        goals.append(
-            f"{x:g}x: {'within' if within else 'not within'} {100 * BUDGET_WINDOW:.0f} %, "
-            + ("above the random cells" if beats else "not shown above the random cells")
-        )
+            v = verdicts.get(searched)
+            diff = (
+                f"{100 * v['difference']:+.2f} [{100 * v['low']:+.2f}, {100 * v['high']:+.2f}]"
+                if v
+                else "-"
+            )
+            within = True
+            for unit, u in arms[searched].items():
+                z, accs = u["size"], [r["test_accuracy"] for r in u["runs"]]
+                within &= abs(z["ops_ratio"] - 1) <= BUDGET_WINDOW
+                record = payload.get("searches", {}).get(unit) or {}
+                own = (record.get("budget") or {}).get("ops")
+                before = record.get("budget_argmax")
+                if before:
+                    argmax.append(
+                        f"{unit} {100 * (before['cost']['ops']['ratio'] - 1):+.1f} % "
+                        f"({before['changed_ops']} ops re-chosen)"
+                    )
+                rows.append(
+                    f"| {x:g}x | {x * target / 1e6:.3f} | {penalty} | {unit} | "
+                    + (f"{100 * (own['ratio'] - 1):+.1f} % | " if own else "- | ")
+                    + f"{z['init_channels']} | {z['ops'] / 1e6:.3f} | "
+                    f"{100 * (z['ops_ratio'] - 1):+.1f} % | "
+                    f"{' / '.join(_pct(a) for a in accs)} | {random_cell} | {diff} |"
+                )
+            beats = bool(v and v["low"] > 0)
+            goals.append(
+                f"{x:g}x {penalty}: {'within' if within else 'not within'} "
+                f"{100 * BUDGET_WINDOW:.0f} %, "
+                + ("above the random cells" if beats else "not shown above the random cells")
+            )
     if not rows:
         return []
     return [
         "## Search under an OPs budget (issue 26)",
         "",
         "Plain binary DARTS with `--ops_budget` at 0.5x, 1x and 2x the DARTS template's target "
-        f"(`--budget_penalty=two_sided --cost_weight={COST_WEIGHT:g}`: the budget is a target; "
-        "`--derive_within_budget`), each searched for the width at which the median random "
-        "DARTS-space cell costs its budget; the genotype's own landing there, then the "
-        "network trained: the genotype derived again within the budget at the width nearest "
-        "the budget's where it lands within 10 % (`--fit_width`), against the random "
-        "DARTS-space cells matched to the same "
+        f"(`--cost_weight={COST_WEIGHT:g} --derive_within_budget --target_fill=0.95`), each "
+        "searched for the width at which the median random DARTS-space cell costs its budget, "
+        "under either penalty: `two_sided`, the budget a target for alpha's loss as well as for "
+        "the derivation; `hinge`, a ceiling for alpha's loss (nothing while the expected cost "
+        "is under it) and a target for the derivation only. The genotype's own landing at the "
+        "budget's width, then the network trained: the genotype derived again within the budget "
+        "at the width nearest the budget's where it lands within 10 % (`--fit_width`), against "
+        "the random DARTS-space cells matched to the same "
         f"budget. Goal: within {100 * BUDGET_WINDOW:.0f} % of the budget, and above the random "
         "cells (interval above zero).",
         "",
-        "| budget | OPs budget (M) | search | genotype at the budget's width | channels "
-        "trained | OPs (M) | vs budget | test top-1 % (training seeds) | random cells % | "
-        "difference [95 %] |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| budget | OPs budget (M) | penalty | search | genotype at the budget's width | "
+        "channels trained | OPs (M) | vs budget | test top-1 % (training seeds) | "
+        "random cells % | difference [95 %] |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
         *rows,
         "",
         *(
@@ -1155,7 +1184,7 @@ def budget_lines(payload: dict) -> list[str]:
             if argmax
             else []
         ),
-        "Goal per budget: " + "; ".join(goals) + ".",
+        "Goal per budget and penalty: " + "; ".join(goals) + ".",
         "",
     ]
 
