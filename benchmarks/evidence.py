@@ -824,28 +824,93 @@ def budget_searches(
             yield label, f"{label}_s{s}", found
 
 
+#: Issue 26's third arm: the hinge's searches derived again as a ceiling (no fill) and trained
+#: at the widest width that genotype fits in. The hinge's alphas do not see the derivation, so
+#: this arm and the hinge's differ in the fill alone (``bnas_tf.search.driver.rederive``).
+CEILING = "budget_ceiling"
+#: Issue 26's arms on the page: prefix -> the penalty, and how the derivation reads the budget.
+BUDGET_READINGS = {
+    BUDGET_PENALTIES["two_sided"]: "two_sided, target",
+    BUDGET_PENALTIES["hinge"]: "hinge, target",
+    CEILING: "hinge, ceiling",
+}
+
+
+def ceiling_fit(
+    budget: EvidenceBudget, label: str, seed: int, extra: dict, found: dict, fresh: bool = False
+) -> dict:
+    """The hinge search ``label``/``seed`` (settings ``extra``, record ``found``) read as a
+    ceiling: its selected epoch derived again without the fill, and ``--fit_width``'s widest
+    width for that genotype (``{"genotype", "budget", "budget_fit"}``), from the search's run
+    folder; cached, so the page needs the folder only once."""
+    out_dir = C.CACHE / budget.name / "search_runs" / f"{label}_s{seed}"
+    key = {**extra, **BUDGET_RULE, "target_fill": 0.0, "search": found["genotype"]}
+
+    def compute() -> dict:
+        import bnas_tf  # noqa: F401  (Keras 2 before TensorFlow)
+        from bnas_tf.search.driver import SearchConfig, rederive
+
+        config = {**search_config(budget, "darts", seed), **extra, "target_fill": 0.0}
+        ceiling = SearchConfig.from_flat(config).budget(10, (28, 28, 1))  # Fashion-MNIST
+        genotype, report, fitted = rederive(out_dir, ceiling, log=C.log)
+        return {"genotype": genotype.to_dict(), "budget": report, "budget_fit": fitted}
+
+    return cached(budget, "derive", ceiling_unit(f"{label}_s{seed}"), key, compute, fresh)
+
+
+def ceiling_unit(hinge_unit: str) -> str:
+    """``budget_hinge_0.5x_s0`` -> ``budget_ceiling_0.5x_s0``: the hinge search's unit read as a
+    ceiling."""
+    return hinge_unit.replace(BUDGET_PENALTIES["hinge"], CEILING, 1)
+
+
+def budget_ceilings(
+    budget: EvidenceBudget, hinge: str, extra: dict, records: dict[str, dict], fresh: bool = False
+) -> dict[str, dict]:
+    """``ceiling_fit`` of each of the hinge arm ``hinge``'s search ``records`` (unit -> record),
+    by its ``CEILING`` unit; left out when missing in ``--phase=progress``."""
+    ceilings = {}
+    for unit, found in records.items():
+        seed = int(unit.rsplit("_s", 1)[1])
+        try:
+            ceilings[ceiling_unit(unit)] = ceiling_fit(budget, hinge, seed, extra, found, fresh)
+        except Missing:
+            continue
+    return ceilings
+
+
+def _fitted_units(budget: EvidenceBudget, records: dict[str, dict], extra: dict) -> dict:
+    """Training units of budgeted searches' ``records``: each the genotype ``--fit_width``
+    derived at the width it found (the search's own at the budget's width when it found
+    none)."""
+    units = {}
+    for unit, found in records.items():
+        fitted = found.get("budget_fit") or {}
+        channels = fitted.get("init_channels") or extra["final_init_channels"]
+        template = _template("darts", sizing="fixed", channels=channels, target=extra["ops_budget"])
+        genotype = fitted.get("genotype") or found["genotype"]
+        units[unit] = (genotype, template, budget.train_seeds)
+    return units
+
+
 def budget_arms(
     budget: EvidenceBudget, targets: dict, fresh: bool = False
 ) -> Iterator[tuple[str, dict]]:
     """Per budget factor in turn (a study cut short has whole comparisons): each penalty's arm
-    (``budget_arm``), the budgeted searches' networks (``budget_extras``), each the genotype
-    ``--fit_width`` derived at the width it found (the search's own at the budget's width when
-    it found none); then ``random_darts_<x>``, the random DARTS-space cells matched to the same
-    OPs (x = 1: the ``random_darts`` arm itself)."""
+    (``budget_arm``: the budgeted searches' networks, ``budget_extras``); the hinge's searches
+    read as a ceiling (``CEILING``, ``ceiling_fit``); then ``random_darts_<x>``, the random
+    DARTS-space cells matched to the same OPs (x = 1: the ``random_darts`` arm itself)."""
     extras = budget_extras(budget, targets)
     for x in BUDGET_FACTORS:
         for penalty in BUDGET_PENALTIES:
             arm = budget_arm(penalty, x)
-            extra, units = extras[arm], {}
-            for _, unit, found in budget_searches(budget, {arm: extra}, fresh):
-                fitted = found.get("budget_fit") or {}
-                channels = fitted.get("init_channels") or extra["final_init_channels"]
-                template = _template(
-                    "darts", sizing="fixed", channels=channels, target=extra["ops_budget"]
-                )
-                genotype = fitted.get("genotype") or found["genotype"]  # derived at that width
-                units[unit] = (genotype, template, budget.train_seeds)
-            yield arm, units
+            records = {
+                unit: found for _, unit, found in budget_searches(budget, {arm: extras[arm]}, fresh)
+            }
+            yield arm, _fitted_units(budget, records, extras[arm])
+        hinge = budget_arm("hinge", x)  # `records`: the hinge's searches, the last penalty's
+        ceilings = budget_ceilings(budget, hinge, extras[hinge], records, fresh)
+        yield f"{CEILING}_{x:g}x", _fitted_units(budget, ceilings, extras[hinge])
         if x != 1.0:
             yield (
                 f"random_darts_{x:g}x",
@@ -866,7 +931,7 @@ def planned(budget: EvidenceBudget) -> dict[str, int]:
         "trainings": (budget.random_kim + budget.random_darts + len(published_cells()))
         * budget.train_seeds
         + searched_runs
-        + budgets * len(BUDGET_PENALTIES) * budget.darts_search_seeds * budget.train_seeds
+        + budgets * (len(BUDGET_PENALTIES) + 1) * budget.darts_search_seeds * budget.train_seeds
         + (budgets - 1) * budget.random_darts,
         "searches": sum(seeds.values())
         + budgets * len(BUDGET_PENALTIES) * budget.darts_search_seeds,
@@ -908,9 +973,13 @@ def run_study(budget: EvidenceBudget, phase: str, fresh: bool = False) -> dict |
                 searches[f"{s}_s{i}"] = run_search(budget, s, i)
             except Missing:
                 continue
+    derived = {}
     try:
         extras = budget_extras(budget, targets)
-        searches.update({unit: found for _, unit, found in budget_searches(budget, extras)})
+        for arm, unit, found in budget_searches(budget, extras):
+            searches[unit] = found
+            if arm.startswith(BUDGET_PENALTIES["hinge"]):
+                derived.update(budget_ceilings(budget, arm, extras[arm], {unit: found}))
     except Missing:  # --phase=progress before the budgets' widths are profiled
         pass
     done = sum(len(u["runs"]) for units in trained.values() for u in units.values())
@@ -927,6 +996,7 @@ def run_study(budget: EvidenceBudget, phase: str, fresh: bool = False) -> dict |
         "calibration": calibration,
         "arms": trained,
         "searches": {k: {x: v[x] for x in v if x != "spec"} for k, v in searches.items()},
+        "derived": derived,
         "verdict": verdict(trained),
         "cost": study_cost(budget),
     }
@@ -957,12 +1027,12 @@ COMPARISONS = (
     ("kim", "kim_no_diversity", "Kim minus its no-diversity ablation"),
     *(
         (
-            budget_arm(penalty, x),
+            f"{arm}_{x:g}x",
             "random_darts" if x == 1.0 else f"random_darts_{x:g}x",
-            f"budgeted DARTS ({penalty}) minus random DARTS cells at {x:g}x OPs",
+            f"budgeted DARTS ({reading}) minus random DARTS cells at {x:g}x OPs",
         )
         for x in BUDGET_FACTORS
-        for penalty in BUDGET_PENALTIES
+        for arm, reading in BUDGET_READINGS.items()
     ),
 )
 
@@ -1100,18 +1170,19 @@ BUDGET_WINDOW = 0.10
 
 
 def budget_lines(payload: dict) -> list[str]:
-    """Issue 26's table: per OPs budget and penalty, each budgeted search's network (its OPs
-    against the budget) and test top-1 over its training seeds, the random DARTS-space cells
-    matched to the same budget, and the verdict's difference; then whether each arm meets the
+    """Issue 26's table: per OPs budget and arm (``BUDGET_READINGS``), each budgeted network
+    (its OPs against the budget) and test top-1 over its training seeds, the random DARTS-space
+    cells matched to the same budget, and the verdict's difference; then whether each arm meets the
     goal (within ``BUDGET_WINDOW`` of the budget, and above the random cells with the interval
     above zero)."""
     arms, target = payload["arms"], payload["ops_targets"]["darts"]
     verdicts = {v["a"]: v for v in payload["verdict"]}
     random_arm = {a: b for a, b, _ in COMPARISONS}  # budget arm -> its random cells' arm
     rows, goals, argmax = [], [], []
+    records = {**payload.get("searches", {}), **payload.get("derived", {})}
     for x in BUDGET_FACTORS:
-        for penalty in BUDGET_PENALTIES:
-            searched = budget_arm(penalty, x)
+        for prefix, reading in BUDGET_READINGS.items():
+            searched = f"{prefix}_{x:g}x"
             if not arms.get(searched):
                 continue
             randoms = random_arm[searched]
@@ -1131,7 +1202,7 @@ def budget_lines(payload: dict) -> list[str]:
             for unit, u in arms[searched].items():
                 z, accs = u["size"], [r["test_accuracy"] for r in u["runs"]]
                 within &= abs(z["ops_ratio"] - 1) <= BUDGET_WINDOW
-                record = payload.get("searches", {}).get(unit) or {}
+                record = records.get(unit) or {}
                 own = (record.get("budget") or {}).get("ops")
                 before = record.get("budget_argmax")
                 if before:
@@ -1140,7 +1211,7 @@ def budget_lines(payload: dict) -> list[str]:
                         f"({before['changed_ops']} ops re-chosen)"
                     )
                 rows.append(
-                    f"| {x:g}x | {x * target / 1e6:.3f} | {penalty} | {unit} | "
+                    f"| {x:g}x | {x * target / 1e6:.3f} | {reading} | {unit} | "
                     + (f"{100 * (own['ratio'] - 1):+.1f} % | " if own else "- | ")
                     + f"{z['init_channels']} | {z['ops'] / 1e6:.3f} | "
                     f"{100 * (z['ops_ratio'] - 1):+.1f} % | "
@@ -1148,7 +1219,7 @@ def budget_lines(payload: dict) -> list[str]:
                 )
             beats = bool(v and v["low"] > 0)
             goals.append(
-                f"{x:g}x {penalty}: {'within' if within else 'not within'} "
+                f"{x:g}x {reading}: {'within' if within else 'not within'} "
                 f"{100 * BUDGET_WINDOW:.0f} %, "
                 + ("above the random cells" if beats else "not shown above the random cells")
             )
@@ -1158,18 +1229,22 @@ def budget_lines(payload: dict) -> list[str]:
         "## Search under an OPs budget (issue 26)",
         "",
         "Plain binary DARTS with `--ops_budget` at 0.5x, 1x and 2x the DARTS template's target "
-        f"(`--cost_weight={COST_WEIGHT:g} --derive_within_budget --target_fill=0.95`), each "
-        "searched for the width at which the median random DARTS-space cell costs its budget, "
-        "under either penalty: `two_sided`, the budget a target for alpha's loss as well as for "
-        "the derivation; `hinge`, a ceiling for alpha's loss (nothing while the expected cost "
-        "is under it) and a target for the derivation only. The genotype's own landing at the "
-        "budget's width, then the network trained: the genotype derived again within the budget "
-        "at the width nearest the budget's where it lands within 10 % (`--fit_width`), against "
-        "the random DARTS-space cells matched to the same "
+        f"(`--cost_weight={COST_WEIGHT:g} --derive_within_budget --fit_width`), each searched "
+        "for the width at which the median random DARTS-space cell costs its budget. Three "
+        "arms (penalty, budget): `two_sided, target`, the budget a target for alpha's loss and "
+        "for the derivation (`--budget_penalty=two_sided`); `hinge, target`, a ceiling for "
+        "alpha's loss (nothing while the expected cost is under it) and a target for the "
+        "derivation only (`--budget_penalty=hinge --target_fill=0.95`); `hinge, ceiling`, the "
+        "same hinge searches derived again without the fill (`rederive`: their alphas do not "
+        "see the derivation, so the two hinge arms differ in the fill alone). Under a target the "
+        "network trained is the genotype derived again at the width nearest the budget's where "
+        "it lands within 10 %; under a ceiling, the genotype at the widest width it fits in. "
+        "The column after the search: the genotype's own landing at the budget's width. Each "
+        "against the random DARTS-space cells matched to the same "
         f"budget. Goal: within {100 * BUDGET_WINDOW:.0f} % of the budget, and above the random "
         "cells (interval above zero).",
         "",
-        "| budget | OPs budget (M) | penalty | search | genotype at the budget's width | "
+        "| budget | OPs budget (M) | penalty, budget | search | genotype at the budget's width | "
         "channels trained | OPs (M) | vs budget | test top-1 % (training seeds) | "
         "random cells % | difference [95 %] |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
@@ -1184,7 +1259,7 @@ def budget_lines(payload: dict) -> list[str]:
             if argmax
             else []
         ),
-        "Goal per budget and penalty: " + "; ".join(goals) + ".",
+        "Goal per budget and arm: " + "; ".join(goals) + ".",
         "",
     ]
 

@@ -491,6 +491,7 @@ def test_the_budget_table_checks_each_search_against_its_budget_and_its_random_c
         "arms": {
             "budget_0.5x": {"budget_0.5x_s0": unit(0.46e6, half, 0.8, 0.82)},
             "budget_hinge_0.5x": {"budget_hinge_0.5x_s0": unit(0.56e6, half, 0.9)},
+            "budget_ceiling_0.5x": {"budget_ceiling_0.5x_s0": unit(0.48e6, half, 0.95)},
             "random_darts_0.5x": {"r0": unit(0.5e6, half, 0.7), "r1": unit(0.5e6, half, 0.74)},
             "budget_2x": {"budget_2x_s0": unit(1.5e6, 2e6, 0.85, 0.86)},
             "random_darts_2x": {"r0": unit(2e6, 2e6, 0.84)},
@@ -501,6 +502,7 @@ def test_the_budget_table_checks_each_search_against_its_budget_and_its_random_c
                 "budget_argmax": {"changed_ops": 5, "cost": {"ops": {"ratio": 2.39}}},
             }
         },
+        "derived": {"budget_ceiling_0.5x_s0": {"budget": {"ops": {"ratio": 0.6}}}},
         "verdict": [
             {"a": "budget_0.5x", "difference": 0.09, "low": 0.05, "high": 0.12},
             {"a": "budget_hinge_0.5x", "difference": 0.18, "low": 0.16, "high": 0.2},
@@ -510,22 +512,27 @@ def test_the_budget_table_checks_each_search_against_its_budget_and_its_random_c
     lines = E.budget_lines(payload)
     rows = [line for line in lines if line.startswith("| 0.5x") or line.startswith("| 2x")]
     assert rows[0] == (
-        "| 0.5x | 0.500 | two_sided | budget_0.5x_s0 | -30.0 % | 9 | 0.460 | -8.0 % | "
+        "| 0.5x | 0.500 | two_sided, target | budget_0.5x_s0 | -30.0 % | 9 | 0.460 | -8.0 % | "
         "80.00 / 82.00 | 72.00 (2 cells) | +9.00 [+5.00, +12.00] |"
     )
     assert rows[1] == (  # the hinge's arm, against the same random cells
-        "| 0.5x | 0.500 | hinge | budget_hinge_0.5x_s0 | - | 9 | 0.560 | +12.0 % | 90.00 | "
-        "72.00 (2 cells) | +18.00 [+16.00, +20.00] |"
+        "| 0.5x | 0.500 | hinge, target | budget_hinge_0.5x_s0 | - | 9 | 0.560 | +12.0 % | "
+        "90.00 | 72.00 (2 cells) | +18.00 [+16.00, +20.00] |"
     )
-    assert "| budget_2x_s0 | - | 9 | 1.500 | -25.0 % |" in rows[2] and len(rows) == 3  # no 1x
+    assert rows[2] == (  # its searches read as a ceiling: the derivation's record, no verdict
+        "| 0.5x | 0.500 | hinge, ceiling | budget_ceiling_0.5x_s0 | -40.0 % | 9 | 0.480 | "
+        "-4.0 % | 95.00 | 72.00 (2 cells) | - |"
+    )
+    assert "| budget_2x_s0 | - | 9 | 1.500 | -25.0 % |" in rows[3] and len(rows) == 4  # no 1x
     assert (
         "The argmax genotypes, before the derivation within the budget, at the budget's width: "
         "budget_0.5x_s0 +139.0 % (5 ops re-chosen)." in lines
     )
     assert lines[-2] == (
-        "Goal per budget and penalty: 0.5x two_sided: within 10 %, above the random cells; "
-        "0.5x hinge: not within 10 %, above the random cells; "
-        "2x two_sided: not within 10 %, not shown above the random cells."
+        "Goal per budget and arm: 0.5x two_sided, target: within 10 %, above the random cells; "
+        "0.5x hinge, target: not within 10 %, above the random cells; "
+        "0.5x hinge, ceiling: within 10 %, not shown above the random cells; "
+        "2x two_sided, target: not within 10 %, not shown above the random cells."
     )
     assert E.budget_lines({**payload, "arms": {}}) == []
 
@@ -623,29 +630,35 @@ def test_a_budgeted_arm_keeps_its_searched_width_and_is_measured_against_its_bud
 
 
 def test_budgeted_arms_train_each_search_at_its_fitted_width_one_budget_at_a_time(monkeypatch):
-    """Each budget's searches under each penalty (``fit_width``, the fit's rule in the key) and
-    then its random cells, budget by budget; a search's network is the genotype
-    ``--fit_width`` derived at the width it found, or the search's at the budget's width when
-    it found none."""
+    """Each budget's searches under each penalty (``fit_width``, the fit's rule in the key), the
+    hinge's searches read as a ceiling, and then its random cells, budget by budget; a
+    network is the genotype ``--fit_width`` derived at the width it found, or the search's at
+    the budget's width when it found none."""
     from bnas_tf.sampling import random_genotype
 
     budget = E.BUDGETS["smoke"]
     found = random_genotype(0, "bnas_darts").to_dict()
     refit = random_genotype(1, "bnas_darts").to_dict()
-    calls = []
+    ceiling = random_genotype(2, "bnas_darts").to_dict()
+    calls, ceilings = [], []
 
     def fake_search(b, search, seed, fresh=False, *, extra=None, label=None, rule=None):
         calls.append((label, extra, rule))
         fit = {"budget_0.5x": {"init_channels": 3, "genotype": refit}, "budget_2x": None}
         return {"genotype": found, "budget_fit": fit.get(label)}
 
+    def fake_ceiling(b, label, seed, extra, record, fresh=False):
+        ceilings.append((label, seed, extra["budget_penalty"], record))
+        return {"genotype": ceiling, "budget_fit": {"init_channels": 7, "genotype": ceiling}}
+
     monkeypatch.setattr(E, "run_search", fake_search)
+    monkeypatch.setattr(E, "ceiling_fit", fake_ceiling)
     monkeypatch.setattr(E, "budget_widths", lambda b, t: {0.5: 5, 1.0: 8, 2.0: 12})
     arms = list(E.budget_arms(budget, {"darts": 1e6, "kim": 1e7}))
     assert [a for a, _ in arms] == [
-        "budget_0.5x", "budget_hinge_0.5x", "random_darts_0.5x",
-        "budget_1x", "budget_hinge_1x",
-        "budget_2x", "budget_hinge_2x", "random_darts_2x",
+        "budget_0.5x", "budget_hinge_0.5x", "budget_ceiling_0.5x", "random_darts_0.5x",
+        "budget_1x", "budget_hinge_1x", "budget_ceiling_1x",
+        "budget_2x", "budget_hinge_2x", "budget_ceiling_2x", "random_darts_2x",
     ]  # fmt: skip
     widths = {a: [t.get("channels") for _, t, _ in units.values()] for a, units in arms}
     assert widths["budget_0.5x"] == [3] and widths["budget_1x"] == [8]
@@ -659,6 +672,10 @@ def test_budgeted_arms_train_each_search_at_its_fitted_width_one_budget_at_a_tim
     hinge = [(label, extra) for label, extra, _ in calls if label == "budget_hinge_0.5x"]
     assert hinge and hinge[0][1] == {**extra, "budget_penalty": "hinge"}  # the penalty only
     assert widths["budget_hinge_0.5x"] == [5]  # its own search's record, not the two-sided's
+    # the ceiling reads the hinge's searches, one unit per search, at its own fitted width
+    assert ceilings[0] == ("budget_hinge_0.5x", 0, "hinge", {"genotype": found, "budget_fit": None})
+    assert list(dict(arms)["budget_ceiling_1x"]) == ["budget_ceiling_1x_s0"]
+    assert widths["budget_ceiling_1x"] == [7] and genotypes["budget_ceiling_1x"] == [ceiling]
     random_targets = {t["target"] for _, t, _ in dict(arms)["random_darts_2x"].values()}
     assert random_targets == {2e6}
     from bnas_tf.search.budget import TARGET_WINDOW

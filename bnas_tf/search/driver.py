@@ -83,6 +83,7 @@ __all__ = [
     "SearchResult",
     "build_supernet",
     "run_search",
+    "rederive",
     "LIBRARY_DEFAULTS",
     "METHOD_NAMES",
 ]
@@ -715,6 +716,45 @@ def _derivation(record: dict) -> tuple | None:
         {c: np.asarray(p) for c, p in record["op_probabilities"].items()},
         {c: np.asarray(a) for c, a in record["op_choosable"].items()},
     )
+
+
+def rederive(
+    output_dir: str | Path,
+    budget: Budget,
+    *,
+    fit: bool = True,
+    log=logging.info,
+) -> tuple[Genotype, dict[str, Any], dict[str, Any] | None]:
+    """A finished darts search's selected epoch derived again within another ``budget``,
+    without searching again: ``(genotype, report, fitted)`` as the search's end gives them
+    (``derive_within``, then ``final_report``; ``fitted`` is ``None`` without ``fit``).
+
+    The alphas are the search's own. So this is the search's result under ``budget`` only
+    where alpha's loss would have been the same: another ``target_fill``, or the hinge's
+    ceiling on a search whose expected cost stayed under it. Another budget or penalty would
+    have searched other alphas.
+
+    Example, a search with ``--target_fill=0.95`` read as a ceiling::
+
+        budget = dataclasses.replace(config.budget(10, (28, 28, 1)), target_fill=0.0)
+        genotype, report, fitted = rederive("runs/search", budget)
+    """
+    from bnas_tf.runs import read_json
+
+    path = Path(output_dir) / "metrics.json"
+    metrics = read_json(path)
+    selected = next((r for r in metrics["history"] if r["epoch"] == metrics["best_epoch"]), {})
+    derivation = _derivation(selected)
+    if derivation is None:
+        raise ValueError(
+            f"{path}: the selected epoch ({metrics['best_epoch']}) keeps no op probabilities "
+            "to derive from: search with --ops_budget or --memory_budget and "
+            "--derive_within_budget (bnas-tf 0.2 on)."
+        )
+    argmax, probabilities, allowed = derivation
+    genotype = derive_within(argmax, probabilities, budget, allowed)
+    report, fitted = final_report(genotype, budget, fit=fit, log=log, derivation=derivation)
+    return genotype, report, fitted
 
 
 def _read_state(output_dir: Path) -> dict:

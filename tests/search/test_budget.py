@@ -18,6 +18,7 @@ from bnas_tf.search.cell import edge_inputs
 from bnas_tf.search.cost import CostModel, network_cost, op_cost
 from bnas_tf.search.driver import SearchConfig
 
+import dataclasses
 import json
 
 import numpy as np
@@ -302,6 +303,7 @@ def test_a_budgeted_search_with_fit_width_writes_the_network_to_train(
     with the hinge) it is the genotype derived again at a width where it lands; either way the
     network to train is written to ``genotype_fit.json``."""
     from bnas_tf.search.budget import derive_within
+    from bnas_tf.search.driver import rederive
     from bnas_tf.search.methods import get_method, run_method
 
     def ops(genotype, channels):
@@ -330,6 +332,16 @@ def test_a_budgeted_search_with_fit_width_writes_the_network_to_train(
     fitted = Genotype.load(tmp_path / "genotype_fit.json")
     assert fitted.to_dict() == metrics["budget_fit"]["genotype"]
     assert f"fitted: {width} channels (genotype_fit.json)" in get_method("darts").summary(result)
+    # derived again from the run's files under the same budget: the search's own end
+    genotype, report, refit = rederive(tmp_path, config.budget(10, (28, 28, 1)))
+    assert genotype == result.genotype and report == metrics["budget"]
+    assert refit == metrics["budget_fit"]
+    if fill is not None:  # the same alphas read as a ceiling: the genotype widened as it is
+        ceiling = dataclasses.replace(config.budget(10, (28, 28, 1)), target_fill=0.0)
+        genotype, _, refit = rederive(tmp_path, ceiling)
+        assert refit["genotype"] == genotype.to_dict() and genotype.to_dict() != record["genotype"]
+        wide = refit["init_channels"]
+        assert ops(genotype, wide) <= bound < ops(genotype, wide + 1)
     if form == "hinge" and fill is None:
         assert fitted == result.genotype
         assert ops(result.genotype, width) <= bound < ops(result.genotype, width + 1)
@@ -620,3 +632,15 @@ def test_target_fill_makes_either_penalty_s_budget_a_target():
         SearchConfig(ops_budget=3e5, target_fill=1.5).validate()
     with pytest.raises(ValueError, match="target_fill must be in"):
         Budget({"ops": 3e5}, budget().cost_model, "two_sided", 1.5)
+
+
+def test_rederive_names_a_run_that_keeps_nothing_to_derive_from(tmp_path, models):
+    """A run whose selected epoch has no op probabilities (searched without a budget's
+    derivation) is refused with the file, the epoch and the flags that keep them."""
+    from bnas_tf.search.driver import rederive
+
+    record = {"epoch": 0, "genotype": random_genotype(0, "bnas_darts").to_dict()}
+    (tmp_path / "metrics.json").write_text(json.dumps({"best_epoch": 0, "history": [record]}))
+    budget = Budget({"ops": 1e6}, models[("bnas_darts", False)])
+    with pytest.raises(ValueError, match=r"metrics.json: the selected epoch \(0\) keeps no op"):
+        rederive(tmp_path, budget)
