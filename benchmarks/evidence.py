@@ -757,10 +757,10 @@ def arms(budget: EvidenceBudget, targets: dict, fresh: bool = False) -> Iterator
 #: this ``--cost_weight`` (mu of the budget penalty; the program's default).
 BUDGET_FACTORS = (0.5, 1.0, 2.0)
 COST_WEIGHT = 2.0
-#: Issue 26's two arms, penalty -> arm prefix. ``two_sided``: the budget is a target for alpha's
-#: loss and for the derivation. ``hinge`` (with ``--target_fill=0.95``): alpha's loss only
-#: keeps the expected cost under the budget (a ceiling, so plain DARTS while it is under), and
-#: the derivation alone aims at the target.
+#: Issue 26's searched arms, penalty -> arm prefix. ``two_sided``: the budget is a target for
+#: alpha's loss and for the derivation. ``hinge`` (with ``--target_fill=0.95``): alpha's loss
+#: only keeps the expected cost under the budget (a ceiling, so plain DARTS while it is under),
+#: and the derivation alone aims at the target.
 BUDGET_PENALTIES = {"two_sided": "budget", "hinge": "budget_hinge"}
 #: The rule ``--fit_width`` follows under a target, in the budgeted searches' key: the genotype
 #: derived again at the width nearest the budget's where it lands (``budget.land_target``); the
