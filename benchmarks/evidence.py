@@ -1034,6 +1034,22 @@ COMPARISONS = (
         for x in BUDGET_FACTORS
         for arm, reading in BUDGET_READINGS.items()
     ),
+    *(  # issue 26's arms against each other: the penalty, then the fill, on the same budget
+        row
+        for x in BUDGET_FACTORS
+        for row in (
+            (
+                budget_arm("hinge", x),
+                budget_arm("two_sided", x),
+                f"at {x:g}x OPs, the hinge minus the two-sided penalty (both filled)",
+            ),
+            (
+                f"{CEILING}_{x:g}x",
+                budget_arm("hinge", x),
+                f"at {x:g}x OPs, the hinge's searches read as a ceiling minus filled",
+            ),
+        )
+    ),
 )
 
 
@@ -1176,8 +1192,8 @@ def budget_lines(payload: dict) -> list[str]:
     goal (within ``BUDGET_WINDOW`` of the budget, and above the random cells with the interval
     above zero)."""
     arms, target = payload["arms"], payload["ops_targets"]["darts"]
-    verdicts = {v["a"]: v for v in payload["verdict"]}
-    random_arm = {a: b for a, b, _ in COMPARISONS}  # budget arm -> its random cells' arm
+    random_arm = {a: b for a, b, _ in COMPARISONS if b.startswith("random")}  # its random cells
+    verdicts = {(v["a"], v["b"]): v for v in payload["verdict"]}
     rows, goals, argmax = [], [], []
     records = {**payload.get("searches", {}), **payload.get("derived", {})}
     for x in BUDGET_FACTORS:
@@ -1192,7 +1208,7 @@ def budget_lines(payload: dict) -> list[str]:
             random_cell = (
                 f"{_pct(np.mean(random_accs))} ({len(arms[randoms])} cells)" if random_accs else "-"
             )
-            v = verdicts.get(searched)
+            v = verdicts.get((searched, randoms))
             diff = (
                 f"{100 * v['difference']:+.2f} [{100 * v['low']:+.2f}, {100 * v['high']:+.2f}]"
                 if v

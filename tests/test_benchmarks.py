@@ -504,9 +504,35 @@ def test_the_budget_table_checks_each_search_against_its_budget_and_its_random_c
         },
         "derived": {"budget_ceiling_0.5x_s0": {"budget": {"ops": {"ratio": 0.6}}}},
         "verdict": [
-            {"a": "budget_0.5x", "difference": 0.09, "low": 0.05, "high": 0.12},
-            {"a": "budget_hinge_0.5x", "difference": 0.18, "low": 0.16, "high": 0.2},
-            {"a": "budget_2x", "difference": 0.015, "low": -0.01, "high": 0.03},
+            {
+                "a": "budget_0.5x",
+                "b": "random_darts_0.5x",
+                "difference": 0.09,
+                "low": 0.05,
+                "high": 0.12,
+            },
+            {
+                "a": "budget_hinge_0.5x",
+                "b": "random_darts_0.5x",
+                "difference": 0.18,
+                "low": 0.16,
+                "high": 0.2,
+            },
+            # the arms against each other: not the random cells' column
+            {
+                "a": "budget_hinge_0.5x",
+                "b": "budget_0.5x",
+                "difference": 0.1,
+                "low": 0.05,
+                "high": 0.15,
+            },
+            {
+                "a": "budget_2x",
+                "b": "random_darts_2x",
+                "difference": 0.015,
+                "low": -0.01,
+                "high": 0.03,
+            },
         ],
     }
     lines = E.budget_lines(payload)
