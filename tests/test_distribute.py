@@ -173,8 +173,12 @@ def test_mirrored_alpha_update_matches_one_device(mirrored):
     before = np.array(mirrored["alpha_before"])
     single = np.array(mirrored["single"]["alpha"]) - before
     replicated = np.array(mirrored["mirrored"]["alpha"]) - before
-    assert np.abs(single).max() > 1e-4
-    np.testing.assert_allclose(replicated, single, rtol=1e-4, atol=1e-9)
+    scale = np.abs(single).max()
+    assert scale > 1e-4
+    # Two replicas sum the batch's gradients in another order than one device: float32
+    # rounding of the summands' size, so an update near zero is compared against the largest
+    # (a CI run saw 1.2e-8 on an update of 6.3e-5, in a step whose largest is 9.1e-3).
+    np.testing.assert_allclose(replicated, single, rtol=1e-4, atol=1e-5 * scale)
     assert mirrored["mirrored"]["arch_loss"] == pytest.approx(
         mirrored["single"]["arch_loss"], rel=1e-5
     )
