@@ -70,7 +70,7 @@ from bnas_tf.sources import DATA_HELP, TEST_FRACTION
 import dataclasses
 import inspect
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -723,7 +723,7 @@ def rederive(
     budget: Budget,
     *,
     fit: bool = True,
-    log=logging.info,
+    log: Callable[[str], Any] = logging.info,
 ) -> tuple[Genotype, dict[str, Any], dict[str, Any] | None]:
     """A finished darts search's selected epoch derived again within another ``budget``,
     without searching again: ``(genotype, report, fitted)`` as the search's end gives them
@@ -749,7 +749,7 @@ def rederive(
         raise ValueError(
             f"{path}: the selected epoch ({metrics['best_epoch']}) keeps no op probabilities "
             "to derive from: search with --ops_budget or --memory_budget and "
-            "--derive_within_budget (bnas-tf 0.2 on)."
+            "--derive_within_budget (a history from before these records were kept has none)."
         )
     argmax, probabilities, allowed = derivation
     genotype = derive_within(argmax, probabilities, budget, allowed)
