@@ -30,7 +30,7 @@ from bnas_tf.genotype import Genotype
 from bnas_tf.network import check_dataset_size
 from bnas_tf.precision import check_dtype_policy
 from bnas_tf.quantizers import BINARIZATION_HELP, Binarization, get_binarization
-from bnas_tf.runs import write_json
+from bnas_tf.runs import read_json, write_json
 from bnas_tf.search.architect import Architect
 from bnas_tf.search.bmes import BMESConfig
 from bnas_tf.search.budget import (
@@ -653,7 +653,7 @@ def run_search(
     best_epoch, genotype = _select(history, config.genotype_selection)
     report = fitted = argmax_report = None
     if budget is not None:
-        selected = next((r for r in history if r["epoch"] == best_epoch), {})
+        selected = _record(history, best_epoch)
         argmax_report = _argmax_report(selected, genotype, budget)
         report, fitted = final_report(
             genotype,
@@ -683,6 +683,11 @@ def run_search(
         },
     )
     return SearchResult(genotype, best_epoch, history, wall_time, report, fitted, argmax_report)
+
+
+def _record(history: list[dict], epoch: int) -> dict:
+    """``epoch``'s record in a search's ``history`` (``{}`` where it has none)."""
+    return next((r for r in history if r["epoch"] == epoch), {})
 
 
 def _argmax_report(record: dict, genotype: Genotype, budget: Budget) -> dict | None:
@@ -739,11 +744,9 @@ def rederive(
         budget = dataclasses.replace(config.budget(10, (28, 28, 1)), target_fill=0.0)
         genotype, report, fitted = rederive("runs/search", budget)
     """
-    from bnas_tf.runs import read_json
-
     path = Path(output_dir) / "metrics.json"
     metrics = read_json(path)
-    selected = next((r for r in metrics["history"] if r["epoch"] == metrics["best_epoch"]), {})
+    selected = _record(metrics["history"], metrics["best_epoch"])
     derivation = _derivation(selected)
     if derivation is None:
         raise ValueError(
@@ -758,8 +761,6 @@ def rederive(
 
 
 def _read_state(output_dir: Path) -> dict:
-    from bnas_tf.runs import read_json
-
     state = read_json(output_dir / "search_state.json")
     if not isinstance(state.get("history"), list):
         raise ValueError(f"{output_dir / 'search_state.json'}: no history list.")
