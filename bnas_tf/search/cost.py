@@ -67,6 +67,22 @@ def _summary_cost(model: tf.keras.Model) -> dict[str, float]:
     }
 
 
+#: What cost models have counted, per network: the op tables, preprocessing and fixed part
+#: (``CostModel``), and whole genotypes' networks (``CostModel.exact_at``). Each count builds
+#: Keras layers (about 1 s per network, 3-4 s per width's tables on 2 cores), and a budgeted
+#: search's end asks for the same widths again (``land_target``, ``fit_width``, ``rederive``).
+_TABLES: dict[tuple, tuple] = {}
+_NETWORK_COSTS: dict[tuple, dict[str, float]] = {}
+_REMEMBERED = 256
+
+
+def _remember(cache: dict, key: tuple, value) -> None:
+    """``cache[key] = value``, forgetting the oldest entry beyond ``_REMEMBERED``."""
+    if len(cache) >= _REMEMBERED:
+        del cache[next(iter(cache))]
+    cache[key] = value
+
+
 @functools.lru_cache(maxsize=1024)
 def _preprocess_cost(
     in_channels: int, size: int, channels: int, kernel: int, stride: int, binarization
@@ -119,6 +135,10 @@ class CostModel:
         layers, init_channels, input_shape, stem, inter_cell_skip, binarization, num_classes:
             the final network (``bnas_tf.network.build_network``'s arguments) the budget is for.
         steps: intermediate nodes per cell.
+
+    Counting builds each op alone at each of the network's sizes (3-4 s per width on 2 cores);
+    cost models of the same network share one count, whose tables are read-only, and
+    ``exact_at`` builds a genotype's network at a width once.
     """
 
     def __init__(
@@ -141,12 +161,33 @@ class CostModel:
         self.stem, self.inter_cell_skip = stem, inter_cell_skip
         self.binarization = get_binarization(binarization)
         self.steps, self.edges = steps, num_edges(steps)
+        key = self._key()
+        if key not in _TABLES:
+            _remember(_TABLES, key, self._count())
+        self.tables, self.preprocess, self.fixed = _TABLES[key]
+
+    def _key(self) -> tuple:
+        return (
+            self.search_space,
+            self.layers,
+            self.init_channels,
+            self.input_shape,
+            self.num_classes,
+            self.stem,
+            self.inter_cell_skip,
+            self.binarization,
+            self.steps,
+        )
+
+    def _count(self) -> tuple[dict, dict, dict[str, float]]:
+        """The op tables, the preprocessing costs and the fixed part, counted from this model's
+        network (read-only: models of the same network share them)."""
         self.tables = {
             t: {m: np.zeros((self.edges, len(self.op_names))) for m in METRICS} for t in CELL_TYPES
         }
         # per cell type and input (0, 1): the preprocessing convolutions' summed cost
         self.preprocess = {t: [dict.fromkeys(METRICS, 0.0) for _ in range(2)] for t in CELL_TYPES}
-        height = self.input_shape[0]
+        height, stem, init_channels = self.input_shape[0], self.stem, self.init_channels
         if stem == "imagenet":  # three stride-2 convolutions: s0 at 1/4, s1 at 1/8, C channels
             s0 = (init_channels, -(-height // 4))
             s1 = (init_channels, -(-height // 8))
@@ -155,8 +196,8 @@ class CostModel:
             s0 = s1 = (3 * init_channels, height)
             reduction_prev = False
         size, channels = s1[1], init_channels
-        for index in range(layers):
-            reduction = index in (layers // 3, 2 * layers // 3)
+        for index in range(self.layers):
+            reduction = index in (self.layers // 3, 2 * self.layers // 3)
             if reduction:
                 channels *= 2
             cell = "reduce" if reduction else "normal"
@@ -169,7 +210,7 @@ class CostModel:
                 for m in METRICS:
                     self.preprocess[cell][j][m] += pre[j][m]
             out_size = -(-size // 2) if reduction else size
-            for e, (_, j) in enumerate(edge_inputs(steps)):
+            for e, (_, j) in enumerate(edge_inputs(self.steps)):
                 stride = 2 if reduction and j < 2 else 1
                 at = size if j < 2 else out_size
                 for k, op in enumerate(self.op_names):
@@ -178,21 +219,31 @@ class CostModel:
                         self.tables[cell][m][e, k] += cost[m]
             s0, s1, reduction_prev = s1, (4 * channels, out_size), reduction
             size = out_size
-        self.fixed = self._fixed()
+        for table in self.tables.values():
+            for array in table.values():
+                array.setflags(write=False)
+        return self.tables, self.preprocess, self._fixed()
 
-    def _network(self, genotype: Genotype, init_channels: int | None = None) -> tf.keras.Model:
-        from bnas_tf.network import build_network
+    def _network_cost(self, genotype: Genotype, init_channels: int) -> dict[str, float]:
+        """``network_cost`` of the final network of ``genotype`` at ``init_channels``, built
+        (once: remembered per network)."""
+        key = (genotype, int(init_channels), self.layers, self.input_shape, self.num_classes)
+        key += (self.stem, self.inter_cell_skip, self.binarization)
+        if key not in _NETWORK_COSTS:
+            from bnas_tf.network import build_network
 
-        return build_network(
-            genotype,
-            layers=self.layers,
-            init_channels=init_channels or self.init_channels,
-            num_classes=self.num_classes,
-            input_shape=self.input_shape,
-            stem=self.stem,
-            binarization=self.binarization,
-            inter_cell_skip=self.inter_cell_skip,
-        )
+            network = build_network(
+                genotype,
+                layers=self.layers,
+                init_channels=int(init_channels),
+                num_classes=self.num_classes,
+                input_shape=self.input_shape,
+                stem=self.stem,
+                binarization=self.binarization,
+                inter_cell_skip=self.inter_cell_skip,
+            )
+            _remember(_NETWORK_COSTS, key, network_cost(network))
+        return dict(_NETWORK_COSTS[key])
 
     @staticmethod
     def used_inputs(edges) -> set[int]:
@@ -224,7 +275,7 @@ class CostModel:
         cells = tuple((op, j) for node in range(self.steps) for j in (0, 1))
         concat = tuple(range(2, 2 + self.steps))
         genotype = Genotype(cells, concat, cells, concat, search_space=self.search_space)
-        whole = network_cost(self._network(genotype))
+        whole = self._network_cost(genotype, self.init_channels)
         edges = self.edge_cost(genotype)
         return {m: whole[m] - edges[m] for m in METRICS}
 
@@ -256,7 +307,7 @@ class CostModel:
         (the tables are for this width)."""
         if int(init_channels) == self.init_channels:
             return self.exact(genotype)
-        return network_cost(self._network(genotype, int(init_channels)))
+        return self._network_cost(genotype, init_channels)
 
     def floor(self, metric: str = "ops") -> float:
         """The network without its edges' ops: the fixed part and every cell input's

@@ -53,6 +53,29 @@ def test_network_cost_is_the_fixed_part_plus_its_edges_op_costs(models, space, s
             assert exact[metric] == pytest.approx(measured[metric], rel=1e-9)
 
 
+def test_cost_models_of_one_network_count_it_once(models, monkeypatch):
+    """A second cost model of the same final network reuses the first one's counts (read-only);
+    another network (here: another binarization) is counted anew; a whole genotype's network at
+    another width is built once however often it is asked for."""
+    from bnas_tf.search import cost
+
+    model = models[("bnas_darts", False)]
+    again = CostModel("bnas_darts", inter_cell_skip=False, **SIZE)
+    assert again.tables is model.tables and again.fixed is model.fixed
+    with pytest.raises(ValueError, match="read-only"):
+        again.tables["normal"]["ops"][0, 0] = 0.0
+    xnor = CostModel("bnas_darts", inter_cell_skip=False, binarization="xnor", **SIZE)
+    assert xnor.tables is not model.tables
+
+    built = []
+    monkeypatch.setattr(cost, "_NETWORK_COSTS", {})  # the counts below are not a network's
+    monkeypatch.setattr(cost, "network_cost", lambda net: built.append(net) or {"ops": 1.0})
+    genotype = random_genotype(5, "bnas_darts")
+    assert model.exact_at(genotype, 13) == model.exact_at(genotype, 13) == {"ops": 1.0}
+    model.exact_at(genotype, 14)
+    assert [net.count_params() > 0 for net in built] == [True, True]
+
+
 def _one_hot(model: CostModel, genotype: Genotype):
     """Alphas (as probabilities) one-hot on the genotype's ops and betas that keep exactly its
     two edges per node (+-30: softmax weights within 1e-13 of 0 and 1)."""
