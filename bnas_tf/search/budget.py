@@ -357,8 +357,8 @@ def land_target(
     ``TARGET_WINDOW`` under every bound (``Budget.lands``) is kept: the network nearest the
     size asked for, the wider on a tie. Where none lands, the width whose genotype comes
     closest under the budget (the one whose lowest cost-to-bound ratio is highest); ``None``
-    when no width's genotype is within it. A width costs a cost model at that width (about a second
-    once its ops are counted).
+    when no width's genotype is within it. A width costs a cost model at that width (3-4 s on 2
+    cores the first time; cost models of one network share their counts).
     """
     base = budget.cost_model.init_channels
     widths = sorted(
