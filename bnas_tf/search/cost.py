@@ -46,6 +46,7 @@ from bnas_tf.search.cell import edge_inputs, num_edges
 
 import functools
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import tensorflow as tf
@@ -166,18 +167,21 @@ class CostModel:
             _remember(_TABLES, key, self._count())
         self.tables, self.preprocess, self.fixed = _TABLES[key]
 
-    def _key(self) -> tuple:
-        return (
-            self.search_space,
-            self.layers,
-            self.init_channels,
-            self.input_shape,
-            self.num_classes,
-            self.stem,
-            self.inter_cell_skip,
-            self.binarization,
-            self.steps,
+    def _network_args(self, init_channels: int) -> dict[str, Any]:
+        """The final network's ``build_network`` arguments (and this class's) at
+        ``init_channels``."""
+        return dict(
+            layers=self.layers,
+            init_channels=int(init_channels),
+            num_classes=self.num_classes,
+            input_shape=self.input_shape,
+            stem=self.stem,
+            binarization=self.binarization,
+            inter_cell_skip=self.inter_cell_skip,
         )
+
+    def _key(self) -> tuple:
+        return (self.search_space, self.steps, *self._network_args(self.init_channels).values())
 
     def _count(self) -> tuple[dict, dict, dict[str, float]]:
         """The op tables, the preprocessing costs and the fixed part, counted from this model's
@@ -227,22 +231,12 @@ class CostModel:
     def _network_cost(self, genotype: Genotype, init_channels: int) -> dict[str, float]:
         """``network_cost`` of the final network of ``genotype`` at ``init_channels``, built
         (once: remembered per network)."""
-        key = (genotype, int(init_channels), self.layers, self.input_shape, self.num_classes)
-        key += (self.stem, self.inter_cell_skip, self.binarization)
+        args = self._network_args(init_channels)
+        key = (genotype, *args.values())
         if key not in _NETWORK_COSTS:
             from bnas_tf.network import build_network
 
-            network = build_network(
-                genotype,
-                layers=self.layers,
-                init_channels=int(init_channels),
-                num_classes=self.num_classes,
-                input_shape=self.input_shape,
-                stem=self.stem,
-                binarization=self.binarization,
-                inter_cell_skip=self.inter_cell_skip,
-            )
-            _remember(_NETWORK_COSTS, key, network_cost(network))
+            _remember(_NETWORK_COSTS, key, network_cost(build_network(genotype, **args)))
         return dict(_NETWORK_COSTS[key])
 
     @staticmethod
@@ -289,17 +283,7 @@ class CostModel:
         at its own."""
         if int(init_channels) == self.init_channels:
             return self
-        return CostModel(
-            self.search_space,
-            layers=self.layers,
-            init_channels=int(init_channels),
-            input_shape=self.input_shape,
-            num_classes=self.num_classes,
-            stem=self.stem,
-            inter_cell_skip=self.inter_cell_skip,
-            binarization=self.binarization,
-            steps=self.steps,
-        )
+        return CostModel(self.search_space, steps=self.steps, **self._network_args(init_channels))
 
     def exact_at(self, genotype: Genotype, init_channels: int) -> dict[str, float]:
         """``{"ops", "memory_kib"}`` of the final network of ``genotype`` at any width: at this
